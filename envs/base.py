@@ -1,0 +1,379 @@
+"""`CellEnv`: the Gymnasium env every skillcell cell derives from.
+
+The base class owns what all cells share: composing the cell (`skillcell.envs.cell`), Cartesian
+control of the tool by differential IK (`skillcell.envs.control`), the F/T reading, observation
+scaling, action validation, instability detection, seeding and headless rendering. A cell adds its
+task: geometry (`_build_task`), resets and randomization, task observations, metrics and reward.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+from skillcell.envs.cell import ROBOT_PREFIX, TOOL_PREFIX, CellConfig, compose_cell
+from skillcell.envs.control import CartesianController, rotvec_from_quat
+
+__all__ = ["CellEnv", "ObsField", "RenderUnavailableError"]
+
+_GL_HELP = (
+    "MuJoCo could not open an OpenGL context for offscreen rendering (MUJOCO_GL={backend!r}). "
+    "Headless machines need MUJOCO_GL=egl with Debian's libegl1 and libgl1-mesa-dri "
+    "(or MUJOCO_GL=osmesa with libosmesa6). Original error: {error}"
+)
+
+
+class RenderUnavailableError(RuntimeError):
+    """No OpenGL backend could be opened for rendering."""
+
+
+@dataclass(frozen=True)
+class ObsField:
+    """One named block of the observation vector: ``obs[slice] = value * scale``."""
+
+    name: str
+    size: int
+    scale: float
+    unit: str
+
+
+class CellEnv(gym.Env):
+    """Base class of the skillcell cells; see a cell's docstring for its spaces, reward and success.
+
+    Subclasses set `config_class` and implement the task hooks. The first six action channels are
+    always the normalized Cartesian delta of the tool pose in the cell frame (see
+    `CartesianController`); cells may append task channels (`task_action_size`).
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 20}
+    config_class: ClassVar[type[CellConfig]] = CellConfig
+    task_action_size: ClassVar[int] = 0
+
+    #: orientation of the TCP in the task frame when the tool is aligned with the task
+    R_task_tcp_nominal: np.ndarray = np.eye(3)
+
+    def __init__(self, config: CellConfig, render_mode: str | None = None, width: int = 640,
+                 height: int = 480, camera: str = "overview", render_quality: str = "fast"):
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, "
+                             f"got {render_mode!r}")
+        if render_quality not in ("fast", "high"):
+            raise ValueError(f"render_quality must be 'fast' or 'high', got {render_quality!r}")
+        self.config = config
+        self.render_mode, self.camera, self.render_quality = render_mode, camera, render_quality
+        self.width, self.height = int(width), int(height)
+
+        spec = compose_cell(config)
+        spec.option.timestep = config.control.timestep_s
+        spec.visual.global_.offwidth = max(spec.visual.global_.offwidth, self.width)
+        spec.visual.global_.offheight = max(spec.visual.global_.offheight, self.height)
+        self._build_task(spec)
+        self.model = spec.compile()
+        self.data = mujoco.MjData(self.model)
+        self.n_substeps = config.control.n_substeps
+        self.control_dt = self.n_substeps * self.model.opt.timestep
+        self.metadata = {**self.metadata, "render_fps": round(1.0 / self.control_dt)}
+        if camera not in self.camera_names:
+            raise ValueError(f"camera must be one of {self.camera_names}, got {camera!r}")
+
+        self._find_robot()
+        self._setup_task()
+
+        control = config.control
+        self.controller = CartesianController(
+            self.model, self.data, self.tcp_site, self.arm_qpos_adr, self.arm_dof_adr, self.arm_actuators,
+            max_translation=control.max_translation_mm * 1e-3,
+            max_rotation=math.radians(control.max_rotation_deg),
+            max_lead_translation=control.max_lead_mm * 1e-3,
+            max_lead_rotation=math.radians(control.max_lead_deg),
+            workspace_min=np.array(control.workspace_min_m), workspace_max=np.array(control.workspace_max_m),
+        )
+        self._solve_start_pose()
+        self._measure_payload()
+
+        self.obs_fields: list[ObsField] = [
+            ObsField("joint_pos", 6, 1 / math.pi, "rad"),
+            ObsField("joint_vel", 6, 1 / math.pi, "rad/s"),
+            ObsField("tcp_pos_task", 3, 1 / 0.05, "m"),
+            ObsField("tcp_rot_task", 3, 1 / 0.1, "rad"),
+            ObsField("tcp_lead", 3, 1 / (control.max_lead_mm * 1e-3), "m"),
+            ObsField("force_tool", 3, 1 / 50.0, "N"),
+            ObsField("torque_tool", 3, 1 / 5.0, "N*m"),
+            *self._task_obs_fields(),
+        ]
+        self.obs_slices: dict[str, slice] = {}
+        start = 0
+        for field in self.obs_fields:
+            self.obs_slices[field.name] = slice(start, start + field.size)
+            start += field.size
+        self._obs_raw = np.zeros(start)
+        self._obs_scale = np.concatenate([np.full(f.size, f.scale) for f in self.obs_fields])
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (start,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (6 + self.task_action_size,), np.float32)
+
+        self._renderer: mujoco.Renderer | None = None
+        self._needs_reset = True
+        self.wrench_tool = np.zeros(6)
+
+    # ------------------------------------------------------------------ setup
+
+    def _find_robot(self) -> None:
+        m = self.model
+        arm_joints = [j for j in range(m.njnt) if m.joint(j).name.startswith(ROBOT_PREFIX)
+                      and int(m.jnt_type[j]) in (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE))]
+        if len(arm_joints) != 6:
+            raise ValueError(f"CellEnv drives 6-joint arms; the robot has {len(arm_joints)} joints")
+        self.arm_qpos_adr = m.jnt_qposadr[arm_joints].copy()
+        self.arm_dof_adr = m.jnt_dofadr[arm_joints].copy()
+        by_joint = {int(m.actuator_trnid[a, 0]): a for a in range(m.nu)
+                    if int(m.actuator_trntype[a]) == int(mujoco.mjtTrn.mjTRN_JOINT)}
+        self.arm_actuators = np.array([by_joint[j] for j in arm_joints])
+        tool = self.config.tool
+        self.tcp_site = m.site(TOOL_PREFIX + tool.tcp_site).id
+        self.ft_site = m.site(TOOL_PREFIX + tool.ft_site).id
+        self.tool_body = m.site_bodyid[self.ft_site]
+        sensors = {int(m.sensor_type[s]): s for s in range(m.nsensor)
+                   if int(m.sensor_objid[s]) == self.ft_site}
+        force, torque = int(mujoco.mjtSensor.mjSENS_FORCE), int(mujoco.mjtSensor.mjSENS_TORQUE)
+        if force not in sensors or torque not in sensors:
+            raise ValueError(f"the tool needs <force> and <torque> sensors on site {tool.ft_site!r}")
+        self._force_adr = m.sensor_adr[sensors[force]]
+        self._torque_adr = m.sensor_adr[sensors[torque]]
+        self.robot_key = m.key(ROBOT_PREFIX + self.config.robot.keyframe).id
+
+    def _solve_start_pose(self) -> None:
+        """Joint configuration for the nominal start pose, by damped least squares from the keyframe."""
+        m, d = self.model, self.data
+        mujoco.mj_resetDataKeyframe(m, d, self.robot_key)
+        self._reset_task_nominal()
+        p_target, quat_target = self._nominal_start_pose()
+        self.controller.p_world_cmd[:] = p_target
+        self.controller.quat_world_cmd[:] = quat_target
+        jac = np.zeros((6, m.nv))
+        for _ in range(200):
+            mujoco.mj_kinematics(m, d)
+            mujoco.mj_comPos(m, d)
+            error = self.controller.pose_error()
+            if np.abs(error).max() < 1e-9:
+                break
+            mujoco.mj_jacSite(m, d, jac[:3], jac[3:], self.tcp_site)
+            j = jac[:, self.arm_dof_adr]
+            d.qpos[self.arm_qpos_adr] += np.linalg.solve(j.T @ j + 1e-8 * np.eye(6), j.T @ error)
+        else:
+            raise ValueError(f"the start pose {p_target} is out of the robot's reach")
+        self._q_start = d.qpos[self.arm_qpos_adr].copy()
+        # Start offsets are a few millimetres: one linear IK step maps them to joints exactly enough.
+        self._dq_per_dp = np.linalg.inv(j)[:, :3]
+
+    def _measure_payload(self) -> None:
+        """Mass and centre of mass of the tool, in the F/T frame, for gravity compensation."""
+        m, d = self.model, self.data
+        mujoco.mj_forward(m, d)
+        self._payload_mass = m.body_subtreemass[self.tool_body]
+        R_world_ft = d.site_xmat[self.ft_site].reshape(3, 3)
+        self._payload_com_ft = R_world_ft.T @ (d.subtree_com[self.tool_body] - d.site_xpos[self.ft_site])
+        self._payload_force_world = self._payload_mass * m.opt.gravity
+
+    # ------------------------------------------------------------------ task hooks
+
+    def _build_task(self, spec: mujoco.MjSpec) -> None:
+        """Adds task geometry to the composed spec before it compiles."""
+
+    def _setup_task(self) -> None:
+        """Looks up task ids after compiling; must set ``self.task_site``."""
+        raise NotImplementedError
+
+    def _reset_task_nominal(self) -> None:
+        """Puts the task in its nominal (unrandomized) configuration."""
+
+    def _reset_task(self, rng: np.random.Generator) -> None:
+        """Randomizes the task for a new episode."""
+
+    def _nominal_start_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """The TCP start pose ``(p_world, quat_world)`` with the task nominal."""
+        raise NotImplementedError
+
+    def _sample_start_offset(self, rng: np.random.Generator) -> np.ndarray:
+        """TCP start position offset in metres."""
+        return np.zeros(3)
+
+    def _task_obs_fields(self) -> list[ObsField]:
+        return []
+
+    def _task_obs(self, out: np.ndarray) -> None:
+        """Writes the unscaled task observation into ``out``."""
+
+    def _apply_task_action(self, action: np.ndarray) -> None:
+        """Applies the task channels ``action[6:]``."""
+
+    def _evaluate(self) -> dict[str, Any]:
+        """Metrics of the current step; must include ``is_success`` and ``physics_invalid``."""
+        raise NotImplementedError
+
+    def _reward(self, metrics: dict[str, Any], action: np.ndarray) -> tuple[float, dict[str, float]]:
+        raise NotImplementedError
+
+    def _episode_start(self) -> None:
+        """Resets per-episode statistics."""
+
+    # ------------------------------------------------------------------ gymnasium API
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        m, d = self.model, self.data
+        mujoco.mj_resetData(m, d)
+        self._reset_task(self.np_random)
+        offset = self._sample_start_offset(self.np_random)
+        d.qpos[self.arm_qpos_adr] = self._q_start + self._dq_per_dp @ offset
+        d.ctrl[self.arm_actuators] = d.qpos[self.arm_qpos_adr]
+        mujoco.mj_forward(m, d)
+        self.controller.reset()
+        self._update_wrench()
+        self._episode_start()
+        self._needs_reset = False
+        metrics = self._evaluate()
+        return self._get_obs(), {**metrics, "instability": ""}
+
+    def step(self, action):
+        if self._needs_reset:
+            raise RuntimeError("call reset() before step(): the episode has not started or the "
+                               "physics became unstable")
+        a = self._check_action(action)
+        self.controller.command(a)
+        self._apply_task_action(a)
+        mujoco.mj_step(self.model, self.data, self.n_substeps)
+        instability = self._instability()
+        self._update_wrench()
+        metrics = self._evaluate()
+        reward, terms = self._reward(metrics, a)
+        if instability:
+            # The engine has already reset the state: nothing after this step is physics.
+            self._needs_reset = True
+            metrics["is_success"] = False
+            metrics["physics_invalid"] = True
+        terminated = bool(instability or metrics["physics_invalid"] or
+                          (metrics["is_success"] and self._terminate_on_success))
+        info = {**metrics, **terms, "instability": instability}
+        return self._get_obs(), reward, terminated, False, info
+
+    _terminate_on_success = True
+
+    def render(self):
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array'")
+            return None
+        renderer = self.renderer
+        renderer.update_scene(self.data, camera=self.camera)
+        self._add_overlays(renderer.scene)
+        return renderer.render()
+
+    def close(self):
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def camera_names(self) -> list[str]:
+        return [self.model.camera(i).name for i in range(self.model.ncam)]
+
+    @property
+    def renderer(self) -> mujoco.Renderer:
+        """A `mujoco.Renderer` at the env's size; ``fast`` quality drops shadows and reflections."""
+        if self._renderer is None:
+            import os
+
+            try:
+                self._renderer = mujoco.Renderer(self.model, self.height, self.width)
+            except Exception as exc:  # the GL backends raise a variety of types
+                raise RenderUnavailableError(
+                    _GL_HELP.format(backend=os.environ.get("MUJOCO_GL"), error=exc)) from exc
+            if self.render_quality == "fast":
+                self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
+                self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
+        return self._renderer
+
+    def _add_overlays(self, scene: mujoco.MjvScene) -> None:
+        """Appends task overlay geoms to the scene after `update_scene` (no model edits)."""
+
+    def _check_action(self, action) -> np.ndarray:
+        try:
+            a = np.asarray(action, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"action must be numeric, got {action!r}") from exc
+        if a.shape != self.action_space.shape:
+            raise ValueError(f"action must have shape {self.action_space.shape}, got {a.shape}")
+        finite = np.isfinite(a)
+        if not finite.all():
+            raise ValueError(f"action has non-finite values at indices {np.flatnonzero(~finite).tolist()}: "
+                             f"{a.tolist()}; nothing was applied")
+        return np.clip(a, -1.0, 1.0)
+
+    def _instability(self) -> str:
+        d = self.data
+        counts = d.warning.number
+        if counts.any():
+            return "; ".join(f"{mujoco.mjtWarning(i).name} x{counts[i]} (info {d.warning.lastinfo[i]})"
+                             for i in np.flatnonzero(counts))
+        if not (np.isfinite(d.qpos).all() and np.isfinite(d.qvel).all()):
+            return "non-finite state"
+        return ""
+
+    def _update_wrench(self) -> None:
+        """F/T reading minus the tool's weight: the wrench the tool applies to its surroundings.
+
+        With :math:`R` the F/T frame orientation, :math:`m g` the tool weight and :math:`c` its
+        centre of mass in the F/T frame, the sensor reads :math:`f_s = -R^\\top(m g + f_c)` for a
+        contact force :math:`f_c` on the tool, so :math:`f = f_s + R^\\top m g`, and likewise
+        :math:`\\tau = \\tau_s + c \\times R^\\top m g`, both in the F/T (flange) frame.
+        """
+        d = self.data
+        weight_ft = d.site_xmat[self.ft_site].reshape(3, 3).T @ self._payload_force_world
+        w = self.wrench_tool
+        w[:3] = d.sensordata[self._force_adr:self._force_adr + 3] + weight_ft
+        w[3:] = d.sensordata[self._torque_adr:self._torque_adr + 3] + np.cross(self._payload_com_ft, weight_ft)
+
+    def tcp_pose_task(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(p_task_tcp, R_task_tcp)``: the TCP in the task frame."""
+        d = self.data
+        R_world_task = d.site_xmat[self.task_site].reshape(3, 3)
+        p_task_tcp = R_world_task.T @ (d.site_xpos[self.tcp_site] - d.site_xpos[self.task_site])
+        R_task_tcp = R_world_task.T @ d.site_xmat[self.tcp_site].reshape(3, 3)
+        return p_task_tcp, R_task_tcp
+
+    def _get_obs(self) -> np.ndarray:
+        d, raw, sl = self.data, self._obs_raw, self.obs_slices
+        raw[sl["joint_pos"]] = d.qpos[self.arm_qpos_adr]
+        raw[sl["joint_vel"]] = d.qvel[self.arm_dof_adr]
+        p_task_tcp, R_task_tcp = self.tcp_pose_task()
+        raw[sl["tcp_pos_task"]] = p_task_tcp
+        quat = np.empty(4)
+        mujoco.mju_mat2Quat(quat, (self.R_task_tcp_nominal.T @ R_task_tcp).ravel())
+        raw[sl["tcp_rot_task"]] = rotvec_from_quat(quat)
+        raw[sl["tcp_lead"]] = self.controller.p_world_cmd - d.site_xpos[self.tcp_site]
+        raw[sl["force_tool"]] = self.wrench_tool[:3]
+        raw[sl["torque_tool"]] = self.wrench_tool[3:]
+        self._task_obs(raw[self._task_obs_start:])
+        return (raw * self._obs_scale).astype(np.float32)
+
+    @property
+    def _task_obs_start(self) -> int:
+        return self.obs_slices["torque_tool"].stop
+
+    def decode_obs(self, obs: np.ndarray) -> dict[str, np.ndarray]:
+        """Splits a (batch of) observation(s) into named blocks in physical units."""
+        obs = np.asarray(obs, dtype=np.float64)
+        return {f.name: obs[..., self.obs_slices[f.name]] / f.scale for f in self.obs_fields}
+
+    def get_state(self) -> np.ndarray:
+        """The full integration state (``mjSTATE_INTEGRATION``): enough to replay bit-exactly."""
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        state = np.empty(mujoco.mj_stateSize(self.model, spec))
+        mujoco.mj_getState(self.model, self.data, state, spec)
+        return state

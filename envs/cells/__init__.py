@@ -1,0 +1,1 @@
+"""One module per cell: its config dataclass and its `CellEnv` subclass."""

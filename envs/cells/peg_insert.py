@@ -1,0 +1,364 @@
+"""PegInsert: tight-clearance peg-in-hole assembly with a UR5e (``skillcell/PegInsert-v0``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mujoco
+import numpy as np
+from gymnasium.utils.ezpickle import EzPickle
+
+from skillcell import assets
+from skillcell.config import ConfigError, bounds
+from skillcell.envs.base import CellEnv, ObsField
+from skillcell.envs.cell import TOOL_PREFIX, CellConfig, load_cell_config
+from skillcell.envs.control import rotvec_from_quat
+
+__all__ = ["PegInsertConfig", "PegInsertEnv", "hole_boxes"]
+
+PEG_LENGTH_M = 0.05  # the tool's peg: 50 mm long, 40 mm of it beyond the holder
+PEG_TIP_Z_M = 0.103  # peg tip (the TCP) along the tool axis; the peg's far end stays in the holder
+
+
+@dataclass(frozen=True)
+class WorkpieceConfig:
+    """The peg and the fixture block with its blind square hole (millimetres)."""
+
+    peg_width_mm: float = field(default=12.0, metadata=bounds(2.0, 30.0))
+    clearance_mm: float = field(default=0.4, metadata=bounds(0.1, 1.0))
+    chamfer_mm: float = field(default=0.0, metadata=bounds(0.0, 5.0))
+    hole_depth_mm: float = field(default=20.0, metadata=bounds(5.0, 35.0))
+    block_size_mm: float = field(default=70.0, metadata=bounds(20.0, 200.0))
+
+    def __post_init__(self) -> None:
+        opening = self.peg_width_mm + self.clearance_mm + 2 * self.chamfer_mm
+        if self.block_size_mm < opening + 10.0:
+            raise ConfigError(f"workpiece.block_size_mm: must exceed the hole opening ({opening:.1f} mm) "
+                              f"by at least 10 mm, got {self.block_size_mm}")
+        if self.chamfer_mm >= self.hole_depth_mm:
+            raise ConfigError("workpiece.chamfer_mm: must be smaller than hole_depth_mm")
+
+
+@dataclass(frozen=True)
+class PegTaskConfig:
+    """Start, success and physics-validity settings."""
+
+    start_height_mm: float = field(default=40.0, metadata=bounds(5.0, 150.0))
+    success_depth_tolerance_mm: float = field(default=1.0, metadata=bounds(0.05, 5.0))
+    penetration_budget: float = field(default=0.5, metadata=bounds(0.05, 1.0))
+    jam_force_n: float = field(default=15.0, metadata=bounds(0.5, 500.0))
+    force_limit_n: float = field(default=60.0, metadata=bounds(1.0, 1000.0))
+    terminate_on_success: bool = True
+
+
+@dataclass(frozen=True)
+class PegRandomizationConfig:
+    """Uniform ranges (plus or minus) sampled at every reset."""
+
+    hole_pos_mm: tuple[float, float, float] = field(default=(5.0, 5.0, 0.0), metadata=bounds(0.0, 50.0))
+    hole_rot_deg: tuple[float, float, float] = field(default=(2.0, 2.0, 2.0), metadata=bounds(0.0, 15.0))
+    start_pos_mm: tuple[float, float, float] = field(default=(5.0, 5.0, 5.0), metadata=bounds(0.0, 30.0))
+
+
+@dataclass(frozen=True)
+class PegRewardConfig:
+    """Weights of the reward terms (see `PegInsertEnv`)."""
+
+    align: float = 0.3
+    orient: float = 0.1
+    insert: float = 0.5
+    force: float = 0.2
+    success: float = 5.0
+
+
+@dataclass(frozen=True)
+class PegInsertConfig(CellConfig):
+    workpiece: WorkpieceConfig = WorkpieceConfig()
+    task: PegTaskConfig = PegTaskConfig()
+    randomization: PegRandomizationConfig = PegRandomizationConfig()
+    reward: PegRewardConfig = PegRewardConfig()
+
+
+def hole_boxes(width: float, depth: float, chamfer: float, block: float
+               ) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """Convex boxes ``(name, half_size, pos, quat)`` that form a block with a blind square hole.
+
+    Frame: origin at the centre of the hole opening on the top face, z up the hole axis. A mesh
+    would collide as its convex hull (a solid plug), so the hole is a union of boxes on one body.
+    A chamfer of size ``c`` is a box turned 45 degrees about each edge, centred where the wall's
+    top and side planes, moved back by ``c``, meet; its face then runs from ``(w/2, -c)`` to
+    ``(w/2 + c, 0)`` in the wall's cross-section and the rest of it lies inside the walls.
+    """
+    hw, hb, c, d = width / 2, block / 2, chamfer, depth
+    boxes = []
+    eye = np.array([1.0, 0.0, 0.0, 0.0])
+
+    def add(name, half, pos, quat=eye):
+        boxes.append((name, np.asarray(half, float), np.asarray(pos, float), np.asarray(quat, float)))
+
+    lower_top = -c
+    lower_half_z = (d + lower_top) / 2
+    lower_z = (-d + lower_top) / 2
+    for sign, tag in ((1, "pos"), (-1, "neg")):
+        add(f"wall_x_{tag}", [(hb - hw) / 2, hb, lower_half_z], [sign * (hw + hb) / 2, 0, lower_z])
+        add(f"wall_y_{tag}", [hw, (hb - hw) / 2, lower_half_z], [0, sign * (hw + hb) / 2, lower_z])
+        if c > 0:
+            hc = hw + c
+            add(f"rim_x_{tag}", [(hb - hc) / 2, hb, c / 2], [sign * (hc + hb) / 2, 0, -c / 2])
+            add(f"rim_y_{tag}", [hc, (hb - hc) / 2, c / 2], [0, sign * (hc + hb) / 2, -c / 2])
+            s = c / math.sqrt(2)
+            about_y = [math.cos(math.pi / 8), 0, math.sin(math.pi / 8), 0]
+            about_x = [math.cos(math.pi / 8), math.sin(math.pi / 8), 0, 0]
+            add(f"chamfer_x_{tag}", [s, hc, s], [sign * hc, 0, -c], about_y)
+            add(f"chamfer_y_{tag}", [hc, s, s], [0, sign * hc, -c], about_x)
+    add("bottom", [hb, hb, 0.0025], [0, 0, -d - 0.0025])
+    return boxes
+
+
+class PegInsertEnv(CellEnv, EzPickle):
+    """Insert a square peg, held rigidly by a UR5e, into a tight blind hole in a fixture.
+
+    ## Description
+    A UR5e (MuJoCo Menagerie) carries a peg tool with a force/torque sensor at the flange. The peg
+    (12 mm square, steel) must be inserted to the bottom of a 20 mm deep blind hole whose width is
+    the peg width plus the clearance (0.1 to 1.0 mm, default 0.4 mm), optionally chamfered. Contacts
+    are stiff (0.5 ms steps, ``solref 0.002``, elliptic cones), so a tilted peg wedges and jams as a
+    real one does instead of sinking into the walls.
+
+    ## Action space
+    ``Box(-1, 1, (6,), float32)``: the delta of the commanded tool pose in the cell frame per
+    control step (20 Hz), tracked by differential IK (see `CartesianController`).
+
+    | index | meaning            | scale at 1.0                 |
+    |-------|--------------------|------------------------------|
+    | 0-2   | TCP translation xyz | ``control.max_translation_mm`` (5 mm) |
+    | 3-5   | TCP rotation vector | ``control.max_rotation_deg`` (3 deg)  |
+
+    ## Observation space
+    ``Box(-inf, inf, (34,), float32)``; each block is the physical value times a fixed scale, so
+    the entries are about unit size. `decode_obs` returns the physical values.
+
+    | block          | size | unit  | scale    | meaning                                              |
+    |----------------|------|-------|----------|------------------------------------------------------|
+    | joint_pos      | 6    | rad   | 1/pi     | UR5e joint positions                                 |
+    | joint_vel      | 6    | rad/s | 1/pi     | joint velocities                                     |
+    | tcp_pos_task   | 3    | m     | 1/0.05   | peg tip in the hole frame (origin: hole opening)     |
+    | tcp_rot_task   | 3    | rad   | 1/0.1    | tool orientation error from aligned (rotation vector)|
+    | tcp_lead       | 3    | m     | 1/lead   | commanded minus measured TCP position (cell frame)   |
+    | force_tool     | 3    | N     | 1/50     | force the tool applies, F/T frame, weight removed    |
+    | torque_tool    | 3    | N*m   | 1/5      | torque the tool applies, F/T frame                   |
+    | hole_pos       | 3    | m     | 1/0.01   | hole position minus its nominal position (cell frame)|
+    | hole_rot       | 3    | rad   | 1/0.05   | hole orientation (rotation vector, cell frame)       |
+    | depth          | 1    | m     | 1/0.02   | peg tip depth below the hole opening                 |
+
+    ## Rewards
+    ``reward = align + orient + insert + force + success`` (each weighted by ``reward.*``; each
+    weighted term is in ``info["reward_<term>"]``):
+    ``align = 1 - tanh(lateral / 5 mm)``, ``orient = 1 - tanh(tilt / 2 deg)``,
+    ``insert = align * clip((depth + 10 mm) / (hole depth + 10 mm), 0, 1)``,
+    ``force = -clip((|F| - jam force) / (force limit - jam force), 0, 1)``, ``success = 1`` when seated.
+
+    ## Randomizations
+    Per reset, uniform: hole position ``randomization.hole_pos_mm`` (default +-5 mm in x and y),
+    hole orientation ``randomization.hole_rot_deg`` (+-2 deg roll, pitch and yaw), and the TCP start
+    position ``randomization.start_pos_mm`` (+-5 mm) around 40 mm above the nominal hole.
+    ``randomize=False`` turns all of them off.
+
+    ## Success and episode end
+    Success: the peg tip within ``task.success_depth_tolerance_mm`` (1 mm) of the hole bottom, in a
+    physically valid episode. The episode terminates on success, on physics instability
+    (``info["instability"]``), or when the deepest peg-fixture penetration exceeds
+    ``task.penetration_budget`` times the clearance (``info["physics_invalid"]``; such an episode
+    never counts as a success). Penetration is checked at the end of each control step.
+    ``gym.make`` truncates at 200 steps (10 s).
+
+    ## Info
+    ``is_success``, ``depth_mm``, ``lateral_error_mm``, ``tilt_deg``, ``axial_force_n`` (along the
+    tool axis, pushing positive), ``contact_force_n`` and ``peak_insertion_force_n`` (episode
+    maximum of the F/T force magnitude), ``jammed`` (stalled, unseated and pressing harder than
+    ``task.jam_force_n``), ``jam_time_s``, ``penetration_mm`` and ``max_penetration_mm``,
+    ``physics_invalid``, ``instability`` and the reward terms.
+
+    ## Arguments
+    ``gym.make("skillcell/PegInsert-v0", cell=None, clearance_mm=None, chamfer_mm=None,
+    randomize=True, render_mode=None, width=640, height=480, camera="overview")``. ``cell`` is a
+    YAML file or a mapping laid over the packaged ``assets/cells/peg_insert/cell.yaml``; every key
+    is checked and an error names the offending key. Cameras: ``overview``, ``side``,
+    ``tool/closeup``.
+
+    ## Version history
+    - v0: first version (UR5e, square peg, stiff contacts, F/T at the flange).
+    """
+
+    config_class = PegInsertConfig
+    default_cell_yaml: Path = assets.path("cells", "peg_insert", "cell.yaml")
+    # Aligned: the tool axis (TCP z) points down the hole (task -z); a rotation of pi about x.
+    R_task_tcp_nominal = np.diag([1.0, -1.0, -1.0])
+
+    def __init__(self, cell: str | Path | dict[str, Any] | None = None, clearance_mm: float | None = None,
+                 chamfer_mm: float | None = None, randomize: bool = True, render_mode: str | None = None,
+                 width: int = 640, height: int = 480, camera: str = "overview",
+                 render_quality: str = "fast"):
+        EzPickle.__init__(self, cell, clearance_mm, chamfer_mm, randomize, render_mode, width, height,
+                          camera, render_quality)
+        overrides: dict[str, Any] = {}
+        for key, value in (("clearance_mm", clearance_mm), ("chamfer_mm", chamfer_mm)):
+            if value is not None:
+                overrides.setdefault("workpiece", {})[key] = value
+        config = load_cell_config(PegInsertConfig, self.default_cell_yaml, cell, overrides)
+        self.randomize = bool(randomize)
+        self._terminate_on_success = config.task.terminate_on_success
+        super().__init__(config, render_mode, width, height, camera, render_quality)
+
+    # ------------------------------------------------------------------ world
+
+    def _build_task(self, spec: mujoco.MjSpec) -> None:
+        wp = self.config.workpiece
+        peg = spec.geom(TOOL_PREFIX + "peg")
+        if peg is None:
+            raise ConfigError("tool.mjcf: PegInsert needs a tool with a geom named 'peg'")
+        half_width = wp.peg_width_mm * 1e-3 / 2
+        peg.size = [half_width, half_width, PEG_LENGTH_M / 2]
+        peg.pos = [0.0, 0.0, PEG_TIP_Z_M - PEG_LENGTH_M / 2]
+        fixture = spec.body("fixture")
+        precision = spec.find_default("precision")
+        if fixture is None or precision is None:
+            raise ConfigError("scene: PegInsert needs a body 'fixture' and a default class 'precision'")
+        for name, half, pos, quat in hole_boxes((wp.peg_width_mm + wp.clearance_mm) * 1e-3,
+                                                wp.hole_depth_mm * 1e-3, wp.chamfer_mm * 1e-3,
+                                                wp.block_size_mm * 1e-3):
+            fixture.add_geom(precision, name=f"hole_{name}", type=mujoco.mjtGeom.mjGEOM_BOX,
+                             size=half, pos=pos, quat=quat)
+
+    def _setup_task(self) -> None:
+        m = self.model
+        self.task_site = m.site("hole").id
+        fixture = m.body("fixture").id
+        self._mocap_id = m.body_mocapid[fixture]
+        self._hole_pos_nominal = m.body_pos[fixture].copy()
+        self._hole_quat_nominal = m.body_quat[fixture].copy()
+        self._peg_geom = m.geom(TOOL_PREFIX + "peg").id
+        self._is_fixture_geom = m.geom_bodyid == fixture
+        wp, task = self.config.workpiece, self.config.task
+        self.clearance = wp.clearance_mm * 1e-3
+        self.hole_depth = wp.hole_depth_mm * 1e-3
+        self.penetration_budget = task.penetration_budget * self.clearance
+        rnd = self.config.randomization
+        self._hole_pos_range = np.array(rnd.hole_pos_mm) * 1e-3
+        self._hole_rot_range = np.radians(rnd.hole_rot_deg)
+        self._start_pos_range = np.array(rnd.start_pos_mm) * 1e-3
+
+    def _reset_task_nominal(self) -> None:
+        self.data.mocap_pos[self._mocap_id] = self._hole_pos_nominal
+        self.data.mocap_quat[self._mocap_id] = self._hole_quat_nominal
+
+    def _reset_task(self, rng: np.random.Generator) -> None:
+        self._reset_task_nominal()
+        if not self.randomize:
+            return
+        self.data.mocap_pos[self._mocap_id] += rng.uniform(-1.0, 1.0, 3) * self._hole_pos_range
+        euler = rng.uniform(-1.0, 1.0, 3) * self._hole_rot_range
+        quat = np.empty(4)
+        mujoco.mju_euler2Quat(quat, euler, "xyz")
+        self.data.mocap_quat[self._mocap_id] = quat
+
+    def _sample_start_offset(self, rng: np.random.Generator) -> np.ndarray:
+        if not self.randomize:
+            return np.zeros(3)
+        return rng.uniform(-1.0, 1.0, 3) * self._start_pos_range
+
+    def _nominal_start_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        p = self._hole_pos_nominal + [0.0, 0.0, self.config.task.start_height_mm * 1e-3]
+        quat = np.empty(4)
+        mujoco.mju_mat2Quat(quat, self.R_task_tcp_nominal.ravel())
+        return p, quat
+
+    # ------------------------------------------------------------------ task
+
+    def _task_obs_fields(self) -> list[ObsField]:
+        return [ObsField("hole_pos", 3, 1 / 0.01, "m"), ObsField("hole_rot", 3, 1 / 0.05, "rad"),
+                ObsField("depth", 1, 1 / 0.02, "m")]
+
+    def _task_obs(self, out: np.ndarray) -> None:
+        d = self.data
+        out[0:3] = d.mocap_pos[self._mocap_id] - self._hole_pos_nominal
+        out[3:6] = rotvec_from_quat(d.mocap_quat[self._mocap_id])
+        out[6] = self._depth
+
+    def _episode_start(self) -> None:
+        self._peak_force = 0.0
+        self._max_penetration = 0.0
+        self._jam_time = 0.0
+        self._depth = self._previous_depth = self._measure_depth()
+
+    def _measure_depth(self) -> float:
+        d = self.data
+        axis = d.site_xmat[self.task_site].reshape(3, 3)[:, 2]
+        return float(axis @ (d.site_xpos[self.task_site] - d.site_xpos[self.tcp_site]))
+
+    def _penetration(self) -> float:
+        """Deepest penetration (m) between the peg and the fixture, over current contacts."""
+        d = self.data
+        if d.ncon == 0:
+            return 0.0
+        geom = d.contact.geom
+        mating = ((geom[:, 0] == self._peg_geom) & self._is_fixture_geom[geom[:, 1]]) | \
+                 ((geom[:, 1] == self._peg_geom) & self._is_fixture_geom[geom[:, 0]])
+        if not mating.any():
+            return 0.0
+        return max(0.0, -float(d.contact.dist[mating].min()))
+
+    def _evaluate(self) -> dict[str, Any]:
+        task = self.config.task
+        p_task_tcp, R_task_tcp = self.tcp_pose_task()
+        self._previous_depth, self._depth = self._depth, self._measure_depth()
+        depth = self._depth
+        lateral = math.hypot(p_task_tcp[0], p_task_tcp[1])
+        tilt = math.degrees(math.acos(max(-1.0, min(1.0, -R_task_tcp[2, 2]))))
+        force = self.wrench_tool[:3]
+        contact_force = math.sqrt(float(force @ force))
+        axial_force = float(force[2])
+        self._peak_force = max(self._peak_force, contact_force)
+        penetration = self._penetration()
+        self._max_penetration = max(self._max_penetration, penetration)
+        seated = depth >= self.hole_depth - task.success_depth_tolerance_mm * 1e-3
+        depth_rate = (depth - self._previous_depth) / self.control_dt
+        jammed = (not seated and depth > 0.0 and axial_force > task.jam_force_n
+                  and abs(depth_rate) < 1e-3)
+        if jammed:
+            self._jam_time += self.control_dt
+        physics_invalid = self._max_penetration > self.penetration_budget
+        return {
+            "is_success": bool(seated and not physics_invalid),
+            "depth_mm": depth * 1e3,
+            "lateral_error_mm": lateral * 1e3,
+            "tilt_deg": tilt,
+            "axial_force_n": axial_force,
+            "contact_force_n": contact_force,
+            "peak_insertion_force_n": self._peak_force,
+            "jammed": jammed,
+            "jam_time_s": self._jam_time,
+            "penetration_mm": penetration * 1e3,
+            "max_penetration_mm": self._max_penetration * 1e3,
+            "physics_invalid": physics_invalid,
+        }
+
+    def _reward(self, metrics: dict[str, Any], action: np.ndarray) -> tuple[float, dict[str, float]]:
+        w, task = self.config.reward, self.config.task
+        align = 1.0 - math.tanh(metrics["lateral_error_mm"] / 5.0)
+        orient = 1.0 - math.tanh(metrics["tilt_deg"] / 2.0)
+        approach_mm = 10.0
+        insert = align * min(1.0, max(0.0, (metrics["depth_mm"] + approach_mm)
+                                      / (self.hole_depth * 1e3 + approach_mm)))
+        excess = (metrics["contact_force_n"] - task.jam_force_n) / max(task.force_limit_n - task.jam_force_n, 1e-9)
+        terms = {
+            "reward_align": w.align * align,
+            "reward_orient": w.orient * orient,
+            "reward_insert": w.insert * insert,
+            "reward_force": -w.force * min(1.0, max(0.0, excess)),
+            "reward_success": w.success * float(metrics["is_success"]),
+        }
+        return float(sum(terms.values())), terms

@@ -1,0 +1,151 @@
+"""Scripted experts: hand-written controllers that act through the env's own action interface.
+
+They read only the observation (decoded to physical units with `CellEnv.decode_obs`), so what
+they do is what a learned policy could do, and their rollouts are valid demonstrations.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from skillcell.envs.base import CellEnv
+from skillcell.envs.cells.peg_insert import PegInsertEnv
+from skillcell.envs.control import quat_from_rotvec
+
+__all__ = ["PegInsertExpert", "ScriptedExpert", "make_expert"]
+
+
+def _matrix_from_rotvec(rotvec: np.ndarray) -> np.ndarray:
+    w, x, y, z = quat_from_rotvec(rotvec)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+class ScriptedExpert:
+    """A stateful policy ``action = expert(obs)``; call `reset` at the start of every episode."""
+
+    def __init__(self, env):
+        self.env: CellEnv = env.unwrapped
+
+    def reset(self) -> None:
+        """Forgets the previous episode."""
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class PegInsertExpert(ScriptedExpert):
+    """Approach, align, insert with force feedback, and spiral search if the hole is missed.
+
+    Phases:
+
+    1. **approach**: bring the peg tip 4 mm above the hole opening, on the hole axis, with the tool
+       axis aligned to the hole axis (the hole pose is observed).
+    2. **insert**: move down the hole axis at up to 30 mm/s, commanding 2 mm past the bottom so the
+       peg seats with a few newtons; lateral force from the F/T reading shifts the command
+       sideways (admittance), which centres the peg in the hole.
+    3. **search**: if the peg lands on the surface (axial force without depth), trace an
+       Archimedean spiral around the expected axis under light force until the tip drops in.
+    4. **back off**: if the peg jams (stalled under high axial force), lift 2 mm and realign.
+    """
+
+    approach_height = 0.004  # m above the opening
+    insert_speed = 0.0015  # m per control step
+    overdrive = 0.002  # m commanded past the hole bottom
+    lateral_compliance = 5e-5  # m per N of lateral force
+    contact_force = 5.0  # N: touching
+    jam_force = 25.0  # N: stalled and pressing this hard means jammed
+    spiral_pitch = 0.0003  # m of radius per turn
+    spiral_step = 0.0005  # m of arc per control step
+
+    def __init__(self, env):
+        super().__init__(env)
+        if not isinstance(self.env, PegInsertEnv):
+            raise TypeError(f"PegInsertExpert drives PegInsertEnv, got {type(self.env).__name__}")
+        control = self.env.config.control
+        self.max_translation = control.max_translation_mm * 1e-3
+        self.max_rotation = math.radians(control.max_rotation_deg)
+        self.hole_depth = self.env.hole_depth
+        self.reset()
+
+    def reset(self) -> None:
+        self.phase = "approach"
+        self.spiral_angle = 0.0
+        self.stall_steps = 0
+        self.backoff_steps = 0
+        self.depth_target = -self.approach_height
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        o = self.env.decode_obs(obs)
+        R_world_task = _matrix_from_rotvec(o["hole_rot"])
+        R_task_tcp = self.env.R_task_tcp_nominal @ _matrix_from_rotvec(o["tcp_rot_task"])
+        p_task_tcp = o["tcp_pos_task"]
+        p_task_cmd = p_task_tcp + R_world_task.T @ o["tcp_lead"]
+        depth = float(o["depth"][0])
+        force_task = R_task_tcp @ o["force_tool"]  # force the tool applies, task frame
+        axial = -force_task[2]  # pushing down the hole is positive
+
+        target = np.zeros(3)
+        if self.phase == "approach":
+            target[2] = self.approach_height
+            aligned = (np.hypot(*p_task_tcp[:2]) < 2e-4 and abs(p_task_tcp[2] - self.approach_height) < 1e-3
+                       and np.linalg.norm(o["tcp_rot_task"]) < math.radians(0.3))
+            if aligned:
+                self.phase = "insert"
+                self.depth_target = -p_task_tcp[2]
+        elif self.phase == "backoff":
+            self.backoff_steps -= 1
+            target[2] = p_task_cmd[2] + 0.0005
+            self.depth_target = -target[2]
+            if self.backoff_steps <= 0:
+                self.phase = "insert"
+        else:
+            if self.phase == "insert" and axial > self.contact_force and depth < 2e-4:
+                self.phase = "search"
+            if self.phase == "search":
+                if depth > 5e-4:
+                    self.phase = "insert"
+                else:
+                    radius = self.spiral_pitch * self.spiral_angle / (2 * math.pi)
+                    self.spiral_angle += self.spiral_step / max(radius, self.spiral_step)
+                    target[:2] = radius * math.cos(self.spiral_angle), radius * math.sin(self.spiral_angle)
+                    target[2] = -0.001
+            if self.phase == "insert":
+                self.depth_target = min(self.depth_target + self.insert_speed, self.hole_depth + self.overdrive)
+                target[2] = -self.depth_target
+                target[:2] = -self.lateral_compliance * force_task[:2]
+                stalled = axial > self.jam_force and depth < self.hole_depth - 1e-3
+                self.stall_steps = self.stall_steps + 1 if stalled else 0
+                if self.stall_steps > 5:
+                    self.phase, self.backoff_steps, self.stall_steps = "backoff", 4, 0
+
+        move_task = target - p_task_cmd
+        if self.phase == "approach":
+            # Stay high until the peg is over the hole, so it never scrapes the block.
+            if np.hypot(*p_task_tcp[:2]) > 1e-3:
+                move_task[2] = max(move_task[2], 0.0)
+        action = np.zeros(6)
+        action[:3] = R_world_task @ move_task / self.max_translation
+        # Rotation that takes the tool orientation error to zero, in the cell frame.
+        omega_world = -R_world_task @ self.env.R_task_tcp_nominal @ o["tcp_rot_task"]
+        action[3:] = 0.7 * omega_world / self.max_rotation
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+
+_EXPERTS: dict[type, type[ScriptedExpert]] = {PegInsertEnv: PegInsertExpert}
+
+
+def make_expert(env, skill: str = "expert") -> ScriptedExpert:
+    """The scripted expert for ``env``'s cell (``env`` may be wrapped)."""
+    cell = type(env.unwrapped)
+    for env_class, expert_class in _EXPERTS.items():
+        if issubclass(cell, env_class):
+            if skill != "expert":
+                raise ValueError(f"{expert_class.__name__} has only the 'expert' skill level, got {skill!r}")
+            return expert_class(env)
+    raise ValueError(f"no scripted expert for {cell.__name__}")
