@@ -92,6 +92,7 @@ class CellEnv(gym.Env):
             max_lead_translation=control.max_lead_mm * 1e-3,
             max_lead_rotation=math.radians(control.max_lead_deg),
             workspace_min=np.array(control.workspace_min_m), workspace_max=np.array(control.workspace_max_m),
+            control_dt=control.n_substeps * control.timestep_s, velocity_feedforward=control.velocity_feedforward,
         )
         self._solve_start_pose()
         self._measure_payload()
@@ -334,10 +335,13 @@ class CellEnv(gym.Env):
         :math:`\\tau = \\tau_s + c \\times R^\\top m g`, both in the F/T (flange) frame.
         """
         d = self.data
-        weight_ft = d.site_xmat[self.ft_site].reshape(3, 3).T @ self._payload_force_world
+        gx, gy, gz = d.site_xmat[self.ft_site].reshape(3, 3).T @ self._payload_force_world
+        cx, cy, cz = self._payload_com_ft
         w = self.wrench_tool
-        w[:3] = d.sensordata[self._force_adr:self._force_adr + 3] + weight_ft
-        w[3:] = d.sensordata[self._torque_adr:self._torque_adr + 3] + np.cross(self._payload_com_ft, weight_ft)
+        w[:3] = d.sensordata[self._force_adr:self._force_adr + 3]
+        w[3:] = d.sensordata[self._torque_adr:self._torque_adr + 3]
+        # Hand-written cross product: np.cross costs more than the rest of this method.
+        w += (gx, gy, gz, cy * gz - cz * gy, cz * gx - cx * gz, cx * gy - cy * gx)
 
     def tcp_pose_task(self) -> tuple[np.ndarray, np.ndarray]:
         """``(p_task_tcp, R_task_tcp)``: the TCP in the task frame."""

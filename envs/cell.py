@@ -65,6 +65,7 @@ class ControlConfig:
     max_rotation_deg: float = field(default=3.0, metadata=bounds(0.01, 30.0))
     max_lead_mm: float = field(default=10.0, metadata=bounds(0.1, 100.0))
     max_lead_deg: float = field(default=6.0, metadata=bounds(0.1, 45.0))
+    velocity_feedforward: float = field(default=0.0, metadata=bounds(0.0, 1.0))
     workspace_min_m: tuple[float, float, float] = (-1.0, -1.0, 0.0)
     workspace_max_m: tuple[float, float, float] = (1.0, 1.0, 2.0)
 
@@ -93,9 +94,9 @@ class CellConfig:
     control: ControlConfig = ControlConfig()
 
 
-def load_cell_config(cls: type[C], default_yaml: Path, cell: str | Path | dict[str, Any] | None,
+def load_cell_config(cls: type[C], default_yaml: Path, cell: str | Path | None,
                      overrides: dict[str, Any] | None = None) -> C:
-    """The packaged `default_yaml`, overlaid by `cell` (a YAML path or a partial mapping), then `overrides`.
+    """The packaged `default_yaml`, overlaid by the YAML file `cell`, then by the mapping `overrides`.
 
     Relative asset paths in a user's YAML file resolve against that file's folder first, then the
     packaged assets, so a custom cell can ship its own scene next to its YAML.
@@ -111,11 +112,11 @@ def load_cell_config(cls: type[C], default_yaml: Path, cell: str | Path | dict[s
                 if candidate.is_file():
                     holder[key] = str(candidate)
         data = merge(data, user)
-    elif isinstance(cell, dict):
-        data = merge(data, cell)
     elif cell is not None:
-        raise ConfigError(f"cell: expected a YAML path or a mapping, got {type(cell).__name__}")
+        raise ConfigError(f"cell: expected the path of a YAML file, got {type(cell).__name__}")
     if overrides:
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"overrides: expected a mapping, got {type(overrides).__name__}")
         data = merge(data, overrides)
     return from_mapping(cls, data)
 

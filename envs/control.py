@@ -44,20 +44,28 @@ class CartesianController:
     That bounds the contact force a blocked tool can build up (about the servo stiffness times the
     lead) and keeps the command from winding up.
 
-    The pose error :math:`e = [p_{cmd} - p_{tcp};\\ \\log(q_{cmd} \\otimes q_{tcp}^{-1})]` is mapped
-    to joint targets by damped least squares on the site Jacobian :math:`J`:
+    The pose error :math:`e = [p_{cmd} - p_{tcp};\\ \\log(q_{cmd} \\otimes q_{tcp}^{-1})]`, plus a
+    velocity feed-forward :math:`\\tau \\xi` (:math:`\\xi` the commanded twist, :math:`\\tau = k_d / k_p`
+    the time constant of the robot's position servos), is mapped to joint targets by damped least
+    squares on the site Jacobian :math:`J`:
 
     .. math::
-        u = \\mathrm{clip}\\big(q + J^\\top (J J^\\top + \\lambda^2 I)^{-1} e\\big)
+        u = \\mathrm{clip}\\big(q + J^\\top (J J^\\top + \\lambda^2 I)^{-1} (e + \\tau \\xi)\\big)
 
-    With gravity compensation the position servos settle on :math:`u`, so the TCP converges on the
-    command in free space; in contact the servo stiffness turns the remaining error into force.
+    A servo :math:`k_p (u - q) - k_d \\dot q` tracks :math:`q_d + \\tau \\dot q_d` without lag, so the
+    feed-forward removes the lag that the heavily damped Menagerie servos (0.2 s) add to steady
+    motions such as a weld pass. It also multiplies the force of a step command into contact, so
+    ``velocity_feedforward`` (the fraction of :math:`k_d / k_p` used as :math:`\\tau`) is 0 for
+    contact tasks. :math:`e + \\tau \\xi` is held within ``max_lead`` too.
+    With gravity compensation the servos settle on :math:`u`, so the TCP converges on the command
+    in free space; in contact the servo stiffness turns the remaining error into force.
     """
 
     def __init__(self, model: mujoco.MjModel, data: mujoco.MjData, tcp_site: int, qpos_adr: np.ndarray,
                  dof_adr: np.ndarray, actuator_ids: np.ndarray, *, max_translation: float,
                  max_rotation: float, max_lead_translation: float, max_lead_rotation: float,
-                 workspace_min: np.ndarray, workspace_max: np.ndarray, damping: float = 1e-2):
+                 workspace_min: np.ndarray, workspace_max: np.ndarray, control_dt: float,
+                 velocity_feedforward: float = 0.0, damping: float = 1e-2):
         self.model, self.data, self.tcp_site = model, data, tcp_site
         self.qpos_adr, self.dof_adr, self.actuator_ids = qpos_adr, dof_adr, actuator_ids
         self.max_translation, self.max_rotation = max_translation, max_rotation
@@ -66,6 +74,11 @@ class CartesianController:
         self.ctrl_low = model.actuator_ctrlrange[actuator_ids, 0].copy()
         self.ctrl_high = model.actuator_ctrlrange[actuator_ids, 1].copy()
         self._damping_eye = damping**2 * np.eye(6)
+        kp = model.actuator_gainprm[actuator_ids, 0]
+        kd = -model.actuator_biasprm[actuator_ids, 2]
+        # A fraction of the servo time constant kd/kp, the lag a constant-velocity command has.
+        self.feedforward_time = velocity_feedforward * float(np.median(kd / kp)) if np.all(kp > 0) else 0.0
+        self.control_dt = control_dt
         self._jac = np.zeros((6, model.nv))
         self._quat_tcp = np.empty(4)
         self._quat_err = np.empty(4)
@@ -91,6 +104,7 @@ class CartesianController:
     def command(self, action: np.ndarray) -> None:
         """Moves the commanded pose by a normalized action and writes joint targets to ``data.ctrl``."""
         p_cmd = self.p_world_cmd
+        p_before = p_cmd.copy()
         p_cmd += self.max_translation * action[:3]
         np.clip(p_cmd, self.workspace_min, self.workspace_max, out=p_cmd)
         rot = action[3:6] * self.max_rotation
@@ -107,6 +121,14 @@ class CartesianController:
         if lead > self.max_lead_rotation:
             error[3:] *= self.max_lead_rotation / lead
             mujoco.mju_mulQuat(self.quat_world_cmd, quat_from_rotvec(error[3:]), self._quat_tcp)
+
+        gain = self.feedforward_time / self.control_dt
+        error[:3] += gain * (p_cmd - p_before)
+        error[3:] += gain * rot
+        for part, limit in ((error[:3], self.max_lead_translation), (error[3:], self.max_lead_rotation)):
+            norm = math.sqrt(float(part @ part))
+            if norm > limit:
+                part *= limit / norm
 
         jac = self._jac
         mujoco.mj_jacSite(self.model, self.data, jac[:3], jac[3:], self.tcp_site)

@@ -46,22 +46,27 @@ class PegInsertExpert(ScriptedExpert):
 
     1. **approach**: bring the peg tip 4 mm above the hole opening, on the hole axis, with the tool
        axis aligned to the hole axis (the hole pose is observed).
-    2. **insert**: move down the hole axis at up to 30 mm/s, commanding 2 mm past the bottom so the
-       peg seats with a few newtons; lateral force from the F/T reading shifts the command
-       sideways (admittance), which centres the peg in the hole.
+    2. **insert**: move down the hole axis at 30 mm/s, but as a guarded move near the opening,
+       where contact is expected (the command leads the tip by 1.2 mm at most, so touching the
+       rim costs about 13 N, not 100); command 2 mm past the bottom so the peg seats; lateral
+       force from the F/T reading shifts the command sideways (admittance), centring the peg.
     3. **search**: if the peg lands on the surface (axial force without depth), trace an
-       Archimedean spiral around the expected axis under light force until the tip drops in.
+       Archimedean spiral around the expected axis under light force until the tip drops in,
+       then take the tip position as the hole axis.
     4. **back off**: if the peg jams (stalled under high axial force), lift 2 mm and realign.
     """
 
     approach_height = 0.004  # m above the opening
-    insert_speed = 0.0015  # m per control step
+    insert_speed = 0.0015  # m per control step, inside the hole
+    touch_speed = 0.0005  # m per control step where first contact is expected
+    touch_lead = 0.0012  # m the command may lead the tip there (about 13 N on contact)
     overdrive = 0.002  # m commanded past the hole bottom
     lateral_compliance = 5e-5  # m per N of lateral force
     contact_force = 5.0  # N: touching
     jam_force = 25.0  # N: stalled and pressing this hard means jammed
-    spiral_pitch = 0.0003  # m of radius per turn
-    spiral_step = 0.0005  # m of arc per control step
+    spiral_pitch = 0.0004  # m of radius per turn
+    spiral_step = 0.00025  # m of arc per control step
+    search_press = 0.0005  # m the search commands below the surface (light force)
 
     def __init__(self, env):
         super().__init__(env)
@@ -79,6 +84,7 @@ class PegInsertExpert(ScriptedExpert):
         self.stall_steps = 0
         self.backoff_steps = 0
         self.depth_target = -self.approach_height
+        self.axis_xy = np.zeros(2)  # where the hole axis is believed to be, task frame
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         o = self.env.decode_obs(obs)
@@ -109,16 +115,23 @@ class PegInsertExpert(ScriptedExpert):
                 self.phase = "search"
             if self.phase == "search":
                 if depth > 5e-4:
+                    # The tip has dropped into the opening: that is where the hole really is.
                     self.phase = "insert"
+                    self.axis_xy = p_task_tcp[:2].copy()
                 else:
                     radius = self.spiral_pitch * self.spiral_angle / (2 * math.pi)
                     self.spiral_angle += self.spiral_step / max(radius, self.spiral_step)
                     target[:2] = radius * math.cos(self.spiral_angle), radius * math.sin(self.spiral_angle)
-                    target[2] = -0.001
+                    target[2] = -self.search_press
             if self.phase == "insert":
-                self.depth_target = min(self.depth_target + self.insert_speed, self.hole_depth + self.overdrive)
+                if -0.0015 < depth < 0.002:
+                    # Guarded move where contact is expected: the command leads the tip by little.
+                    self.depth_target = min(self.depth_target + self.touch_speed, depth + self.touch_lead)
+                else:
+                    self.depth_target += self.insert_speed
+                self.depth_target = min(self.depth_target, self.hole_depth + self.overdrive)
                 target[2] = -self.depth_target
-                target[:2] = -self.lateral_compliance * force_task[:2]
+                target[:2] = self.axis_xy - self.lateral_compliance * force_task[:2]
                 stalled = axial > self.jam_force and depth < self.hole_depth - 1e-3
                 self.stall_steps = self.stall_steps + 1 if stalled else 0
                 if self.stall_steps > 5:

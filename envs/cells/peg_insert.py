@@ -12,7 +12,7 @@ import numpy as np
 from gymnasium.utils.ezpickle import EzPickle
 
 from skillcell import assets
-from skillcell.config import ConfigError, bounds
+from skillcell.config import ConfigError, bounds, merge
 from skillcell.envs.base import CellEnv, ObsField
 from skillcell.envs.cell import TOOL_PREFIX, CellConfig, load_cell_config
 from skillcell.envs.control import rotvec_from_quat
@@ -183,11 +183,12 @@ class PegInsertEnv(CellEnv, EzPickle):
     ``physics_invalid``, ``instability`` and the reward terms.
 
     ## Arguments
-    ``gym.make("skillcell/PegInsert-v0", cell=None, clearance_mm=None, chamfer_mm=None,
-    randomize=True, render_mode=None, width=640, height=480, camera="overview")``. ``cell`` is a
-    YAML file or a mapping laid over the packaged ``assets/cells/peg_insert/cell.yaml``; every key
-    is checked and an error names the offending key. Cameras: ``overview``, ``side``,
-    ``tool/closeup``.
+    ``gym.make("skillcell/PegInsert-v0", cell=None, overrides=None, clearance_mm=None,
+    chamfer_mm=None, randomize=True, render_mode=None, width=640, height=480, camera="overview",
+    render_quality="fast")``. ``cell`` is a YAML file laid over the packaged
+    ``assets/cells/peg_insert/cell.yaml``, and ``overrides`` a nested mapping laid over that
+    (``{"workpiece": {"chamfer_mm": 0.5}}``); every key is checked and an error names the
+    offending key. Cameras: ``overview``, ``side``, ``tool/closeup``.
 
     ## Version history
     - v0: first version (UR5e, square peg, stiff contacts, F/T at the flange).
@@ -198,13 +199,13 @@ class PegInsertEnv(CellEnv, EzPickle):
     # Aligned: the tool axis (TCP z) points down the hole (task -z); a rotation of pi about x.
     R_task_tcp_nominal = np.diag([1.0, -1.0, -1.0])
 
-    def __init__(self, cell: str | Path | dict[str, Any] | None = None, clearance_mm: float | None = None,
-                 chamfer_mm: float | None = None, randomize: bool = True, render_mode: str | None = None,
-                 width: int = 640, height: int = 480, camera: str = "overview",
-                 render_quality: str = "fast"):
-        EzPickle.__init__(self, cell, clearance_mm, chamfer_mm, randomize, render_mode, width, height,
-                          camera, render_quality)
-        overrides: dict[str, Any] = {}
+    def __init__(self, cell: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                 clearance_mm: float | None = None, chamfer_mm: float | None = None, randomize: bool = True,
+                 render_mode: str | None = None, width: int = 640, height: int = 480,
+                 camera: str = "overview", render_quality: str = "fast"):
+        EzPickle.__init__(self, cell, overrides, clearance_mm, chamfer_mm, randomize, render_mode, width,
+                          height, camera, render_quality)
+        overrides = merge({}, overrides or {})
         for key, value in (("clearance_mm", clearance_mm), ("chamfer_mm", chamfer_mm)):
             if value is not None:
                 overrides.setdefault("workpiece", {})[key] = value

@@ -1,0 +1,5 @@
+import sys
+
+from skillcell.cli import main
+
+sys.exit(main())

@@ -1,0 +1,173 @@
+"""The ``skillcell`` command line (also ``python -m skillcell``): a thin layer over the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+import yaml
+
+__all__ = ["main"]
+
+DEFAULT_ENV = "skillcell/PegInsert-v0"
+
+
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    """``["workpiece.clearance_mm=0.2", ...]`` -> nested mapping, values parsed as YAML scalars/lists."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set expects key=value, got {item!r}")
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw)
+    return out
+
+
+def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if getattr(args, "cell", None):
+        kwargs["cell"] = args.cell
+    if getattr(args, "set", None):
+        kwargs["overrides"] = _parse_set(args.set)
+    if getattr(args, "no_randomize", False):
+        kwargs["randomize"] = False
+    return kwargs
+
+
+def _add_env_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cell", metavar="YAML", help="cell YAML laid over the packaged default")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a cell config key, e.g. --set workpiece.clearance_mm=0.2")
+    parser.add_argument("--no-randomize", action="store_true", help="nominal task, no randomization")
+
+
+def _make_env(env_id: str, **kwargs):
+    import gymnasium as gym
+
+    import skillcell
+
+    if env_id not in skillcell.skillcell_env_ids():
+        raise SystemExit(f"unknown env {env_id!r}; registered: {', '.join(skillcell.skillcell_env_ids())}")
+    return gym.make(env_id, **kwargs)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    import gymnasium as gym
+
+    import skillcell
+
+    for env_id in skillcell.skillcell_env_ids():
+        spec = gym.spec(env_id)
+        module, _, name = spec.entry_point.partition(":")
+        cls = getattr(__import__(module, fromlist=[name]), name)
+        summary = (cls.__doc__ or "").strip().splitlines()[0]
+        print(f"{env_id:28s} {summary} (max {spec.max_episode_steps} steps)")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from skillcell.checks import run_env_checks
+
+    _make_env(args.env_id).close()
+    results = run_env_checks(args.env_id, steps=args.steps, seed=args.seed, **_env_kwargs(args))
+    for r in results:
+        print(f"[{'PASS' if r.passed else 'FAIL'}] {r.name}: {r.detail}")
+    failed = [r.name for r in results if not r.passed]
+    print(f"{args.env_id}: {'all checks passed' if not failed else 'FAILED: ' + ', '.join(failed)}")
+    return 1 if failed else 0
+
+
+def _run_expert(env_id: str, episodes: int, seed: int, skill: str, progress: bool, **env_kwargs):
+    from skillcell.evaluation import run_episodes
+    from skillcell.policies import make_expert
+
+    env = _make_env(env_id, **env_kwargs)
+    try:
+        expert = make_expert(env, skill=skill)
+        return run_episodes(env, expert, episodes, seed=seed, reset_policy=expert.reset, progress=progress)
+    finally:
+        env.close()
+
+
+def cmd_expert(args: argparse.Namespace) -> int:
+    summary = _run_expert(args.env_id, args.episodes, args.seed, args.skill, not args.no_progress,
+                          **_env_kwargs(args))
+    print(f"{args.env_id} scripted {args.skill}, seeds {args.seed}..{args.seed + args.episodes - 1}")
+    print(summary.report())
+    for key in ("peak_insertion_force_n", "jam_time_s", "max_penetration_mm"):
+        value = summary.mean(key)
+        if value == value:  # not NaN: the cell reports it
+            print(f"mean {key}: {value:.3f}")
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    import skillcell
+
+    start = time.perf_counter()
+    env = _make_env(args.env)
+    build = time.perf_counter() - start
+    u = env.unwrapped
+    print(f"skillcell {skillcell.__version__}: {args.env} built in {build:.2f} s "
+          f"({u.model.nbody} bodies, {u.model.ngeom} geoms, {u.n_substeps} physics steps of "
+          f"{u.model.opt.timestep * 1e3:.1f} ms per {u.control_dt * 1e3:.0f} ms control step)")
+    env.close()
+    summary = _run_expert(args.env, args.episodes, 0, "expert", not args.no_progress)
+    print(f"scripted expert, {args.episodes} randomized episodes: {summary.report()}")
+    print(f"wall time {time.perf_counter() - start:.1f} s")
+    return 0 if summary.success_rate > 0 else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="skillcell", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="registered cells, one line each")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("check", help="env checkers, a random rollout and a determinism check")
+    p.add_argument("env_id")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    _add_env_options(p)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("expert", help="run the cell's scripted expert; prints success rate and steps/s")
+    p.add_argument("env_id")
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skill", default="expert")
+    p.add_argument("--no-progress", action="store_true")
+    _add_env_options(p)
+    p.set_defaults(func=cmd_expert)
+
+    p = sub.add_parser("quickstart", help="the main job end to end on the default cell")
+    p.add_argument("--env", default=DEFAULT_ENV)
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_quickstart)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from skillcell.config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    if getattr(args, "episodes", 1) < 1:
+        print("skillcell: --episodes must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"skillcell: config error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Running a policy for episodes and summarizing what happened (success with a confidence interval)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["EpisodeResult", "RolloutSummary", "run_episodes", "wilson_interval"]
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (95% by default)."""
+    if trials <= 0:
+        return 0.0, 1.0
+    p = successes / trials
+    denom = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denom
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class EpisodeResult:
+    seed: int
+    success: bool
+    steps: int
+    episode_return: float
+    final_info: dict[str, Any]
+
+
+@dataclass
+class RolloutSummary:
+    episodes: list[EpisodeResult] = field(default_factory=list)
+    wall_time_s: float = 0.0
+
+    @property
+    def successes(self) -> int:
+        return sum(e.success for e in self.episodes)
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / max(len(self.episodes), 1)
+
+    @property
+    def success_ci95(self) -> tuple[float, float]:
+        return wilson_interval(self.successes, len(self.episodes))
+
+    @property
+    def total_steps(self) -> int:
+        return sum(e.steps for e in self.episodes)
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.total_steps / self.wall_time_s if self.wall_time_s > 0 else float("nan")
+
+    def mean(self, key: str) -> float:
+        """Mean of a numeric final-step ``info`` entry over the episodes that have it."""
+        values = [float(e.final_info[key]) for e in self.episodes if key in e.final_info]
+        return float(np.mean(values)) if values else float("nan")
+
+    def report(self) -> str:
+        low, high = self.success_ci95
+        return (f"success {self.successes}/{len(self.episodes)} = {self.success_rate:.1%} "
+                f"(95% CI {low:.1%}-{high:.1%}); {self.total_steps} steps in {self.wall_time_s:.2f} s "
+                f"= {self.steps_per_second:.0f} steps/s")
+
+
+def run_episodes(env, policy: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int = 0,
+                 reset_policy: Callable[[], None] | None = None, progress: bool = False) -> RolloutSummary:
+    """Runs ``episodes`` episodes with seeds ``seed, seed+1, ...``; ``env`` must truncate (TimeLimit)."""
+    from tqdm.auto import tqdm
+
+    summary = RolloutSummary()
+    start = time.perf_counter()
+    bar = tqdm(range(episodes), desc="episodes", unit="ep", disable=not progress, leave=False)
+    for i in bar:
+        obs, info = env.reset(seed=seed + i)
+        if reset_policy is not None:
+            reset_policy()
+        total, steps, done = 0.0, 0, False
+        while not done:
+            obs, reward, terminated, truncated, info = env.step(policy(obs))
+            total += float(reward)
+            steps += 1
+            done = terminated or truncated
+        summary.episodes.append(EpisodeResult(seed + i, bool(info.get("is_success", False)), steps, total, info))
+        bar.set_postfix(success=f"{summary.success_rate:.0%}")
+    summary.wall_time_s = time.perf_counter() - start
+    return summary
