@@ -58,7 +58,13 @@ class CartesianController:
     ``velocity_feedforward`` (the fraction of :math:`k_d / k_p` used as :math:`\\tau`) is 0 for
     contact tasks. :math:`e + \\tau \\xi` is held within ``max_lead`` too.
     With gravity compensation the servos settle on :math:`u`, so the TCP converges on the command
-    in free space; in contact the servo stiffness turns the remaining error into force.
+    along a straight line in free space (every UR5e servo has the same time constant). In contact
+    the remaining error becomes force through the joint stiffness :math:`J^{-\\top} k_p J^{-1}`, as
+    on a position-controlled arm: stiff and not isotropic, so a chamfer does not centre the tool
+    by itself. Compliance is the policy's job (admittance from the F/T reading, as the scripted
+    expert does). A Jacobian-transpose spring (:math:`u = q + k_p^{-1} J^\\top K e`) would give an
+    isotropic stiffness, but through the joint damping it bends free motions by about 45 degrees
+    on this arm (1 mm sideways per 1 mm of lag), which a weld path or a 0.1 mm hole cannot take.
     """
 
     def __init__(self, model: mujoco.MjModel, data: mujoco.MjData, tcp_site: int, qpos_adr: np.ndarray,
@@ -76,8 +82,9 @@ class CartesianController:
         self._damping_eye = damping**2 * np.eye(6)
         kp = model.actuator_gainprm[actuator_ids, 0]
         kd = -model.actuator_biasprm[actuator_ids, 2]
-        # A fraction of the servo time constant kd/kp, the lag a constant-velocity command has.
-        self.feedforward_time = velocity_feedforward * float(np.median(kd / kp)) if np.all(kp > 0) else 0.0
+        #: kd/kp of the joint servos: the lag of a constant-velocity command without feed-forward
+        self.servo_time_constant = float(np.median(kd / kp)) if np.all(kp > 0) else 0.0
+        self.feedforward_time = velocity_feedforward * self.servo_time_constant
         self.control_dt = control_dt
         self._jac = np.zeros((6, model.nv))
         self._quat_tcp = np.empty(4)

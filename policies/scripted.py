@@ -46,10 +46,11 @@ class PegInsertExpert(ScriptedExpert):
 
     1. **approach**: bring the peg tip 4 mm above the hole opening, on the hole axis, with the tool
        axis aligned to the hole axis (the hole pose is observed).
-    2. **insert**: move down the hole axis at 30 mm/s, but as a guarded move near the opening,
+    2. **insert**: move down the hole axis at 15 mm/s, but as a guarded move near the opening,
        where contact is expected (the command leads the tip by 1.2 mm at most, so touching the
-       rim costs about 13 N, not 100); command 2 mm past the bottom so the peg seats; lateral
-       force from the F/T reading shifts the command sideways (admittance), centring the peg.
+       rim costs about 13 N, not 100); command 2 mm past the bottom so the peg seats. Side force
+       from the F/T reading walks the commanded axis away from the force (admittance), so a
+       chamfer centres the peg and wall contact does not build up.
     3. **search**: if the peg lands on the surface (axial force without depth), trace an
        Archimedean spiral around the expected axis under light force until the tip drops in,
        then take the tip position as the hole axis.
@@ -57,16 +58,16 @@ class PegInsertExpert(ScriptedExpert):
     """
 
     approach_height = 0.004  # m above the opening
-    insert_speed = 0.0015  # m per control step, inside the hole
+    insert_speed = 0.00075  # m per control step, inside the hole
     touch_speed = 0.0005  # m per control step where first contact is expected
     touch_lead = 0.0012  # m the command may lead the tip there (about 13 N on contact)
     overdrive = 0.002  # m commanded past the hole bottom
-    lateral_compliance = 5e-5  # m per N of lateral force
+    lateral_admittance = 2e-5  # m per N of side force, per control step
     contact_force = 5.0  # N: touching
     jam_force = 25.0  # N: stalled and pressing this hard means jammed
-    spiral_pitch = 0.0004  # m of radius per turn
-    spiral_step = 0.00025  # m of arc per control step
-    search_press = 0.0005  # m the search commands below the surface (light force)
+    spiral_pitch = 0.0003  # m of radius per turn: under the 0.4 mm capture window
+    spiral_step = 0.0003  # m of arc per control step
+    search_press = 0.0003  # m the search commands below the surface (a few newtons)
 
     def __init__(self, env):
         super().__init__(env)
@@ -76,6 +77,7 @@ class PegInsertExpert(ScriptedExpert):
         self.max_translation = control.max_translation_mm * 1e-3
         self.max_rotation = math.radians(control.max_rotation_deg)
         self.hole_depth = self.env.hole_depth
+        self.lag_steps = self.env.controller.servo_time_constant / self.env.control_dt
         self.reset()
 
     def reset(self) -> None:
@@ -85,6 +87,7 @@ class PegInsertExpert(ScriptedExpert):
         self.backoff_steps = 0
         self.depth_target = -self.approach_height
         self.axis_xy = np.zeros(2)  # where the hole axis is believed to be, task frame
+        self.spiral_point = np.zeros(2)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         o = self.env.decode_obs(obs)
@@ -121,8 +124,11 @@ class PegInsertExpert(ScriptedExpert):
                 else:
                     radius = self.spiral_pitch * self.spiral_angle / (2 * math.pi)
                     self.spiral_angle += self.spiral_step / max(radius, self.spiral_step)
-                    target[:2] = radius * math.cos(self.spiral_angle), radius * math.sin(self.spiral_angle)
+                    point = radius * np.array([math.cos(self.spiral_angle), math.sin(self.spiral_angle)])
+                    # The arm trails a moving command by its servo lag; lead by as much to keep the radius.
+                    target[:2] = self.axis_xy + point + (point - self.spiral_point) * self.lag_steps
                     target[2] = -self.search_press
+                    self.spiral_point = point
             if self.phase == "insert":
                 if -0.0015 < depth < 0.002:
                     # Guarded move where contact is expected: the command leads the tip by little.
@@ -131,17 +137,15 @@ class PegInsertExpert(ScriptedExpert):
                     self.depth_target += self.insert_speed
                 self.depth_target = min(self.depth_target, self.hole_depth + self.overdrive)
                 target[2] = -self.depth_target
-                target[:2] = self.axis_xy - self.lateral_compliance * force_task[:2]
+                # Admittance: side force means the axis estimate is off; walk it away from the force.
+                self.axis_xy -= self.lateral_admittance * force_task[:2]
+                target[:2] = self.axis_xy
                 stalled = axial > self.jam_force and depth < self.hole_depth - 1e-3
                 self.stall_steps = self.stall_steps + 1 if stalled else 0
                 if self.stall_steps > 5:
                     self.phase, self.backoff_steps, self.stall_steps = "backoff", 4, 0
 
         move_task = target - p_task_cmd
-        if self.phase == "approach":
-            # Stay high until the peg is over the hole, so it never scrapes the block.
-            if np.hypot(*p_task_tcp[:2]) > 1e-3:
-                move_task[2] = max(move_task[2], 0.0)
         action = np.zeros(6)
         action[:3] = R_world_task @ move_task / self.max_translation
         # Rotation that takes the tool orientation error to zero, in the cell frame.

@@ -48,7 +48,7 @@ class PegTaskConfig:
 
     start_height_mm: float = field(default=40.0, metadata=bounds(5.0, 150.0))
     success_depth_tolerance_mm: float = field(default=1.0, metadata=bounds(0.05, 5.0))
-    penetration_budget: float = field(default=0.5, metadata=bounds(0.05, 1.0))
+    penetration_budget: float = field(default=0.5, metadata=bounds(0.01, 1.0))
     jam_force_n: float = field(default=15.0, metadata=bounds(0.5, 500.0))
     force_limit_n: float = field(default=60.0, metadata=bounds(1.0, 1000.0))
     terminate_on_success: bool = True
@@ -178,8 +178,8 @@ class PegInsertEnv(CellEnv, EzPickle):
     ## Info
     ``is_success``, ``depth_mm``, ``lateral_error_mm``, ``tilt_deg``, ``axial_force_n`` (along the
     tool axis, pushing positive), ``contact_force_n`` and ``peak_insertion_force_n`` (episode
-    maximum of the F/T force magnitude), ``jammed`` (stalled, unseated and pressing harder than
-    ``task.jam_force_n``), ``jam_time_s``, ``penetration_mm`` and ``max_penetration_mm``,
+    maximum of the F/T force magnitude), ``jammed`` (over the opening, unseated, stalled and
+    pressing harder than ``task.jam_force_n``), ``jam_time_s``, ``penetration_mm`` and ``max_penetration_mm``,
     ``physics_invalid``, ``instability`` and the reward terms.
 
     ## Arguments
@@ -247,6 +247,7 @@ class PegInsertEnv(CellEnv, EzPickle):
         self.clearance = wp.clearance_mm * 1e-3
         self.hole_depth = wp.hole_depth_mm * 1e-3
         self.penetration_budget = task.penetration_budget * self.clearance
+        self._opening_half_width = (wp.peg_width_mm + wp.clearance_mm) * 5e-4 + wp.chamfer_mm * 1e-3
         rnd = self.config.randomization
         self._hole_pos_range = np.array(rnd.hole_pos_mm) * 1e-3
         self._hole_rot_range = np.radians(rnd.hole_rot_deg)
@@ -300,7 +301,7 @@ class PegInsertEnv(CellEnv, EzPickle):
         axis = d.site_xmat[self.task_site].reshape(3, 3)[:, 2]
         return float(axis @ (d.site_xpos[self.task_site] - d.site_xpos[self.tcp_site]))
 
-    def _penetration(self) -> float:
+    def peg_penetration(self) -> float:
         """Deepest penetration (m) between the peg and the fixture, over current contacts."""
         d = self.data
         if d.ncon == 0:
@@ -323,11 +324,12 @@ class PegInsertEnv(CellEnv, EzPickle):
         contact_force = math.sqrt(float(force @ force))
         axial_force = float(force[2])
         self._peak_force = max(self._peak_force, contact_force)
-        penetration = self._penetration()
+        penetration = self.peg_penetration()
         self._max_penetration = max(self._max_penetration, penetration)
         seated = depth >= self.hole_depth - task.success_depth_tolerance_mm * 1e-3
         depth_rate = (depth - self._previous_depth) / self.control_dt
-        jammed = (not seated and depth > 0.0 and axial_force > task.jam_force_n
+        over_opening = lateral < self._opening_half_width
+        jammed = (not seated and over_opening and axial_force > task.jam_force_n
                   and abs(depth_rate) < 1e-3)
         if jammed:
             self._jam_time += self.control_dt

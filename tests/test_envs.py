@@ -1,0 +1,183 @@
+"""Checks every registered ``skillcell/*`` env: a new cell is covered by registering it."""
+
+import pickle
+import warnings
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from stable_baselines3.common.vec_env import SubprocVecEnv
+
+import skillcell
+from skillcell.checks import check_determinism, state_trajectory
+
+ENV_IDS = skillcell.skillcell_env_ids()
+
+
+def test_registry_has_cells():
+    assert "skillcell/PegInsert-v0" in ENV_IDS
+
+
+@pytest.fixture(params=ENV_IDS)
+def env_id(request):
+    return request.param
+
+
+def test_gymnasium_env_checker(env_id):
+    env = gym.make(env_id)
+    gym_check_env(env.unwrapped, skip_render_check=True)
+    env.close()
+
+
+def test_sb3_env_checker(env_id):
+    env = gym.make(env_id)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sb3_check_env(env.unwrapped, warn=True)
+    # SB3 warns about spaces and dtypes it cannot learn well; a cell must trigger none of them.
+    assert not caught, [str(w.message) for w in caught]
+    env.close()
+
+
+def test_determinism_bit_exact(env_id):
+    result = check_determinism(lambda: gym.make(env_id), seed=3, steps=40)
+    assert result.passed, result.detail
+
+
+def test_different_seeds_differ(env_id):
+    env = gym.make(env_id)
+    actions = np.zeros((5, *env.action_space.shape))
+    a = state_trajectory(env, 1, actions)
+    b = state_trajectory(env, 2, actions)
+    assert not np.array_equal(a[0], b[0])
+    env.close()
+
+
+@pytest.mark.parametrize("bad", [
+    "nan", "inf", "short", "long", "text",
+])
+def test_bad_actions_are_rejected_before_ctrl(env_id, bad):
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    n = env.action_space.shape[0]
+    action = {
+        "nan": np.r_[np.nan, np.zeros(n - 1)],
+        "inf": np.r_[np.zeros(n - 1), np.inf],
+        "short": np.zeros(n - 1),
+        "long": np.zeros(n + 1),
+        "text": ["a"] * n,
+    }[bad]
+    data = env.unwrapped.data
+    ctrl, state = data.ctrl.copy(), env.unwrapped.get_state()
+    with pytest.raises(ValueError, match="action"):
+        env.step(action)
+    assert np.array_equal(data.ctrl, ctrl)
+    assert np.array_equal(env.unwrapped.get_state(), state)
+    env.close()
+
+
+def test_instability_ends_episode(env_id):
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    env.unwrapped.data.qvel[0] = np.nan
+    obs, reward, terminated, truncated, info = env.step(np.zeros(env.action_space.shape))
+    assert terminated
+    assert "BADQVEL" in info["instability"]
+    assert info["physics_invalid"] and not info["is_success"]
+    assert np.isfinite(obs).all() and np.isfinite(reward)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(np.zeros(env.action_space.shape))
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(np.zeros(env.action_space.shape))
+    assert info["instability"] == ""
+    env.close()
+
+
+def test_step_contract(env_id):
+    env = gym.make(env_id)
+    obs, info = env.reset(seed=0)
+    assert obs.dtype == np.float32 and env.observation_space.contains(obs)
+    assert "is_success" in info
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        obs, reward, terminated, truncated, info = env.step(rng.uniform(-1, 1, env.action_space.shape))
+        assert np.isfinite(obs).all()
+        # Observations are scaled to about unit size.
+        assert np.abs(obs).max() < 20
+        terms = {k: v for k, v in info.items() if k.startswith("reward_")}
+        assert terms and reward == pytest.approx(sum(terms.values()))
+        assert info["instability"] == ""
+        if terminated or truncated:
+            break
+    env.close()
+
+
+def test_decode_obs_round_trip(env_id):
+    env = gym.make(env_id)
+    obs, _ = env.reset(seed=0)
+    u = env.unwrapped
+    decoded = u.decode_obs(obs)
+    assert np.allclose(decoded["joint_pos"], u.data.qpos[u.arm_qpos_adr], atol=1e-6)
+    assert sum(f.size for f in u.obs_fields) == obs.shape[0]
+    env.close()
+
+
+def test_pickle_round_trip(env_id):
+    env = gym.make(env_id)
+    clone = pickle.loads(pickle.dumps(env))
+    actions = np.random.default_rng(0).uniform(-1, 1, (10, *env.action_space.shape))
+    a = state_trajectory(env, 5, actions)
+    b = state_trajectory(clone, 5, actions)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    env.close()
+    clone.close()
+
+
+def _make(env_id):
+    # "skillcell:" makes Gymnasium import skillcell first, which a fresh subprocess needs.
+    return lambda: gym.make(f"skillcell:{env_id}")
+
+
+def test_subproc_vec_env(env_id):
+    venv = SubprocVecEnv([_make(env_id), _make(env_id)])
+    try:
+        venv.seed(0)
+        obs = venv.reset()
+        assert obs.shape == (2, *venv.observation_space.shape)
+        obs, rewards, dones, infos = venv.step(np.zeros((2, *venv.action_space.shape)))
+        assert np.isfinite(obs).all() and len(infos) == 2
+    finally:
+        venv.close()
+
+
+def test_headless_render(env_id):
+    env = gym.make(env_id, render_mode="rgb_array", width=320, height=240)
+    env.reset(seed=0)
+    frames = {}
+    for camera in env.unwrapped.camera_names:
+        env.unwrapped.camera = camera
+        frame = env.render()
+        assert frame.shape == (240, 320, 3) and frame.dtype == np.uint8
+        assert frame.std() > 5, f"camera {camera} rendered a flat image"
+        frames[camera] = frame
+    assert not np.array_equal(*list(frames.values())[:2])
+    env.close()
+
+
+def test_render_without_mode_returns_none(env_id):
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    with pytest.warns(UserWarning):
+        assert env.unwrapped.render() is None
+    env.close()
+
+
+def test_models_stay_dense(env_id):
+    """mujoco 4.0.0's sparse Cholesky can diverge (#3767): every cell must use dense Jacobians."""
+    env = gym.make(env_id)
+    assert mujoco.__version__ == "4.0.0"
+    assert int(env.unwrapped.model.opt.jacobian) == int(mujoco.mjtJacobian.mjJAC_DENSE)
+    env.close()
