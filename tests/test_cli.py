@@ -1,0 +1,52 @@
+"""The command line, run as a user would: as a subprocess."""
+
+import subprocess
+import sys
+
+
+def skillcell(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "skillcell", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_list_shows_every_cell():
+    import skillcell as package
+
+    result = skillcell("list")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == len(package.skillcell_env_ids())
+    assert any(line.startswith("skillcell/PegInsert-v0") for line in lines)
+
+
+def test_check_passes_for_peg_insert():
+    result = skillcell("check", "skillcell/PegInsert-v0", "--steps", "50")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in ("gymnasium check_env", "stable-baselines3 check_env", "random rollout", "determinism"):
+        assert f"[PASS] {name}" in result.stdout
+
+
+def test_expert_prints_success_rate_and_speed():
+    result = skillcell("expert", "skillcell/PegInsert-v0", "--episodes", "3", "--no-progress",
+                       "--set", "workpiece.clearance_mm=0.2")
+    assert result.returncode == 0, result.stderr
+    assert "success 3/3 = 100.0%" in result.stdout
+    assert "steps/s" in result.stdout
+
+
+def test_bad_config_key_is_named_and_exits_2():
+    result = skillcell("expert", "skillcell/PegInsert-v0", "--episodes", "1", "--set", "workpiece.clearance=0.2")
+    assert result.returncode == 2
+    assert "workpiece.clearance: unknown key" in result.stderr
+
+
+def test_unknown_env_is_refused():
+    result = skillcell("check", "skillcell/Nope-v0")
+    assert result.returncode != 0
+    assert "unknown env" in result.stderr
+
+
+def test_quickstart_runs_end_to_end():
+    result = skillcell("quickstart", "--episodes", "2", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "scripted expert, 2 randomized episodes: success 2/2" in result.stdout
