@@ -39,10 +39,11 @@ def run(env, action, steps):
 
 def move_task(env, dx_mm=0.0, dy_mm=0.0, tilt_deg=0.0):
     """Moves the TCP sideways in the hole frame and tilts it about the hole's x axis, then settles."""
-    step = env.config.control.max_translation_mm
-    n = max(1, math.ceil(max(abs(dx_mm), abs(dy_mm)) / step))
+    scale = env.config.control.max_translation_mm
+    # At most 0.4 of full speed per step, so that the lead limit never shortens the move.
+    n = max(1, math.ceil(max(abs(dx_mm), abs(dy_mm)) / (0.4 * scale)))
     for _ in range(n):
-        env.step(np.r_[dx_mm / n / step, dy_mm / n / step, 0, 0, 0, 0])
+        env.step(np.r_[dx_mm / n / scale, dy_mm / n / scale, 0, 0, 0, 0])
     rot = math.radians(tilt_deg) / math.radians(env.config.control.max_rotation_deg)
     for _ in range(max(1, math.ceil(abs(rot)))):
         env.step(np.r_[0, 0, 0, rot / max(1, math.ceil(abs(rot))), 0, 0])
@@ -206,3 +207,13 @@ def test_exceeding_the_penetration_budget_is_never_a_success():
     assert infos[-1]["physics_invalid"]
     assert infos[-1]["max_penetration_mm"] > 0.002
     assert not infos[-1]["is_success"]
+
+
+def test_going_down_beside_the_block_is_not_a_success():
+    """Depth is measured along the hole axis; only a tip inside the hole can be seated."""
+    env = make()
+    env.reset(seed=0)
+    move_task(env, dx_mm=60.0)  # past the edge of the 70 mm block
+    infos = run(env, [0, 0, -1, 0, 0, 0], 30)
+    assert infos[-1]["depth_mm"] > 21.0
+    assert not any(i["is_success"] for i in infos)

@@ -168,8 +168,8 @@ class PegInsertEnv(CellEnv, EzPickle):
     ``randomize=False`` turns all of them off.
 
     ## Success and episode end
-    Success: the peg tip within ``task.success_depth_tolerance_mm`` (1 mm) of the hole bottom, in a
-    physically valid episode. The episode terminates on success, on physics instability
+    Success: the peg tip inside the hole and within ``task.success_depth_tolerance_mm`` (1 mm) of
+    its bottom, in a physically valid episode. The episode terminates on success, on physics instability
     (``info["instability"]``), or when the deepest peg-fixture penetration exceeds
     ``task.penetration_budget`` times the clearance (``info["physics_invalid"]``; such an episode
     never counts as a success). Penetration is checked at the end of each control step.
@@ -247,7 +247,8 @@ class PegInsertEnv(CellEnv, EzPickle):
         self.clearance = wp.clearance_mm * 1e-3
         self.hole_depth = wp.hole_depth_mm * 1e-3
         self.penetration_budget = task.penetration_budget * self.clearance
-        self._opening_half_width = (wp.peg_width_mm + wp.clearance_mm) * 5e-4 + wp.chamfer_mm * 1e-3
+        self._hole_half_width = (wp.peg_width_mm + wp.clearance_mm) * 5e-4
+        self._opening_half_width = self._hole_half_width + wp.chamfer_mm * 1e-3
         rnd = self.config.randomization
         self._hole_pos_range = np.array(rnd.hole_pos_mm) * 1e-3
         self._hole_rot_range = np.radians(rnd.hole_rot_deg)
@@ -326,9 +327,12 @@ class PegInsertEnv(CellEnv, EzPickle):
         self._peak_force = max(self._peak_force, contact_force)
         penetration = self.peg_penetration()
         self._max_penetration = max(self._max_penetration, penetration)
-        seated = depth >= self.hole_depth - task.success_depth_tolerance_mm * 1e-3
+        # Square hole: the max-norm of the tip's offset says whether it is over (or in) the opening.
+        offset = max(abs(p_task_tcp[0]), abs(p_task_tcp[1]))
+        inside = offset < self._hole_half_width
+        seated = inside and depth >= self.hole_depth - task.success_depth_tolerance_mm * 1e-3
         depth_rate = (depth - self._previous_depth) / self.control_dt
-        over_opening = lateral < self._opening_half_width
+        over_opening = offset < self._opening_half_width
         jammed = (not seated and over_opening and axial_force > task.jam_force_n
                   and abs(depth_rate) < 1e-3)
         if jammed:

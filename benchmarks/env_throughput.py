@@ -1,0 +1,135 @@
+"""Env step throughput against raw MuJoCo physics on the same compiled model, in one run.
+
+For each workload the env is stepped through ``gym.make`` (all default wrappers) with actions
+recorded beforehand, so the policy's own cost is not counted. Every control step's ``data.ctrl`` and
+every episode's initial state are captured, then replayed with plain ``mj_step(m, d, nstep)`` from
+the same states: the raw loop does exactly the same physics, and the ratio is the cost of
+everything the env adds (action checks, IK, F/T compensation, observation, metrics, reward, info,
+wrappers). Gymnasium's Pusher-v5 is measured the same way as a peer.
+
+    python benchmarks/env_throughput.py [--episodes 20] [--repeats 3]
+
+Not a test: it prints figures, it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+_SHARED = Path(__file__).resolve().parents[2] / "shared" / "menagerie"
+if "MENAGERIE_ROOT" not in os.environ and _SHARED.is_dir():
+    os.environ["MENAGERIE_ROOT"] = str(_SHARED)
+
+import skillcell  # noqa: E402,F401  (registers the cells)
+from skillcell.policies import make_expert  # noqa: E402
+
+
+def record_episodes(env_id: str, episodes: int, policy: str, **kwargs):
+    """Actions per episode, from the scripted expert or uniform random actions."""
+    env = gym.make(env_id, **kwargs)
+    rng = np.random.default_rng(0)
+    expert = make_expert(env) if policy == "expert" else None
+    recorded = []
+    for seed in range(episodes):
+        obs, _ = env.reset(seed=seed)
+        if expert:
+            expert.reset()
+        actions, done = [], False
+        while not done:
+            action = expert(obs) if expert else rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)
+            obs, _, terminated, truncated, _ = env.step(action)
+            actions.append(action)
+            done = terminated or truncated
+        recorded.append(np.array(actions))
+    env.close()
+    return recorded
+
+
+def time_env(env, recorded, capture: bool):
+    """Seconds spent in env.step over all episodes; optionally captures physics inputs for the raw replay."""
+    u = env.unwrapped
+    spec = mujoco.mjtState.mjSTATE_INTEGRATION
+    starts, ctrls, elapsed, steps = [], [], 0.0, 0
+    for seed, actions in enumerate(recorded):
+        env.reset(seed=seed)
+        if capture:
+            state = np.empty(mujoco.mj_stateSize(u.model, spec))
+            mujoco.mj_getState(u.model, u.data, state, spec)
+            starts.append(state)
+            episode_ctrl = []
+        for action in actions:
+            t = time.perf_counter()
+            env.step(action)
+            elapsed += time.perf_counter() - t
+            steps += 1
+            if capture:
+                # data.ctrl after the step holds the controls the step used
+                episode_ctrl.append(u.data.ctrl.copy())
+        if capture:
+            ctrls.append(np.array(episode_ctrl))
+    return elapsed, steps, starts, ctrls
+
+
+def time_raw(model, starts, ctrls, nstep: int) -> float:
+    data = mujoco.MjData(model)
+    spec = mujoco.mjtState.mjSTATE_INTEGRATION
+    elapsed = 0.0
+    for state, episode_ctrl in zip(starts, ctrls):
+        mujoco.mj_setState(model, data, state, spec)
+        t = time.perf_counter()
+        for ctrl in episode_ctrl:
+            data.ctrl[:] = ctrl
+            mujoco.mj_step(model, data, nstep)
+        elapsed += time.perf_counter() - t
+    return elapsed
+
+
+def measure(env_id: str, recorded, nstep_of, repeats: int, **kwargs):
+    env = gym.make(env_id, **kwargs)
+    _, _, starts, ctrls = time_env(env, recorded, capture=True)
+    best_env, best_raw = float("inf"), float("inf")
+    for _ in range(repeats):  # interleaved, best of: both see the same machine load
+        env_time, steps, _, _ = time_env(env, recorded, capture=False)
+        raw_time = time_raw(env.unwrapped.model, starts, ctrls, nstep_of(env.unwrapped))
+        best_env, best_raw = min(best_env, env_time), min(best_raw, raw_time)
+    env.close()
+    return steps / best_env, steps / best_raw, steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    print(f"mujoco {mujoco.__version__}, gymnasium {gym.__version__}, python {platform.python_version()}, "
+          f"{platform.machine()}, {os.cpu_count()} cpus")
+    print(f"{'workload':56s} {'env steps/s':>12s} {'raw steps/s':>12s} {'env/raw':>8s} {'steps':>7s}")
+    rows = []
+    for policy in ("expert", "random"):
+        recorded = record_episodes("skillcell/PegInsert-v0", args.episodes, policy)
+        env_rate, raw_rate, steps = measure("skillcell/PegInsert-v0", recorded, lambda u: u.n_substeps,
+                                            args.repeats)
+        rows.append((f"skillcell/PegInsert-v0 ({policy} actions, 100 substeps)", env_rate, raw_rate, steps))
+
+    pusher_actions = [np.random.default_rng(s).uniform(-2, 2, (100, 7)).astype(np.float32)
+                      for s in range(args.episodes)]
+    env_rate, raw_rate, steps = measure("Pusher-v5", pusher_actions, lambda u: u.frame_skip, args.repeats)
+    rows.append(("Gymnasium Pusher-v5 (peer, random, 5 substeps)", env_rate, raw_rate, steps))
+
+    for name, env_rate, raw_rate, steps in rows:
+        print(f"{name:56s} {env_rate:12.0f} {raw_rate:12.0f} {env_rate / raw_rate:8.3f} {steps:7d}")
+    ours, peer = rows[0][1] / rows[0][2], rows[-1][1] / rows[-1][2]
+    print(f"slowdown over raw physics: skillcell {1 / ours:.2f}x, Gymnasium Pusher-v5 {1 / peer:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
