@@ -86,3 +86,20 @@ def test_merge_is_recursive_and_does_not_mutate():
     out = merge(base, {"a": {"b": 10}})
     assert out == {"a": {"b": 10, "c": 2}, "d": 3}
     assert base == {"a": {"b": 1, "c": 2}, "d": 3}
+
+
+def test_fixture_pose_comes_from_the_yaml():
+    from skillcell.policies import make_expert
+
+    env = PegInsertEnv(overrides={"fixture": {"pos_m": [0.42, 0.05, 0.93], "euler_deg": [0, 0, 30]}},
+                       randomize=False)
+    obs, _ = env.reset(seed=0)
+    assert env.data.site_xpos[env.task_site] == pytest.approx([0.42, 0.05, 0.93])
+    # The start pose follows the fixture, and the expert still inserts.
+    assert env.decode_obs(obs)["tcp_pos_task"] == pytest.approx([0, 0, 0.04], abs=1e-6)
+    expert = make_expert(env)
+    for _ in range(200):
+        obs, _, terminated, _, info = env.step(expert(obs))
+        if terminated:
+            break
+    assert info["is_success"]

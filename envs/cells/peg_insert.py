@@ -43,6 +43,14 @@ class WorkpieceConfig:
 
 
 @dataclass(frozen=True)
+class FixtureConfig:
+    """Nominal pose of the hole: the centre of its opening, hole axis along the local z."""
+
+    pos_m: tuple[float, float, float] = (0.45, 0.10, 0.92)
+    euler_deg: tuple[float, float, float] = field(default=(0.0, 0.0, 0.0), metadata=bounds(-180.0, 180.0))
+
+
+@dataclass(frozen=True)
 class PegTaskConfig:
     """Start, success and physics-validity settings."""
 
@@ -77,6 +85,7 @@ class PegRewardConfig:
 @dataclass(frozen=True)
 class PegInsertConfig(CellConfig):
     workpiece: WorkpieceConfig = WorkpieceConfig()
+    fixture: FixtureConfig = FixtureConfig()
     task: PegTaskConfig = PegTaskConfig()
     randomization: PegRandomizationConfig = PegRandomizationConfig()
     reward: PegRewardConfig = PegRewardConfig()
@@ -228,6 +237,11 @@ class PegInsertEnv(CellEnv, EzPickle):
         precision = spec.find_default("precision")
         if fixture is None or precision is None:
             raise ConfigError("scene: PegInsert needs a body 'fixture' and a default class 'precision'")
+        pose = self.config.fixture
+        fixture.pos = pose.pos_m
+        quat = np.empty(4)
+        mujoco.mju_euler2Quat(quat, np.radians(pose.euler_deg), "xyz")
+        fixture.quat = quat
         for name, half, pos, quat in hole_boxes((wp.peg_width_mm + wp.clearance_mm) * 1e-3,
                                                 wp.hole_depth_mm * 1e-3, wp.chamfer_mm * 1e-3,
                                                 wp.block_size_mm * 1e-3):
@@ -264,8 +278,9 @@ class PegInsertEnv(CellEnv, EzPickle):
             return
         self.data.mocap_pos[self._mocap_id] += rng.uniform(-1.0, 1.0, 3) * self._hole_pos_range
         euler = rng.uniform(-1.0, 1.0, 3) * self._hole_rot_range
-        quat = np.empty(4)
-        mujoco.mju_euler2Quat(quat, euler, "xyz")
+        tilt, quat = np.empty(4), np.empty(4)
+        mujoco.mju_euler2Quat(tilt, euler, "xyz")
+        mujoco.mju_mulQuat(quat, self._hole_quat_nominal, tilt)  # about the hole's own axes
         self.data.mocap_quat[self._mocap_id] = quat
 
     def _sample_start_offset(self, rng: np.random.Generator) -> np.ndarray:
@@ -274,9 +289,12 @@ class PegInsertEnv(CellEnv, EzPickle):
         return rng.uniform(-1.0, 1.0, 3) * self._start_pos_range
 
     def _nominal_start_pose(self) -> tuple[np.ndarray, np.ndarray]:
-        p = self._hole_pos_nominal + [0.0, 0.0, self.config.task.start_height_mm * 1e-3]
+        R_world_task = np.empty(9)
+        mujoco.mju_quat2Mat(R_world_task, self._hole_quat_nominal)
+        R_world_task = R_world_task.reshape(3, 3)
+        p = self._hole_pos_nominal + R_world_task[:, 2] * self.config.task.start_height_mm * 1e-3
         quat = np.empty(4)
-        mujoco.mju_mat2Quat(quat, self.R_task_tcp_nominal.ravel())
+        mujoco.mju_mat2Quat(quat, (R_world_task @ self.R_task_tcp_nominal).ravel())
         return p, quat
 
     # ------------------------------------------------------------------ task
