@@ -53,6 +53,7 @@ class CellEnv(gym.Env):
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 20}
     config_class: ClassVar[type[CellConfig]] = CellConfig
     task_action_size: ClassVar[int] = 0
+    _terminate_on_success: bool = True
 
     #: orientation of the TCP in the task frame when the tool is aligned with the task
     R_task_tcp_nominal: np.ndarray = np.eye(3)
@@ -262,8 +263,6 @@ class CellEnv(gym.Env):
         info = {**metrics, **terms, "instability": instability}
         return self._get_obs(), reward, terminated, False, info
 
-    _terminate_on_success = True
-
     def render(self):
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array'")
@@ -381,3 +380,24 @@ class CellEnv(gym.Env):
         state = np.empty(mujoco.mj_stateSize(self.model, spec))
         mujoco.mj_getState(self.model, self.data, state, spec)
         return state
+
+    def set_state(self, state: np.ndarray) -> np.ndarray:
+        """Starts an episode from a stored ``mjSTATE_INTEGRATION`` state; returns the observation.
+
+        The controller commands the restored TCP pose and the episode statistics start afresh, as
+        after `reset`, so stepping the same actions from an episode's first state reproduces it.
+        """
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        state = np.asarray(state, dtype=np.float64)
+        expected = mujoco.mj_stateSize(self.model, spec)
+        if state.shape != (expected,):
+            raise ValueError(f"state must have shape ({expected},) for this model, got {state.shape}")
+        if not np.isfinite(state).all():
+            raise ValueError("state has non-finite values")
+        mujoco.mj_setState(self.model, self.data, state, spec)
+        mujoco.mj_forward(self.model, self.data)
+        self.controller.reset()
+        self._update_wrench()
+        self._episode_start()
+        self._needs_reset = False
+        return self._get_obs()

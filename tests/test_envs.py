@@ -181,3 +181,19 @@ def test_models_stay_dense(env_id):
     assert mujoco.__version__ == "4.0.0"
     assert int(env.unwrapped.model.opt.jacobian) == int(mujoco.mjtJacobian.mjJAC_DENSE)
     env.close()
+
+
+def test_set_state_replays_an_episode_bit_exactly(env_id):
+    env = gym.make(env_id)
+    actions = np.random.default_rng(4).uniform(-1, 1, (15, *env.action_space.shape))
+    states = state_trajectory(env, 9, actions)
+    env.reset(seed=123)  # somewhere else entirely
+    env.unwrapped.set_state(states[0])
+    replayed = [env.unwrapped.get_state()]
+    for action in actions[: len(states) - 1]:
+        env.step(action)
+        replayed.append(env.unwrapped.get_state())
+    assert all(np.array_equal(a, b) for a, b in zip(states, replayed))
+    with pytest.raises(ValueError, match="shape"):
+        env.unwrapped.set_state(states[0][:-1])
+    env.close()
