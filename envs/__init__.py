@@ -24,9 +24,16 @@ __all__ = [
     "skillcell_env_ids",
 ]
 
-if "skillcell/PegInsert-v0" not in registry:
-    register(id="skillcell/PegInsert-v0", entry_point="skillcell.envs.cells.peg_insert:PegInsertEnv",
-             max_episode_steps=200)
+_CELLS = [
+    ("skillcell/PegInsert-v0", "skillcell.envs.cells.peg_insert:PegInsertEnv", 200, {}),
+    ("skillcell/WeldSeam-v0", "skillcell.envs.cells.weld_seam:WeldSeamEnv", 1000, {"variant": "fillet"}),
+    ("skillcell/WeldSeamLap-v0", "skillcell.envs.cells.weld_seam:WeldSeamEnv", 1000, {"variant": "lap"}),
+    ("skillcell/WeldSeamButt-v0", "skillcell.envs.cells.weld_seam:WeldSeamEnv", 1000, {"variant": "butt"}),
+    ("skillcell/WeldSeamCurved-v0", "skillcell.envs.cells.weld_seam:WeldSeamEnv", 1000, {"variant": "curved"}),
+]
+for _id, _entry_point, _max_steps, _kwargs in _CELLS:
+    if _id not in registry:
+        register(id=_id, entry_point=_entry_point, max_episode_steps=_max_steps, kwargs=_kwargs)
 
 
 def skillcell_env_ids() -> list[str]:

@@ -157,7 +157,9 @@ class CellEnv(gym.Env):
         self.controller.p_world_cmd[:] = p_target
         self.controller.quat_world_cmd[:] = quat_target
         jac = np.zeros((6, m.nv))
-        for _ in range(200):
+        arm_joints = m.dof_jntid[self.arm_dof_adr]
+        low, high = m.jnt_range[arm_joints].T
+        for _ in range(500):
             mujoco.mj_kinematics(m, d)
             mujoco.mj_comPos(m, d)
             error = self.controller.pose_error()
@@ -165,7 +167,11 @@ class CellEnv(gym.Env):
                 break
             mujoco.mj_jacSite(m, d, jac[:3], jac[3:], self.tcp_site)
             j = jac[:, self.arm_dof_adr]
-            d.qpos[self.arm_qpos_adr] += np.linalg.solve(j.T @ j + 1e-8 * np.eye(6), j.T @ error)
+            step = np.linalg.solve(j.T @ j + 1e-6 * np.eye(6), j.T @ error)
+            # Short steps inside the joint limits: long Gauss-Newton steps wander off to
+            # solutions many turns away that the servos cannot reach.
+            step *= min(1.0, 0.2 / np.abs(step).max())
+            d.qpos[self.arm_qpos_adr] = np.clip(d.qpos[self.arm_qpos_adr] + step, low, high)
         else:
             raise ValueError(f"the start pose {p_target} is out of the robot's reach")
         self._q_start = d.qpos[self.arm_qpos_adr].copy()

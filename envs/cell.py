@@ -9,6 +9,7 @@ of a given clearance, a seam) is added to the spec by the cell's env before comp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -94,14 +95,17 @@ class CellConfig:
     control: ControlConfig = ControlConfig()
 
 
-def load_cell_config(cls: type[C], default_yaml: Path, cell: str | Path | None,
+def load_cell_config(cls: type[C], default_yaml: Path | Sequence[Path], cell: str | Path | None,
                      overrides: dict[str, Any] | None = None) -> C:
-    """The packaged `default_yaml`, overlaid by the YAML file `cell`, then by the mapping `overrides`.
+    """The packaged YAML (or layers of them, a variant over a base), overlaid by the YAML file
+    `cell`, then by the mapping `overrides`.
 
     Relative asset paths in a user's YAML file resolve against that file's folder first, then the
     packaged assets, so a custom cell can ship its own scene next to its YAML.
     """
-    data = load_yaml(default_yaml)
+    data: dict[str, Any] = {}
+    for layer in [default_yaml] if isinstance(default_yaml, Path) else default_yaml:
+        data = merge(data, load_yaml(layer))
     if isinstance(cell, (str, Path)):
         user = load_yaml(cell)
         base_dir = Path(cell).resolve().parent

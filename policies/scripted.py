@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 
+import mujoco
 import numpy as np
 
 from skillcell.envs.base import CellEnv
 from skillcell.envs.cells.peg_insert import PegInsertEnv
-from skillcell.envs.control import quat_from_rotvec
+from skillcell.envs.control import quat_from_rotvec, rotvec_from_quat
 
-__all__ = ["PegInsertExpert", "ScriptedExpert", "make_expert"]
+__all__ = ["PegInsertExpert", "ScriptedExpert", "WeldSeamExpert", "make_expert"]
 
 
 def _matrix_from_rotvec(rotvec: np.ndarray) -> np.ndarray:
@@ -27,10 +28,20 @@ def _matrix_from_rotvec(rotvec: np.ndarray) -> np.ndarray:
 
 
 class ScriptedExpert:
-    """A stateful policy ``action = expert(obs)``; call `reset` at the start of every episode."""
+    """A stateful policy ``action = expert(obs)``; call `reset` at the start of every episode.
 
-    def __init__(self, env):
+    ``skill`` picks one of the class's `skills`; ``seed`` seeds whatever noise that skill level
+    has, so a run of episodes is reproducible.
+    """
+
+    skills: tuple[str, ...] = ("expert",)
+
+    def __init__(self, env, skill: str = "expert", seed: int = 0):
+        if skill not in self.skills:
+            raise ValueError(f"{type(self).__name__} has the skill levels {self.skills}, got {skill!r}")
         self.env: CellEnv = env.unwrapped
+        self.skill = skill
+        self.rng = np.random.default_rng(seed)
 
     def reset(self) -> None:
         """Forgets the previous episode."""
@@ -69,8 +80,8 @@ class PegInsertExpert(ScriptedExpert):
     spiral_step = 0.0003  # m of arc per control step
     search_press = 0.0003  # m the search commands below the surface (a few newtons)
 
-    def __init__(self, env):
-        super().__init__(env)
+    def __init__(self, env, skill: str = "expert", seed: int = 0):
+        super().__init__(env, skill, seed)
         if not isinstance(self.env, PegInsertEnv):
             raise TypeError(f"PegInsertExpert drives PegInsertEnv, got {type(self.env).__name__}")
         control = self.env.config.control
@@ -154,15 +165,110 @@ class PegInsertExpert(ScriptedExpert):
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
 
-_EXPERTS: dict[type, type[ScriptedExpert]] = {PegInsertEnv: PegInsertExpert}
+class WeldSeamExpert(ScriptedExpert):
+    """A welder: line up before the seam start, run up, strike the arc, travel to the seam end.
+
+    The torch is held at the WPS's nominal work and travel angles and contact-tip-to-work
+    distance, and moves at the nominal travel speed; the aim point follows the seam by
+    interpolating the observed seam points ahead. Skill levels add Ornstein-Uhlenbeck wander
+    (mean-reverting drift with time constant ``1/theta``) to what a human varies:
+
+    | skill  | speed  | work, travel angle | stand-off | lateral |
+    |--------|--------|--------------------|-----------|---------|
+    | expert | 2 %    | 0.7 deg            | 0.3 mm    | 0.15 mm |
+    | novice | 20 %   | 5 deg              | 1.5 mm    | 0.8 mm  |
+
+    (standard deviations of the stationary process). An expert's bead is in spec; a novice's
+    mostly is not, which makes datasets of mixed skill.
+    """
+
+    skills = ("expert", "novice")
+    wander = {"expert": (0.02, 0.7, 0.3e-3, 0.15e-3), "novice": (0.20, 5.0, 1.5e-3, 0.8e-3)}
+    theta = 0.4  # 1/s: how fast the wander reverts
+    run_up = 0.006  # m before the seam start where the torch starts moving
+
+    def __init__(self, env, skill: str = "expert", seed: int = 0):
+        super().__init__(env, skill, seed)
+        from skillcell.envs.cells.weld_seam import LOOKAHEAD_M, WeldSeamEnv
+
+        if not isinstance(self.env, WeldSeamEnv):
+            raise TypeError(f"WeldSeamExpert drives WeldSeamEnv, got {type(self.env).__name__}")
+        wps = self.env.wps
+        self.speed = wps.nominal("travel_speed_mm_s") * 1e-3
+        self.work, self.travel = wps.nominal("work_angle_deg"), wps.nominal("travel_angle_deg")
+        self.dt = self.env.control_dt
+        self.lookahead = LOOKAHEAD_M[0]
+        control = self.env.config.control
+        self.max_translation = control.max_translation_mm * 1e-3
+        self.max_rotation = math.radians(control.max_rotation_deg)
+        self.reset()
+
+    def reset(self) -> None:
+        self.phase = "approach"
+        self.noise = np.zeros(5)  # speed fraction, work deg, travel deg, stand-off m, lateral m
+
+    def _wander(self) -> np.ndarray:
+        sigma = np.array(self.wander[self.skill])
+        sigma = np.r_[sigma[0], sigma[1], sigma[1], sigma[2], sigma[3]]
+        decay = math.exp(-self.theta * self.dt)
+        self.noise = self.noise * decay + sigma * math.sqrt(1 - decay**2) * self.rng.standard_normal(5)
+        return self.noise
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        from skillcell.envs.weld import torch_rotation
+
+        o = self.env.decode_obs(obs)
+        R_world_seam = _matrix_from_rotvec(o["seam_rot"])
+        aim = o["tcp_pos_task"]
+        aim_cmd = aim + R_world_seam.T @ o["tcp_lead"]
+        R_seam_tcp = self.env.R_task_tcp_nominal @ _matrix_from_rotvec(o["tcp_rot_task"])
+        noise = self._wander() if self.phase == "weld" else np.zeros(5)
+        R_seam_target = torch_rotation(self.work + noise[1], self.travel + noise[2])
+
+        arc = -1.0
+        if self.phase == "approach":
+            # A flying start: line up a few millimetres before the seam, so that the torch is
+            # already at travel speed when it strikes the arc on the seam's first millimetre.
+            target = np.array([-self.run_up, 0.0, 0.0])
+            error = np.linalg.norm(aim - target)
+            tilt = np.linalg.norm(o["tcp_rot_task"])
+            if error < 3e-4 and tilt < math.radians(0.5):
+                self.phase = "run-up"
+        if self.phase in ("run-up", "weld"):
+            if self.phase == "run-up" and o["progress"][0] > 0.0:
+                self.phase = "weld"
+            arc = 1.0 if self.phase == "weld" else -1.0
+            # Follow the chord towards the seam point ahead (its direction; near the seam end,
+            # where the points ahead bunch up, the tangent).
+            ahead = aim + o["seam_ahead"][:3]
+            reach = np.linalg.norm(ahead)
+            direction = ahead / reach if reach > 0.2 * self.lookahead else np.array([1.0, 0.0, 0.0])
+            along = aim_cmd[0] + self.speed * (1.0 + noise[0]) * self.dt
+            target = direction * along
+            # Stand-off and lateral wander move the aim point off the root, across the seam only:
+            # the along-seam target is relative to the command, so an offset there would integrate.
+            stand_off = R_seam_target[:, 2] * -noise[3]
+            target[1:] += stand_off[1:] + np.array([noise[4], 0.0])
+
+        action = np.zeros(7)
+        action[:3] = R_world_seam @ (target - aim_cmd) / self.max_translation
+        quat_error = np.empty(4)
+        mujoco.mju_mat2Quat(quat_error, (R_seam_target @ R_seam_tcp.T).ravel())
+        action[3:6] = 0.3 * R_world_seam @ rotvec_from_quat(quat_error) / self.max_rotation
+        action[6] = arc
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
 
 
-def make_expert(env, skill: str = "expert") -> ScriptedExpert:
-    """The scripted expert for ``env``'s cell (``env`` may be wrapped)."""
+def _expert_classes() -> dict[type, type[ScriptedExpert]]:
+    from skillcell.envs.cells.weld_seam import WeldSeamEnv
+
+    return {PegInsertEnv: PegInsertExpert, WeldSeamEnv: WeldSeamExpert}
+
+
+def make_expert(env, skill: str = "expert", seed: int = 0) -> ScriptedExpert:
+    """The scripted expert for ``env``'s cell (``env`` may be wrapped) at a skill level."""
     cell = type(env.unwrapped)
-    for env_class, expert_class in _EXPERTS.items():
+    for env_class, expert_class in _expert_classes().items():
         if issubclass(cell, env_class):
-            if skill != "expert":
-                raise ValueError(f"{expert_class.__name__} has only the 'expert' skill level, got {skill!r}")
-            return expert_class(env)
+            return expert_class(env, skill=skill, seed=seed)
     raise ValueError(f"no scripted expert for {cell.__name__}")

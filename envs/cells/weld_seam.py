@@ -1,0 +1,384 @@
+"""WeldSeam: robotic arc welding along a seam, judged from the torch's motion (``skillcell/WeldSeam-v0``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mujoco
+import numpy as np
+from gymnasium.utils.ezpickle import EzPickle
+
+from skillcell import assets
+from skillcell.config import ConfigError, bounds, from_mapping, load_yaml
+from skillcell.envs.base import CellEnv, ObsField
+from skillcell.envs.cell import TOOL_PREFIX, CellConfig, load_cell_config
+from skillcell.envs.control import rotvec_from_quat
+from skillcell.envs.weld import (
+    METRIC_KEYS,
+    JointConfig,
+    SeamConfig,
+    SeamPath,
+    WeldMetrics,
+    WPSConfig,
+    plate_boxes,
+    torch_rotation,
+)
+
+__all__ = ["VARIANTS", "WeldSeamConfig", "WeldSeamEnv"]
+
+#: registered variants: the overlay YAML in ``assets/cells/weld_seam/`` each one applies
+VARIANTS = ("fillet", "lap", "butt", "curved")
+PLATE_GROUP = 1  # geom group of the plates: the CTWD ray cast sees only these
+LOOKAHEAD_M = (0.010, 0.030)
+
+
+@dataclass(frozen=True)
+class WorkpiecePoseConfig:
+    """Nominal pose of the workpiece frame (base plate top face, seams in its z = 0 plane)."""
+
+    pos_m: tuple[float, float, float] = (0.45, 0.05, 0.808)
+    euler_deg: tuple[float, float, float] = field(default=(0.0, 0.0, 90.0), metadata=bounds(-180.0, 180.0))
+
+
+@dataclass(frozen=True)
+class WeldTaskConfig:
+    approach_mm: float = field(default=30.0, metadata=bounds(0.0, 150.0))
+    end_tolerance_mm: float = field(default=1.0, metadata=bounds(0.1, 20.0))
+    leave_distance_mm: float = field(default=30.0, metadata=bounds(1.0, 200.0))
+
+
+@dataclass(frozen=True)
+class WeldRandomizationConfig:
+    """Uniform ranges (plus or minus) sampled at every reset; the gap is added, from 0 up."""
+
+    part_pos_mm: tuple[float, float, float] = field(default=(3.0, 3.0, 1.0), metadata=bounds(0.0, 50.0))
+    part_rot_deg: tuple[float, float, float] = field(default=(1.0, 1.0, 2.0), metadata=bounds(0.0, 15.0))
+    gap_mm: float = field(default=0.5, metadata=bounds(0.0, 5.0))
+    start_pos_mm: tuple[float, float, float] = field(default=(5.0, 5.0, 5.0), metadata=bounds(0.0, 30.0))
+
+
+@dataclass(frozen=True)
+class WeldRewardConfig:
+    weld: float = 10.0  # for the whole seam welded in spec
+    track: float = 0.05  # per step, for the aim point on the seam
+    quality: float = 0.05  # per step, penalty scaled by how far out of spec
+    success: float = 5.0
+
+
+@dataclass(frozen=True)
+class WeldSeamConfig(CellConfig):
+    wps: str = "cells/weld_seam/wps_fillet.yaml"
+    joint: JointConfig = JointConfig()
+    seam: SeamConfig = SeamConfig()
+    workpiece: WorkpiecePoseConfig = WorkpiecePoseConfig()
+    task: WeldTaskConfig = WeldTaskConfig()
+    randomization: WeldRandomizationConfig = WeldRandomizationConfig()
+    reward: WeldRewardConfig = WeldRewardConfig()
+
+
+def load_wps(relative: str, cell_yaml: Path | None = None) -> WPSConfig:
+    """A WPS YAML (relative to the cell YAML's folder, then to the packaged assets); errors name the key."""
+    path = Path(relative)
+    if not path.is_absolute():
+        local = cell_yaml.parent / path if cell_yaml else None
+        path = local if local is not None and local.is_file() else assets.path(*path.parts)
+    if not path.is_file():
+        raise ConfigError(f"wps: file not found: {path}")
+    try:
+        return from_mapping(WPSConfig, load_yaml(path))
+    except ConfigError as exc:
+        raise ConfigError(f"wps ({path}): {exc}") from None
+
+
+class WeldSeamEnv(CellEnv, EzPickle):
+    """Weld a seam with a torch on a UR5e, in spec with a welding procedure (WPS).
+
+    ## Description
+    A UR5e (MuJoCo Menagerie) carries a straight GMAW torch (TCP at the contact tip, wire sticking
+    out). The workpiece is generated from ``cell.yaml``: a fillet T-joint, a lap or a butt joint,
+    plates as boxes, and a seam of lines, arcs and polylines. There is no arc physics: the bead is
+    judged from the torch's motion against the WPS bands (`skillcell.envs.weld`): travel speed,
+    work and travel angles, contact-tip-to-work distance (ray cast), lateral and vertical
+    deviation of the aim point, weave, arc-on coverage. The headline figure is the in-spec
+    fraction of the seam length.
+
+    ## Action space
+    ``Box(-1, 1, (7,), float32)``: channels 0-5 as in `CellEnv` (TCP pose delta in the cell
+    frame, 5 mm and 3 deg per step at 1.0); channel 6 switches the arc on when positive.
+
+    ## Observation space
+    ``Box(-inf, inf, (40,), float32)``: the `CellEnv` blocks (joint_pos, joint_vel, tcp_pos_task,
+    tcp_rot_task, tcp_lead, force_tool, torque_tool), where the task frame is the seam frame at
+    the point nearest the aim point and ``tcp_pos_task`` is the aim point in it (zero on a perfect
+    pass), ``tcp_rot_task`` the torch's rotation from the WPS's nominal work and travel angles;
+    then:
+
+    | block       | size | unit | scale   | meaning                                              |
+    |-------------|------|------|---------|------------------------------------------------------|
+    | seam_ahead  | 6    | m    | 1/0.03  | seam points 10 and 30 mm ahead, from the aim point, seam frame |
+    | seam_rot    | 3    | rad  | 1       | seam frame orientation in the cell frame (rotation vector) |
+    | progress    | 1    | -    | 1       | arc length of the aim point over the seam length      |
+    | arc_on      | 1    | -    | 1       | 1 while the arc is on                                 |
+    | speed       | 1    | m/s  | 1/0.01  | travel speed along the seam                           |
+    | ctwd_error  | 1    | m    | 1/0.005 | ray-cast CTWD minus nominal (clipped at +-50 mm)      |
+
+    ## Rewards
+    ``weld`` (``reward.weld`` times the seam fraction welded in spec this step), ``track``
+    (``1 - tanh(aim point to seam / 5 mm)``), ``quality`` (minus the mean excess over the WPS
+    bands in band-widths, capped at 1, while the arc is on), ``success``; each in
+    ``info["reward_<term>"]``.
+
+    ## Randomizations
+    Workpiece pose (+-3 mm, +-1 deg roll/pitch, +-2 deg yaw), fit-up gap (0 to 0.5 mm: the web
+    lifted, the lapped plate raised, the butt halves apart) and the torch start position (+-5 mm).
+    ``randomize=False`` turns them off.
+
+    ## Success and episode end
+    The episode terminates when the aim point reaches the seam end or, once the arc has been
+    struck, leaves the seam by more than ``task.leave_distance_mm`` (30 mm). Success: the end reached with at least
+    ``min_in_spec_fraction`` (WPS, 0.9) of the seam length welded in spec. ``gym.make`` truncates
+    at 1000 steps (50 s).
+
+    ## Info
+    Every step: the metrics of `skillcell.envs.weld` (``travel_speed_mm_s``, ``work_angle_deg``,
+    ``travel_angle_deg``, ``ctwd_mm``, ``lateral_deviation_mm``, ``vertical_deviation_mm``,
+    ``weave_width_mm``, ``weave_frequency_hz``, ``in_spec``, ``seam_position_mm``), ``arc_on``,
+    the bead so far (``arc_coverage``, ``in_spec_fraction``, ``bead_in_spec_fraction``,
+    ``bead_<metric>_mean`` and ``_std``), ``is_success``, ``physics_invalid``, ``instability``,
+    reward terms.
+
+    ## Arguments
+    ``gym.make("skillcell/WeldSeam-v0", variant="fillet", cell=None, overrides=None,
+    randomize=True, render_mode=None, width=640, height=480, camera="overview",
+    render_quality="fast")``. ``variant`` picks a packaged joint (``fillet``, ``lap``, ``butt``,
+    ``curved``), ``cell`` a user YAML over it, ``overrides`` a mapping over that. Cameras:
+    ``overview``, ``seam``, ``tool/closeup``. Rendered frames show the seam and the deposited
+    bead (green in spec, red out of spec) as overlay geoms.
+
+    ## Version history
+    - v0: first version (fillet, lap, butt and curved fillet variants; WPS from YAML).
+    """
+
+    config_class = WeldSeamConfig
+    task_action_size = 1
+
+    def __init__(self, variant: str = "fillet", cell: str | Path | None = None,
+                 overrides: dict[str, Any] | None = None, randomize: bool = True,
+                 render_mode: str | None = None, width: int = 640, height: int = 480,
+                 camera: str = "overview", render_quality: str = "fast"):
+        EzPickle.__init__(self, variant, cell, overrides, randomize, render_mode, width, height, camera,
+                          render_quality)
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        folder = assets.path("cells", "weld_seam")
+        layers = [folder / "cell.yaml"] + ([folder / f"{variant}.yaml"] if variant != "fillet" else [])
+        config = load_cell_config(WeldSeamConfig, layers, cell, overrides)
+        self.variant = variant
+        self.wps = load_wps(config.wps, Path(cell) if isinstance(cell, (str, Path)) else None)
+        self.path = SeamPath(config.seam)
+        self.randomize = bool(randomize)
+        self._terminate_on_success = False  # the episode ends at the seam end either way
+        self.R_task_tcp_nominal = torch_rotation(self.wps.nominal("work_angle_deg"),
+                                                 self.wps.nominal("travel_angle_deg"))
+        super().__init__(config, render_mode, width, height, camera, render_quality)
+
+    # ------------------------------------------------------------------ world
+
+    def _build_task(self, spec: mujoco.MjSpec) -> None:
+        base_body, mate_body = spec.body("workpiece"), spec.body("workpiece_mate")
+        plate = spec.find_default("plate")
+        if base_body is None or mate_body is None or plate is None:
+            raise ConfigError("scene: WeldSeam needs bodies 'workpiece', 'workpiece_mate' and a class 'plate'")
+        base, mate = plate_boxes(self.config.joint, self.path)
+        for body, boxes, name in ((base_body, base, "base"), (mate_body, mate, "mate")):
+            for i, (half, pos, quat) in enumerate(boxes):
+                body.add_geom(plate, name=f"{name}_plate_{i}", size=half, pos=pos, quat=quat)
+        pose = self.config.workpiece
+        quat = np.empty(4)
+        mujoco.mju_euler2Quat(quat, np.radians(pose.euler_deg), "xyz")
+        for body in (base_body, mate_body):
+            body.pos, body.quat = pose.pos_m, quat
+        wire = spec.geom(TOOL_PREFIX + "wire")
+        tcp = spec.site(TOOL_PREFIX + self.config.tool.tcp_site)
+        if wire is not None and tcp is not None:
+            stickout = self.wps.nominal("ctwd_mm") * 1e-3
+            wire.size = [wire.size[0], stickout / 2, 0.0]
+            wire.pos = [tcp.pos[0], tcp.pos[1], tcp.pos[2] + stickout / 2]
+
+    def _setup_task(self) -> None:
+        m = self.model
+        self.task_site = m.site("workpiece").id
+        self._base_mocap = m.body_mocapid[m.body("workpiece").id]
+        self._mate_mocap = m.body_mocapid[m.body("workpiece_mate").id]
+        self._part_pos_nominal = m.body_pos[m.body("workpiece").id].copy()
+        self._part_quat_nominal = m.body_quat[m.body("workpiece").id].copy()
+        rnd = self.config.randomization
+        self._part_pos_range = np.array(rnd.part_pos_mm) * 1e-3
+        self._part_rot_range = np.radians(rnd.part_rot_deg)
+        self._start_pos_range = np.array(rnd.start_pos_mm) * 1e-3
+        self.metrics = WeldMetrics(self.path, self.wps, m, self.data, PLATE_GROUP,
+                                   self.config.control.n_substeps * self.config.control.timestep_s)
+        self._arc_on = False
+
+    def _part_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        R = np.empty(9)
+        mujoco.mju_quat2Mat(R, self.data.mocap_quat[self._base_mocap])
+        return self.data.mocap_pos[self._base_mocap].copy(), R.reshape(3, 3)
+
+    def _reset_task_nominal(self) -> None:
+        d = self.data
+        for mocap in (self._base_mocap, self._mate_mocap):
+            d.mocap_pos[mocap] = self._part_pos_nominal
+            d.mocap_quat[mocap] = self._part_quat_nominal
+        self.metrics.reset(*self._part_pose())
+
+    def _reset_task(self, rng: np.random.Generator) -> None:
+        d = self.data
+        self._reset_task_nominal()
+        if self.randomize:
+            offset = rng.uniform(-1.0, 1.0, 3) * self._part_pos_range
+            euler = rng.uniform(-1.0, 1.0, 3) * self._part_rot_range
+            gap = rng.uniform(0.0, 1.0) * self.config.randomization.gap_mm * 1e-3
+            tilt, quat = np.empty(4), np.empty(4)
+            mujoco.mju_euler2Quat(tilt, euler, "xyz")
+            mujoco.mju_mulQuat(quat, self._part_quat_nominal, tilt)
+            for mocap in (self._base_mocap, self._mate_mocap):
+                d.mocap_pos[mocap] = self._part_pos_nominal + offset
+                d.mocap_quat[mocap] = quat
+            R = np.empty(9)
+            mujoco.mju_quat2Mat(R, quat)
+            R = R.reshape(3, 3)
+            # Fit-up gap: the mate moves away from the root (up for a web or a lapped plate,
+            # sideways for the other half of a butt joint).
+            away = R[:, 1] if self.config.joint.type == "butt" else R[:, 2]
+            d.mocap_pos[self._mate_mocap] += gap * away
+        self._arc_on = False
+
+    def _sample_start_offset(self, rng: np.random.Generator) -> np.ndarray:
+        if not self.randomize:
+            return np.zeros(3)
+        return rng.uniform(-1.0, 1.0, 3) * self._start_pos_range
+
+    def _nominal_start_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """The torch at the nominal angles over the seam start, backed off ``approach_mm``."""
+        p_seam, R_world_seam = self.metrics.frame(0.0)
+        R_world_tcp = R_world_seam @ self.R_task_tcp_nominal
+        axis = R_world_tcp[:, 2]
+        back_off = self.metrics.ctwd_nominal + self.config.task.approach_mm * 1e-3
+        quat = np.empty(4)
+        mujoco.mju_mat2Quat(quat, R_world_tcp.ravel())
+        return p_seam - axis * back_off, quat
+
+    # ------------------------------------------------------------------ task
+
+    def _apply_task_action(self, action: np.ndarray) -> None:
+        self._arc_on = bool(action[6] > 0.0)
+
+    def tcp_pose_task(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(p_seam_aim, R_seam_tcp)``: the aim point and the torch in the seam frame at the aim."""
+        d = self.data
+        R_world_tcp = d.site_xmat[self.tcp_site].reshape(3, 3)
+        aim = d.site_xpos[self.tcp_site] + self.metrics.ctwd_nominal * R_world_tcp[:, 2]
+        s = self.metrics.s if self.metrics.s is not None else self.metrics.locate(aim)
+        p_seam, R_world_seam = self.metrics.frame(s)
+        return R_world_seam.T @ (aim - p_seam), R_world_seam.T @ R_world_tcp
+
+    def _task_obs_fields(self) -> list[ObsField]:
+        return [ObsField("seam_ahead", 6, 1 / 0.03, "m"), ObsField("seam_rot", 3, 1.0, "rad"),
+                ObsField("progress", 1, 1.0, "-"), ObsField("arc_on", 1, 1.0, "-"),
+                ObsField("speed", 1, 1 / 0.01, "m/s"), ObsField("ctwd_error", 1, 1 / 0.005, "m")]
+
+    def _task_obs(self, out: np.ndarray) -> None:
+        d, metrics = self.data, self.metrics
+        R_world_tcp = d.site_xmat[self.tcp_site].reshape(3, 3)
+        aim = d.site_xpos[self.tcp_site] + metrics.ctwd_nominal * R_world_tcp[:, 2]
+        s = metrics.s if metrics.s is not None else 0.0
+        _, R_world_seam = metrics.frame(s)
+        for i, ahead in enumerate(LOOKAHEAD_M):
+            p_ahead, _ = metrics.frame(s + ahead)
+            out[3 * i:3 * i + 3] = R_world_seam.T @ (p_ahead - aim)
+        quat = np.empty(4)
+        mujoco.mju_mat2Quat(quat, R_world_seam.ravel())
+        out[6:9] = rotvec_from_quat(quat)
+        out[9] = s / self.path.length
+        out[10] = float(self._arc_on)
+        out[11] = self._last.get("travel_speed_mm_s", 0.0) * 1e-3
+        ctwd = self._last.get("ctwd_mm", math.inf) * 1e-3
+        out[12] = float(np.clip(ctwd - metrics.ctwd_nominal, -0.05, 0.05))
+
+    def _episode_start(self) -> None:
+        self.metrics.reset(*self._part_pose())
+        self._last: dict[str, Any] = {}
+        self._welded_in_spec = 0
+        self._engaged = False  # leaving the seam ends the episode once the arc has been struck
+
+    def _evaluate(self) -> dict[str, Any]:
+        d = self.data
+        step = self.metrics.measure(d.site_xpos[self.tcp_site].copy(), d.site_xmat[self.tcp_site].reshape(3, 3),
+                                    self._arc_on)
+        self._last = step
+        bead = self.metrics.bead_summary()
+        aim_offset_mm = math.hypot(step["lateral_deviation_mm"], step["vertical_deviation_mm"])
+        reached_end = step["seam_position_mm"] >= self.path.length * 1e3 - self.config.task.end_tolerance_mm
+        self._engaged |= self._arc_on
+        left = self._engaged and aim_offset_mm > self.config.task.leave_distance_mm
+        success = reached_end and bead["in_spec_fraction"] >= self.wps.min_in_spec_fraction
+        self._done = reached_end or left
+        return {**step, **bead, "arc_on": self._arc_on, "seam_end_reached": reached_end,
+                "left_seam": left, "aim_offset_mm": aim_offset_mm, "is_success": success,
+                "physics_invalid": False}
+
+    def _reward(self, metrics: dict[str, Any], action: np.ndarray) -> tuple[float, dict[str, float]]:
+        w = self.config.reward
+        welded_in_spec = int(self.metrics.in_spec.sum())
+        newly = welded_in_spec - self._welded_in_spec
+        self._welded_in_spec = welded_in_spec
+        excess = 0.0
+        if metrics["arc_on"]:
+            for key in METRIC_KEYS:
+                low, high = self.wps.band(key)
+                value = metrics[key]
+                half = (high - low) / 2
+                excess += min(1.0, max(0.0, abs(value - (low + high) / 2) - half) / half) if math.isfinite(value) else 1.0
+            excess /= len(METRIC_KEYS)
+        terms = {
+            "reward_weld": w.weld * newly / len(self.path.s),
+            "reward_track": w.track * (1.0 - math.tanh(metrics["aim_offset_mm"] / 5.0)),
+            "reward_quality": -w.quality * excess,
+            "reward_success": w.success * float(metrics["is_success"]),
+        }
+        return float(sum(terms.values())), terms
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        return obs, reward, terminated or self._done, truncated, info
+
+    # ------------------------------------------------------------------ rendering
+
+    def _add_overlays(self, scene: mujoco.MjvScene) -> None:
+        """The seam (thin, grey) and the bead where the arc was on (green in spec, red out)."""
+        metrics = self.metrics
+        points = metrics.points_world
+        lift = metrics.normal_world * 0.0015
+        stride = 4
+        for i in range(0, len(points) - stride, stride):
+            j = i + stride
+            if metrics.welded[i] and metrics.welded[j - 1]:
+                color = (0.15, 0.85, 0.25, 1.0) if metrics.in_spec[i] else (0.95, 0.15, 0.1, 1.0)
+                _add_capsule(scene, points[i] + lift, points[j] + lift, 0.0035, color)
+            elif i % (stride * 3) == 0:
+                _add_capsule(scene, points[i] + lift, points[min(j + 2 * stride, len(points) - 1)] + lift,
+                             0.0006, (0.9, 0.9, 0.9, 0.6))
+
+
+def _add_capsule(scene: mujoco.MjvScene, a: np.ndarray, b: np.ndarray, radius: float, rgba) -> None:
+    if scene.ngeom >= scene.maxgeom:
+        return
+    geom = scene.geoms[scene.ngeom]
+    mujoco.mjv_initGeom(geom, mujoco.mjtGeom.mjGEOM_CAPSULE, np.zeros(3), np.zeros(3), np.zeros(9),
+                        np.asarray(rgba, np.float32))
+    mujoco.mjv_connector(geom, mujoco.mjtGeom.mjGEOM_CAPSULE, radius, a, b)
+    scene.ngeom += 1
