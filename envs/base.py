@@ -53,6 +53,8 @@ class CellEnv(gym.Env):
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 20}
     config_class: ClassVar[type[CellConfig]] = CellConfig
     task_action_size: ClassVar[int] = 0
+    #: final-step ``info`` entries that summarize an episode's process quality (reports, CLI)
+    kpi_keys: ClassVar[tuple[str, ...]] = ()
     _terminate_on_success: bool = True
 
     #: orientation of the TCP in the task frame when the tool is aligned with the task

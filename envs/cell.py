@@ -74,11 +74,11 @@ class ControlConfig:
         substeps = 1.0 / (self.control_hz * self.timestep_s)
         if abs(substeps - round(substeps)) > 1e-6:
             raise ConfigError(
-                f"control.control_hz: 1/(control_hz*timestep_s) must be a whole number of physics "
+                f"control_hz: 1/(control_hz*timestep_s) must be a whole number of physics "
                 f"steps, got {substeps:.4f}"
             )
         if any(lo >= hi for lo, hi in zip(self.workspace_min_m, self.workspace_max_m)):
-            raise ConfigError("control.workspace_min_m: must be below workspace_max_m on every axis")
+            raise ConfigError("workspace_min_m: must be below workspace_max_m on every axis")
 
     @property
     def n_substeps(self) -> int:

@@ -6,7 +6,8 @@ A config section is a frozen dataclass. Fields may declare bounds and units in t
 
 `from_mapping` walks a mapping into such a dataclass and raises `ConfigError` with the dotted key path
 (``workpiece.clearance_mm: must be in [0.1, 1.0], got 3.0``) for unknown keys, wrong types and
-out-of-range values. `merge` overlays partial mappings, which is how `gym.make` keyword overrides and
+out-of-range values. A dataclass's own ``__post_init__`` checks raise `ConfigError` naming the
+field (``"chamfer_mm: must be smaller than hole_depth_mm"``); the path in front is added here. `merge` overlays partial mappings, which is how `gym.make` keyword overrides and
 `--set key=value` reach a config.
 """
 
@@ -99,8 +100,9 @@ def from_mapping(cls: type[T], data: Any, where: str = "") -> T:
         kwargs[name] = value
     try:
         return cls(**kwargs)
-    except ConfigError:
-        raise
+    except ConfigError as exc:
+        # Checks in __post_init__ name the field; the caller's path goes in front.
+        raise ConfigError(f"{where}.{exc}" if where else str(exc)) from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where or 'config'}: {exc}") from None
 

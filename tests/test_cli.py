@@ -50,3 +50,16 @@ def test_quickstart_runs_end_to_end():
     result = skillcell("quickstart", "--episodes", "2", "--no-progress")
     assert result.returncode == 0, result.stderr
     assert "scripted expert, 2 randomized episodes: success 2/2" in result.stdout
+
+
+def test_expert_novice_welder_prints_process_kpis():
+    result = skillcell("expert", "skillcell/WeldSeam-v0", "--episodes", "2", "--skill", "novice", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "scripted novice" in result.stdout
+    assert "mean in_spec_fraction:" in result.stdout
+
+
+def test_unknown_skill_is_refused():
+    result = skillcell("expert", "skillcell/PegInsert-v0", "--episodes", "1", "--skill", "novice")
+    assert result.returncode == 2
+    assert "skill levels" in result.stderr

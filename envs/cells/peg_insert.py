@@ -36,10 +36,10 @@ class WorkpieceConfig:
     def __post_init__(self) -> None:
         opening = self.peg_width_mm + self.clearance_mm + 2 * self.chamfer_mm
         if self.block_size_mm < opening + 10.0:
-            raise ConfigError(f"workpiece.block_size_mm: must exceed the hole opening ({opening:.1f} mm) "
+            raise ConfigError(f"block_size_mm: must exceed the hole opening ({opening:.1f} mm) "
                               f"by at least 10 mm, got {self.block_size_mm}")
         if self.chamfer_mm >= self.hole_depth_mm:
-            raise ConfigError("workpiece.chamfer_mm: must be smaller than hole_depth_mm")
+            raise ConfigError("chamfer_mm: must be smaller than hole_depth_mm")
 
 
 @dataclass(frozen=True)
@@ -204,6 +204,7 @@ class PegInsertEnv(CellEnv, EzPickle):
     """
 
     config_class = PegInsertConfig
+    kpi_keys = ("peak_insertion_force_n", "jam_time_s", "max_penetration_mm", "depth_mm")
     default_cell_yaml: Path = assets.path("cells", "peg_insert", "cell.yaml")
     # Aligned: the tool axis (TCP z) points down the hole (task -z); a rotation of pi about x.
     R_task_tcp_nominal = np.diag([1.0, -1.0, -1.0])

@@ -164,6 +164,8 @@ class WeldSeamEnv(CellEnv, EzPickle):
 
     config_class = WeldSeamConfig
     task_action_size = 1
+    kpi_keys = ("in_spec_fraction", "arc_coverage", "bead_travel_speed_mm_s_mean", "bead_travel_speed_mm_s_std",
+                "bead_work_angle_deg_std", "bead_travel_angle_deg_std", "bead_ctwd_mm_std")
 
     def __init__(self, variant: str = "fillet", cell: str | Path | None = None,
                  overrides: dict[str, Any] | None = None, randomize: bool = True,
@@ -362,16 +364,19 @@ class WeldSeamEnv(CellEnv, EzPickle):
         """The seam (thin, grey) and the bead where the arc was on (green in spec, red out)."""
         metrics = self.metrics
         points = metrics.points_world
-        lift = metrics.normal_world * 0.0015
+        # The bead sits in the root, bulging towards the torch side (-y) and up.
+        y = np.cross(metrics.normal_world, metrics.tangents_world)
+        bead_centre = points + 0.0018 * (metrics.normal_world - y)
         stride = 4
         for i in range(0, len(points) - stride, stride):
             j = i + stride
             if metrics.welded[i] and metrics.welded[j - 1]:
                 color = (0.15, 0.85, 0.25, 1.0) if metrics.in_spec[i] else (0.95, 0.15, 0.1, 1.0)
-                _add_capsule(scene, points[i] + lift, points[j] + lift, 0.0035, color)
+                _add_capsule(scene, bead_centre[i], bead_centre[j], 0.0035, color)
             elif i % (stride * 3) == 0:
+                lift = metrics.normal_world * 0.0005
                 _add_capsule(scene, points[i] + lift, points[min(j + 2 * stride, len(points) - 1)] + lift,
-                             0.0006, (0.9, 0.9, 0.9, 0.6))
+                             0.0006, (0.95, 0.95, 0.95, 0.8))
 
 
 def _add_capsule(scene: mujoco.MjvScene, a: np.ndarray, b: np.ndarray, radius: float, rgba) -> None:
