@@ -82,7 +82,7 @@ def time_raw(model, starts, ctrls, nstep: int) -> float:
     data = mujoco.MjData(model)
     spec = mujoco.mjtState.mjSTATE_INTEGRATION
     elapsed = 0.0
-    for state, episode_ctrl in zip(starts, ctrls):
+    for state, episode_ctrl in zip(starts, ctrls, strict=True):
         mujoco.mj_setState(model, data, state, spec)
         t = time.perf_counter()
         for ctrl in episode_ctrl:

@@ -8,8 +8,8 @@ of a given clearance, a seam) is added to the spec by the cell's env before comp
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -77,7 +77,7 @@ class ControlConfig:
                 f"control_hz: 1/(control_hz*timestep_s) must be a whole number of physics "
                 f"steps, got {substeps:.4f}"
             )
-        if any(lo >= hi for lo, hi in zip(self.workspace_min_m, self.workspace_max_m)):
+        if any(lo >= hi for lo, hi in zip(self.workspace_min_m, self.workspace_max_m, strict=True)):
             raise ConfigError("workspace_min_m: must be below workspace_max_m on every axis")
 
     @property

@@ -22,6 +22,7 @@ frequency over a sliding window.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -37,8 +38,8 @@ __all__ = [
     "SeamConfig",
     "SeamPath",
     "SegmentConfig",
-    "WeldMetrics",
     "WPSConfig",
+    "WeldMetrics",
     "plate_boxes",
     "torch_rotation",
 ]
@@ -216,7 +217,7 @@ def plate_boxes(joint: JointConfig, path: SeamPath) -> tuple[list, list]:
 
     def chain(offset_left: float, half_width: float, z_centre: float, half_height: float):
         boxes = []
-        for a, b in zip(corners[:-1], corners[1:]):
+        for a, b in itertools.pairwise(corners):
             d = b - a
             length = float(np.linalg.norm(d))
             direction = np.r_[d / length, 0.0]

@@ -26,7 +26,7 @@ def main() -> None:
         frames = [env.render()] if episode == 0 else []
         done = False
         while not done:
-            obs, reward, terminated, truncated, info = env.step(expert(obs))
+            obs, _, terminated, truncated, info = env.step(expert(obs))
             done = terminated or truncated
             if episode == 0:
                 frames.append(env.render())

@@ -7,6 +7,7 @@ they do is what a learned policy could do, and their rollouts are valid demonstr
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import mujoco
 import numpy as np
@@ -183,7 +184,8 @@ class WeldSeamExpert(ScriptedExpert):
     """
 
     skills = ("expert", "novice")
-    wander = {"expert": (0.02, 0.7, 0.3e-3, 0.15e-3), "novice": (0.20, 5.0, 1.5e-3, 0.8e-3)}
+    wander: ClassVar[dict[str, tuple[float, float, float, float]]] = {
+        "expert": (0.02, 0.7, 0.3e-3, 0.15e-3), "novice": (0.20, 5.0, 1.5e-3, 0.8e-3)}
     theta = 0.4  # 1/s: how fast the wander reverts
     run_up = 0.006  # m before the seam start where the torch starts moving
 

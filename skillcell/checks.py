@@ -45,8 +45,8 @@ def check_determinism(make_env: Callable[[], gym.Env], seed: int = 0, steps: int
         first.close()
         second.close()
     for name, other in (("a fresh env", b), ("the same env after another episode", c)):
-        if len(a) != len(other) or not all(np.array_equal(x, y) for x, y in zip(a, other)):
-            step = next((i for i, (x, y) in enumerate(zip(a, other)) if not np.array_equal(x, y)),
+        if len(a) != len(other) or not all(np.array_equal(x, y) for x, y in zip(a, other, strict=True)):
+            step = next((i for i, (x, y) in enumerate(zip(a, other, strict=False)) if not np.array_equal(x, y)),
                         min(len(a), len(other)))
             return CheckResult("determinism", False, f"states differ from {name} at step {step}")
     return CheckResult("determinism", True, f"{len(a)} states bit-identical across fresh and reused envs")

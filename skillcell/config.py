@@ -4,11 +4,12 @@ A config section is a frozen dataclass. Fields may declare bounds and units in t
 
     clearance_mm: float = field(default=0.4, metadata=bounds(0.1, 1.0))
 
-`from_mapping` walks a mapping into such a dataclass and raises `ConfigError` with the dotted key path
-(``workpiece.clearance_mm: must be in [0.1, 1.0], got 3.0``) for unknown keys, wrong types and
+`from_mapping` walks a mapping into such a dataclass and raises `ConfigError` with the dotted key
+path (``workpiece.clearance_mm: must be in [0.1, 1.0], got 3.0``) for unknown keys, wrong types and
 out-of-range values. A dataclass's own ``__post_init__`` checks raise `ConfigError` naming the
-field (``"chamfer_mm: must be smaller than hole_depth_mm"``); the path in front is added here. `merge` overlays partial mappings, which is how `gym.make` keyword overrides and
-`--set key=value` reach a config.
+field (``"chamfer_mm: must be smaller than hole_depth_mm"``); the path in front is added here.
+`merge` overlays partial mappings, which is how `gym.make` keyword overrides and `--set key=value`
+reach a config.
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             return tuple(_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
-        return tuple(_convert(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(_convert(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")

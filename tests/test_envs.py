@@ -83,7 +83,7 @@ def test_instability_ends_episode(env_id):
     env = gym.make(env_id)
     env.reset(seed=0)
     env.unwrapped.data.qvel[0] = np.nan
-    obs, reward, terminated, truncated, info = env.step(np.zeros(env.action_space.shape))
+    obs, reward, terminated, _, info = env.step(np.zeros(env.action_space.shape))
     assert terminated
     assert "BADQVEL" in info["instability"]
     assert info["physics_invalid"] and not info["is_success"]
@@ -131,7 +131,7 @@ def test_pickle_round_trip(env_id):
     actions = np.random.default_rng(0).uniform(-1, 1, (10, *env.action_space.shape))
     a = state_trajectory(env, 5, actions)
     b = state_trajectory(clone, 5, actions)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     env.close()
     clone.close()
 
@@ -147,7 +147,7 @@ def test_subproc_vec_env(env_id):
         venv.seed(0)
         obs = venv.reset()
         assert obs.shape == (2, *venv.observation_space.shape)
-        obs, rewards, dones, infos = venv.step(np.zeros((2, *venv.action_space.shape)))
+        obs, _, _, infos = venv.step(np.zeros((2, *venv.action_space.shape)))
         assert np.isfinite(obs).all() and len(infos) == 2
     finally:
         venv.close()
@@ -193,7 +193,7 @@ def test_set_state_replays_an_episode_bit_exactly(env_id):
     for action in actions[: len(states) - 1]:
         env.step(action)
         replayed.append(env.unwrapped.get_state())
-    assert all(np.array_equal(a, b) for a, b in zip(states, replayed))
+    assert all(np.array_equal(a, b) for a, b in zip(states, replayed, strict=True))
     with pytest.raises(ValueError, match="shape"):
         env.unwrapped.set_state(states[0][:-1])
     env.close()

@@ -118,7 +118,7 @@ def test_clearance_sets_the_hole_width():
 
 def test_hole_boxes_leave_the_opening_free_and_chamfer_on_the_edge():
     width, chamfer = 0.0124, 0.0015
-    for name, half, pos, quat in hole_boxes(width, 0.02, chamfer, 0.07):
+    for name, half, pos, _ in hole_boxes(width, 0.02, chamfer, 0.07):
         if name.startswith(("wall", "rim")):
             axis = 0 if "_x_" in name else 1
             assert abs(pos[axis]) - half[axis] >= width / 2 - 1e-12
@@ -150,11 +150,9 @@ def test_randomization_stays_in_declared_ranges():
     for seed in range(60):
         env.reset(seed=seed)
         offsets.append(env.data.mocap_pos[env._mocap_id] - nominal)
-        euler = np.empty(3)
-        quat = env.data.mocap_quat[env._mocap_id]
-        angles.append(np.degrees(np.linalg.norm(env.decode_obs(env._get_obs())["hole_rot"])))
-        assert env.decode_obs(env._get_obs())["hole_pos"] == pytest.approx(offsets[-1], abs=1e-9)
-        del euler, quat
+        decoded = env.decode_obs(env._get_obs())
+        angles.append(np.degrees(np.linalg.norm(decoded["hole_rot"])))
+        assert decoded["hole_pos"] == pytest.approx(offsets[-1], abs=1e-9)
     offsets = np.array(offsets)
     assert np.abs(offsets[:, :2]).max() <= 5e-3 and np.all(offsets[:, 2] == 0)
     assert np.abs(offsets[:, :2]).max() > 4e-3, "the range should be explored"

@@ -1,6 +1,7 @@
 """WeldSeam: process metrics against analytic torch motions, seam/WPS validation, bead overlay."""
 
 import math
+import re
 
 import gymnasium as gym
 import numpy as np
@@ -90,12 +91,19 @@ def test_in_spec_fraction_counts_only_good_bead():
     assert bead["arc_coverage"] > 0.99
 
 
+SEAM = re.escape("seam.segments[0]")
+
+
+def one_segment(**segment):
+    return {"seam": {"segments": [segment]}}
+
+
 @pytest.mark.parametrize("overrides,message", [
-    ({"seam": {"segments": [{"type": "line"}]}}, r"seam\.segments\[0\]\.to_mm: a line segment needs it"),
-    ({"seam": {"segments": [{"type": "arc", "center_mm": [0, 0], "angle_deg": 0}]}}, r"seam\.segments\[0\]\.angle_deg: must be non-zero"),
-    ({"seam": {"segments": [{"type": "spline", "to_mm": [0, 1]}]}}, r"seam\.segments\[0\]\.type: must be one of"),
-    ({"seam": {"segments": [{"type": "line", "to_mm": [0, 1], "angle_deg": 3}]}}, r"seam\.segments\[0\]\.angle_deg: not used by a line"),
-    ({"seam": {"segments": [{"type": "line", "to_mm": [0.0, 75.0]}]}}, r"seam\.segments\[0\]: a straight piece of zero length"),
+    (one_segment(type="line"), SEAM + r"\.to_mm: a line segment needs it"),
+    (one_segment(type="arc", center_mm=[0, 0], angle_deg=0), SEAM + r"\.angle_deg: must be non-zero"),
+    (one_segment(type="spline", to_mm=[0, 1]), SEAM + r"\.type: must be one of"),
+    (one_segment(type="line", to_mm=[0, 1], angle_deg=3), SEAM + r"\.angle_deg: not used by a line"),
+    (one_segment(type="line", to_mm=[0.0, 75.0]), SEAM + r": a straight piece of zero length"),
     ({"seam": {"segments": []}}, r"seam\.segments: a seam needs at least one segment"),
     ({"joint": {"type": "corner"}}, r"joint\.type: must be one of \['fillet', 'lap', 'butt'\]"),
     ({"joint": {"gap_mm": 9}}, r"joint\.gap_mm: must be in"),

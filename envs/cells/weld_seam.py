@@ -344,7 +344,10 @@ class WeldSeamEnv(CellEnv, EzPickle):
                 low, high = self.wps.band(key)
                 value = metrics[key]
                 half = (high - low) / 2
-                excess += min(1.0, max(0.0, abs(value - (low + high) / 2) - half) / half) if math.isfinite(value) else 1.0
+                if not math.isfinite(value):
+                    excess += 1.0
+                    continue
+                excess += min(1.0, max(0.0, abs(value - (low + high) / 2) - half) / half)
             excess /= len(METRIC_KEYS)
         terms = {
             "reward_weld": w.weld * newly / len(self.path.s),
