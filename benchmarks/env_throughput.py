@@ -114,11 +114,13 @@ def main() -> None:
           f"{platform.machine()}, {os.cpu_count()} cpus")
     print(f"{'workload':56s} {'env steps/s':>12s} {'raw steps/s':>12s} {'env/raw':>8s} {'steps':>7s}")
     rows = []
-    for policy in ("expert", "random"):
-        recorded = record_episodes("skillcell/PegInsert-v0", args.episodes, policy)
-        env_rate, raw_rate, steps = measure("skillcell/PegInsert-v0", recorded, lambda u: u.n_substeps,
-                                            args.repeats)
-        rows.append((f"skillcell/PegInsert-v0 ({policy} actions, 100 substeps)", env_rate, raw_rate, steps))
+    for env_id, policy, episodes in (("skillcell/PegInsert-v0", "expert", args.episodes),
+                                     ("skillcell/PegInsert-v0", "random", args.episodes),
+                                     ("skillcell/WeldSeam-v0", "expert", max(1, args.episodes // 5))):
+        recorded = record_episodes(env_id, episodes, policy)
+        env_rate, raw_rate, steps = measure(env_id, recorded, lambda u: u.n_substeps, args.repeats)
+        substeps = gym.make(env_id).unwrapped.n_substeps
+        rows.append((f"{env_id} ({policy} actions, {substeps} substeps)", env_rate, raw_rate, steps))
 
     pusher_actions = [np.random.default_rng(s).uniform(-2, 2, (100, 7)).astype(np.float32)
                       for s in range(args.episodes)]

@@ -408,4 +408,5 @@ class CellEnv(gym.Env):
         self._update_wrench()
         self._episode_start()
         self._needs_reset = False
+        self._evaluate()  # as reset() does: a cell's observation may use this step's metrics
         return self._get_obs()

@@ -22,6 +22,7 @@ frequency over a sliding window.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -278,6 +279,7 @@ class WeldMetrics:
         self._bands = np.array([wps.band(k) for k in METRIC_KEYS])
         self._window = max(2, round(weave_window_s / control_dt))
         n = len(path.s)
+        self._s_list = path.s.tolist()  # bisect on a list beats numpy for one lookup per call
         self.points_world = np.zeros((n, 3))
         self.tangents_world = np.zeros((n, 3))
         self.normal_world = np.zeros(3)
@@ -296,17 +298,28 @@ class WeldMetrics:
         self.arc_steps = 0
         self.sums = np.zeros((2, len(METRIC_KEYS)))
 
+    def _piece(self, s: float) -> tuple[int, float]:
+        """Sample index ``k`` and fraction ``u`` with ``s`` between samples ``k`` and ``k + 1``."""
+        s = min(max(s, 0.0), self.path.length)
+        k = min(bisect.bisect_right(self._s_list, s) - 1, len(self._s_list) - 2)
+        return k, (s - self._s_list[k]) / max(self._s_list[k + 1] - self._s_list[k], 1e-12)
+
+    def point(self, s: float) -> np.ndarray:
+        """``p_world_seam`` at arc length ``s`` (metres), clamped to the seam."""
+        k, u = self._piece(s)
+        return self.points_world[k] + u * (self.points_world[k + 1] - self.points_world[k])
+
     def frame(self, s: float) -> tuple[np.ndarray, np.ndarray]:
         """``(p_world_seam, R_world_seam)`` at arc length ``s`` (metres), tangent interpolated."""
-        path = self.path
-        s = min(max(s, 0.0), path.length)
-        k = min(int(np.searchsorted(path.s, s, side="right")) - 1, len(path.s) - 2)
-        u = (s - path.s[k]) / max(path.s[k + 1] - path.s[k], 1e-12)
+        k, u = self._piece(s)
         p = self.points_world[k] + u * (self.points_world[k + 1] - self.points_world[k])
         t = self.tangents_world[k] + u * (self.tangents_world[k + 1] - self.tangents_world[k])
-        t /= np.linalg.norm(t)
+        t /= math.sqrt(float(t @ t))
         n = self.normal_world
-        return p, np.column_stack([t, np.cross(n, t), n])
+        R = np.empty((3, 3))
+        R[:, 0], R[:, 2] = t, n
+        R[:, 1] = (n[1] * t[2] - n[2] * t[1], n[2] * t[0] - n[0] * t[2], n[0] * t[1] - n[1] * t[0])
+        return p, R
 
     def locate(self, p_world: np.ndarray) -> float:
         """Arc length of the seam point closest to ``p_world``, searched near the last one."""
@@ -351,6 +364,7 @@ class WeldMetrics:
         s_previous = self.s
         s = self.locate(aim)
         p_seam, R_world_seam = self.frame(s)
+        self.p_world_seam, self.R_world_seam = p_seam, R_world_seam
         t, y, n = R_world_seam.T
         offset = aim - p_seam
         lateral = float(offset @ y)

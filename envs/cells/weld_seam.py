@@ -281,11 +281,11 @@ class WeldSeamEnv(CellEnv, EzPickle):
 
     def tcp_pose_task(self) -> tuple[np.ndarray, np.ndarray]:
         """``(p_seam_aim, R_seam_tcp)``: the aim point and the torch in the seam frame at the aim."""
-        d = self.data
+        d, metrics = self.data, self.metrics
         R_world_tcp = d.site_xmat[self.tcp_site].reshape(3, 3)
-        aim = d.site_xpos[self.tcp_site] + self.metrics.ctwd_nominal * R_world_tcp[:, 2]
-        s = self.metrics.s if self.metrics.s is not None else self.metrics.locate(aim)
-        p_seam, R_world_seam = self.metrics.frame(s)
+        aim = d.site_xpos[self.tcp_site] + metrics.ctwd_nominal * R_world_tcp[:, 2]
+        # `_evaluate` measured this step already; its seam frame is the one at the aim point.
+        p_seam, R_world_seam = metrics.p_world_seam, metrics.R_world_seam
         return R_world_seam.T @ (aim - p_seam), R_world_seam.T @ R_world_tcp
 
     def _task_obs_fields(self) -> list[ObsField]:
@@ -297,11 +297,9 @@ class WeldSeamEnv(CellEnv, EzPickle):
         d, metrics = self.data, self.metrics
         R_world_tcp = d.site_xmat[self.tcp_site].reshape(3, 3)
         aim = d.site_xpos[self.tcp_site] + metrics.ctwd_nominal * R_world_tcp[:, 2]
-        s = metrics.s if metrics.s is not None else 0.0
-        _, R_world_seam = metrics.frame(s)
+        s, R_world_seam = metrics.s, metrics.R_world_seam
         for i, ahead in enumerate(LOOKAHEAD_M):
-            p_ahead, _ = metrics.frame(s + ahead)
-            out[3 * i:3 * i + 3] = R_world_seam.T @ (p_ahead - aim)
+            out[3 * i:3 * i + 3] = R_world_seam.T @ (metrics.point(s + ahead) - aim)
         quat = np.empty(4)
         mujoco.mju_mat2Quat(quat, R_world_seam.ravel())
         out[6:9] = rotvec_from_quat(quat)
