@@ -25,3 +25,12 @@ def test_example_cell_yaml_loads():
     env = PegInsertEnv(cell=str(ROOT / "examples" / "cells" / "tight_peg.yaml"))
     assert env.config.workpiece.clearance_mm == 0.1
     assert env.config.workpiece.hole_depth_mm == 25.0
+
+
+def test_example_weld_cell_with_its_own_wps():
+    from skillcell.envs.cells.weld_seam import WeldSeamEnv
+
+    env = WeldSeamEnv(variant="lap", cell=str(ROOT / "examples" / "cells" / "pipe_flange_lap.yaml"))
+    assert env.wps.name == "GMAW-SC lap 6 mm flange"  # found next to the cell file
+    assert env.config.joint.type == "lap" and env.config.joint.plate_thickness_mm == 6.0
+    assert env.path.length > 0.06 + 0.07
