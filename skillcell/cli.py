@@ -155,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_quickstart)
+    from skillcell.demos.cli import add_commands as add_demo_commands
+    add_demo_commands(sub)
     return parser
 
 

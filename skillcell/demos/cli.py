@@ -1,0 +1,176 @@
+"""``skillcell demos ...``: generate, import, replay, score and export demonstrations.
+
+Exit codes: 0 done (and, for import and replay, passed), 1 done but failed a check (an import
+that is not feasible, a replay that diverged), 2 bad input (nothing was written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+__all__ = ["add_commands"]
+
+
+def _fail(message: str) -> int:
+    print(f"skillcell: {message}", file=sys.stderr)
+    return 2
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from skillcell.cli import _env_kwargs, _make_env
+    from skillcell.demos.recorder import generate_demos
+
+    _make_env(args.env_id).close()  # an unknown id is refused with the list of cells
+    try:
+        entries = generate_demos(args.env_id, args.episodes, args.out, skill=args.skill, seed=args.seed,
+                                 env_kwargs=_env_kwargs(args), progress=not args.no_progress)
+    except ValueError as exc:  # a skill level the cell's expert does not have
+        return _fail(str(exc))
+    successes = sum(e.success for e in entries)
+    print(f"wrote {len(entries)} episodes of {args.env_id} (scripted {args.skill}, seeds {args.seed}.."
+          f"{args.seed + args.episodes - 1}) to {args.out}: success {successes}/{len(entries)}, "
+          f"{sum(e.steps for e in entries)} steps; episode ids {entries[0].id}..{entries[-1].id}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from skillcell.demos.capture import format_report, import_capture
+
+    result = import_capture(args.capture, args.out, sidecar=args.sidecar, progress=not args.no_progress)
+    print(format_report(result.report))
+    out = Path(args.out)
+    print(f"episode {result.entry.id} -> {out / result.entry.file}; report {out / result.entry.report}")
+    return 0 if result.feasible else 1
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from skillcell.demos.episode import DemoDataset
+    from skillcell.demos.replay import replay_episode
+
+    path = Path(args.path)
+    if path.is_dir():
+        dataset = DemoDataset(path)
+        entries = [dataset.entry(args.episode)] if args.episode is not None else list(dataset.entries)
+        targets = [(path / e.file, e.sha256) for e in entries]
+    else:
+        if args.episode is not None:
+            return _fail("--episode selects an episode of a dataset folder; PATH is an episode file")
+        targets = [(path, None)]
+    if args.video and len(targets) != 1:
+        return _fail(f"--video renders one episode; {path} has {len(targets)}: pick one with --episode")
+    failed = 0
+    for file, sha256 in targets:
+        from skillcell.demos.episode import load_episode
+
+        episode = load_episode(file, sha256=sha256)
+        with warnings.catch_warnings():
+            # The report lists version and model warnings; printing them twice helps nobody.
+            warnings.simplefilter("ignore")
+            report = replay_episode(episode, args.mode, video=args.video, threshold_mm=args.threshold_mm,
+                                    width=args.width, height=args.height, camera=args.camera,
+                                    progress=not args.no_progress)
+        report.source = str(file)
+        print(report.summary())
+        failed += not report.passed
+    if len(targets) > 1:
+        print(f"{len(targets) - failed}/{len(targets)} episodes passed")
+    return 1 if failed else 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from skillcell.demos.scores import filter_dataset, score_dataset
+
+    if args.out is not None and args.min_score is None:
+        return _fail("--out writes the episodes above --min-score; give --min-score too")
+    scores = score_dataset(args.dir, progress=not args.no_progress)
+    print(scores.report())
+    if not args.no_save:
+        print(f"scores written to {scores.save()}")
+    if args.min_score is not None:
+        selected = scores.select(args.min_score)
+        print(f"{len(selected)}/{len(scores.episodes)} episodes score >= {args.min_score}: {selected}")
+        if args.out is not None:
+            entries = filter_dataset(args.dir, args.out, min_score=args.min_score)
+            print(f"wrote {len(entries)} episodes to {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from skillcell.demos.minari_io import export_minari
+
+    dataset_id, root = export_minari(args.dir, out=args.out, dataset_id=args.dataset_id, min_score=args.min_score,
+                                     progress=not args.no_progress)
+    print(f"Minari dataset {dataset_id} written under {root}")
+    print(f"open it with: MINARI_DATASETS_PATH={root} python -c \"import minari; "
+          f"print(minari.load_dataset('{dataset_id}'))\"")
+    return 0
+
+
+def _run(func):
+    def wrapped(args: argparse.Namespace) -> int:
+        from skillcell.demos.errors import DemoError
+
+        try:
+            return func(args)
+        except DemoError as exc:
+            return _fail(str(exc))
+
+    return wrapped
+
+
+def add_commands(subparsers) -> None:
+    """Adds the ``demos`` command group to the ``skillcell`` parser's subparsers."""
+    from skillcell.cli import _add_env_options
+
+    demos = subparsers.add_parser("demos", help="demonstrations: generate, import, replay, score, export",
+                                  description=__doc__.splitlines()[0])
+    sub = demos.add_subparsers(dest="demos_command", required=True)
+
+    p = sub.add_parser("generate", help="run the cell's scripted expert into a dataset")
+    p.add_argument("env_id")
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--skill", default="expert", help="skill level of the scripted expert (welding: expert, novice)")
+    p.add_argument("--seed", type=int, default=0, help="first episode's seed; the next ones count up")
+    p.add_argument("--out", required=True, help="dataset folder (created, or appended to)")
+    p.add_argument("--no-progress", action="store_true")
+    _add_env_options(p)
+    p.set_defaults(func=_run(cmd_generate))
+
+    p = sub.add_parser("import", help="retarget a human tool capture (CSV + sidecar YAML) onto the robot")
+    p.add_argument("capture", help="capture CSV; its sidecar is the same path with .yaml (docs/capture_format.md)")
+    p.add_argument("--sidecar", help="sidecar YAML, if not next to the CSV")
+    p.add_argument("--out", required=True, help="dataset folder (created, or appended to)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run(cmd_import))
+
+    p = sub.add_parser("replay", help="replay episodes: state (bit-exact check) or action (drift)")
+    p.add_argument("path", help="an episode .npz, or a dataset folder (every episode, or --episode)")
+    p.add_argument("--mode", choices=("state", "action"), default="state")
+    p.add_argument("--episode", type=int, help="episode id within a dataset folder")
+    p.add_argument("--video", help="write an mp4 of the replay")
+    p.add_argument("--threshold-mm", type=float, default=0.5, help="action mode: max TCP drift that passes")
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--camera", help="camera for the video (default: the cell's overview)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run(cmd_replay))
+
+    p = sub.add_parser("score", help="skill scores per demonstration and per operator")
+    p.add_argument("dir", help="dataset folder")
+    p.add_argument("--min-score", type=float, help="list (and with --out, copy) the episodes scoring at least this")
+    p.add_argument("--out", help="write the episodes scoring >= --min-score into this new dataset")
+    p.add_argument("--no-save", action="store_true", help="do not write <dir>/scores.yaml")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run(cmd_score))
+
+    p = sub.add_parser("export", help="export a dataset (Minari)")
+    p.add_argument("dir", help="dataset folder")
+    p.add_argument("--format", choices=("minari",), required=True)
+    p.add_argument("--out", help="Minari datasets root (MINARI_DATASETS_PATH) to write under; default <dir>/minari")
+    p.add_argument("--dataset-id", help="Minari id, namespace/env_name/name-vN; default skillcell/<cell>/<dir>-v0")
+    p.add_argument("--min-score", type=float, help="export only episodes scoring at least this")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run(cmd_export))

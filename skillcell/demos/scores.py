@@ -1,0 +1,295 @@
+"""Skill scores: how well a demonstration did its job, from the cell's process metrics.
+
+A *scorer* maps an `Episode` to a `SkillScore`: a few physical metrics, each turned into a
+component in [0, 1] by a linear ramp between a *good* and a *bad* value, and an overall score in
+[0, 1] (a weighted mean of the components). Cells declare their own scorer with
+`register_scorer`, keyed by the env class (subclasses inherit it) or by an env id; scoring reads
+only the episode file (``info`` metrics and decoded observations), never builds an env.
+
+Built in:
+
+- **PegInsert** (`PegInsertScorer`): insertion time, peak contact force, and search length (the
+  lateral distance the peg tip travelled while pressed on the surface around the opening). A
+  failed or physics-invalid insertion scores 0: it did not do the job.
+- **WeldSeam** (`WeldSeamScorer`): the in-spec fraction of the seam (the welding inspector's
+  headline figure), travel-speed steadiness (coefficient of variation over the bead) and torch
+  angle steadiness (the larger of the work- and travel-angle standard deviations over the bead).
+
+`score_dataset` scores every episode and aggregates per operator; `filter_dataset` writes the
+episodes above a score into a new dataset for training.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import yaml
+
+from skillcell.demos._io import atomic_write
+from skillcell.demos.episode import DatasetWriter, DemoDataset, Episode, EpisodeEntry
+from skillcell.demos.errors import DemoError
+
+__all__ = [
+    "DatasetScores",
+    "EpisodeScore",
+    "PegInsertScorer",
+    "SkillScore",
+    "WeldSeamScorer",
+    "filter_dataset",
+    "ramp",
+    "register_scorer",
+    "score_dataset",
+    "score_episode",
+    "scorer_for",
+]
+
+
+@dataclass(frozen=True)
+class SkillScore:
+    """``score`` and ``components`` in [0, 1] (1 is best); ``metrics`` in the units their keys name."""
+
+    score: float
+    components: dict[str, float]
+    metrics: dict[str, float]
+
+
+Scorer = Callable[[Episode], SkillScore]
+_SCORERS: dict[type | str, Scorer] = {}
+
+
+def ramp(value: float, good: float, bad: float) -> float:
+    """1 at or beyond ``good``, 0 at or beyond ``bad``, linear between; NaN scores 0."""
+    if not math.isfinite(value):
+        return 0.0
+    return float(min(1.0, max(0.0, (bad - value) / (bad - good))))
+
+
+def register_scorer(key: type | str, scorer: Scorer) -> None:
+    """Declares the scorer of a cell: ``key`` is a `CellEnv` subclass or an env id (ids win)."""
+    _SCORERS[key] = scorer
+
+
+def _env_class(env_id: str) -> type | None:
+    try:
+        entry_point = gym.spec(env_id).entry_point
+    except gym.error.Error:
+        return None
+    if not isinstance(entry_point, str):
+        return entry_point if isinstance(entry_point, type) else None
+    module, _, name = entry_point.partition(":")
+    return getattr(importlib.import_module(module), name, None)
+
+
+def scorer_for(env_id: str) -> Scorer:
+    """The scorer registered for ``env_id``, or for its env class or a base class of it."""
+    if env_id in _SCORERS:
+        return _SCORERS[env_id]
+    cls = _env_class(env_id)
+    for base in cls.__mro__ if cls is not None else ():
+        if base in _SCORERS:
+            return _SCORERS[base]
+    raise DemoError(f"no skill scorer for {env_id}; declare one with skillcell.demos.register_scorer")
+
+
+def score_episode(episode: Episode) -> SkillScore:
+    return scorer_for(episode.env_id)(episode)
+
+
+def _final(episode: Episode, key: str) -> float:
+    values = episode.infos.get(key)
+    return float(values[-1]) if values is not None and len(values) else math.nan
+
+
+def _weighted(components: dict[str, float], weights: dict[str, float]) -> float:
+    return sum(weights[k] * components[k] for k in weights) / sum(weights.values())
+
+
+@dataclass(frozen=True)
+class PegInsertScorer:
+    """Scores a peg insertion; defaults come from the packaged cell (jam force 15 N, limit 60 N,
+    the 10 s time limit). Ramps: time ``time_good_s``..``time_bad_s``, peak force
+    ``force_good_n``..``force_bad_n``, search ``search_good_mm``..``search_bad_mm``; the score
+    is their weighted mean for a successful, physically valid insertion and 0 otherwise.
+
+    Search: lateral travel of the peg tip in the hole frame while it is pressed on the surface
+    (tip within ``surface_band_mm`` above or below the opening plane, F/T force above
+    ``contact_force_n``), from the episode's decoded observations.
+    """
+
+    time_good_s: float = 3.0
+    time_bad_s: float = 10.0
+    force_good_n: float = 15.0
+    force_bad_n: float = 60.0
+    search_good_mm: float = 0.0
+    search_bad_mm: float = 20.0
+    surface_band_mm: float = 1.0
+    contact_force_n: float = 2.0
+    weights: dict[str, float] = field(default_factory=lambda: {"time": 1.0, "peak_force": 1.0, "search": 1.0})
+
+    def search_length_mm(self, episode: Episode) -> float:
+        obs = episode.decode_observations()
+        xy = obs["tcp_pos_task"][:, :2]
+        depth = obs["depth"][:, 0]
+        force = np.linalg.norm(obs["force_tool"], axis=1)
+        pressing = (np.abs(depth) < self.surface_band_mm * 1e-3) & (force > self.contact_force_n)
+        moving = pressing[1:] & pressing[:-1]
+        return float(1e3 * np.linalg.norm(np.diff(xy, axis=0), axis=1)[moving].sum())
+
+    def __call__(self, episode: Episode) -> SkillScore:
+        success = episode.success and not bool(episode.infos.get("physics_invalid", [False])[-1])
+        metrics = {"time_s": episode.duration_s, "peak_force_n": _final(episode, "peak_insertion_force_n"),
+                   "search_length_mm": self.search_length_mm(episode), "success": float(success)}
+        components = {"time": ramp(metrics["time_s"], self.time_good_s, self.time_bad_s),
+                      "peak_force": ramp(metrics["peak_force_n"], self.force_good_n, self.force_bad_n),
+                      "search": ramp(metrics["search_length_mm"], self.search_good_mm, self.search_bad_mm)}
+        score = _weighted(components, self.weights) if success else 0.0
+        return SkillScore(score=score, components=components, metrics=metrics)
+
+
+@dataclass(frozen=True)
+class WeldSeamScorer:
+    """Scores a weld from the bead: in-spec fraction (as is), speed steadiness (coefficient of
+    variation ``speed_cv_good``..``speed_cv_bad``), angle steadiness (larger of the work and
+    travel angle standard deviations, ``angle_std_good_deg``..``angle_std_bad_deg``); weighted
+    mean with ``weights``. A weld without a bead (arc never on) scores 0.
+    """
+
+    speed_cv_good: float = 0.05
+    speed_cv_bad: float = 0.30
+    angle_std_good_deg: float = 1.0
+    angle_std_bad_deg: float = 5.0
+    weights: dict[str, float] = field(default_factory=lambda: {"in_spec": 2.0, "speed_steadiness": 1.0,
+                                                               "angle_steadiness": 1.0})
+
+    def __call__(self, episode: Episode) -> SkillScore:
+        in_spec = _final(episode, "in_spec_fraction")
+        mean, std = _final(episode, "bead_travel_speed_mm_s_mean"), _final(episode, "bead_travel_speed_mm_s_std")
+        angle_std = max(_final(episode, "bead_work_angle_deg_std"), _final(episode, "bead_travel_angle_deg_std"))
+        metrics = {"in_spec_fraction": in_spec, "travel_speed_mm_s_mean": mean, "travel_speed_cv": std / mean
+                   if mean > 0 else math.nan, "angle_std_deg": angle_std, "success": float(episode.success)}
+        components = {"in_spec": in_spec if math.isfinite(in_spec) else 0.0,
+                      "speed_steadiness": ramp(metrics["travel_speed_cv"], self.speed_cv_good, self.speed_cv_bad),
+                      "angle_steadiness": ramp(angle_std, self.angle_std_good_deg, self.angle_std_bad_deg)}
+        return SkillScore(score=_weighted(components, self.weights), components=components, metrics=metrics)
+
+
+def _register_builtin() -> None:
+    from skillcell.envs.cells.peg_insert import PegInsertEnv
+    from skillcell.envs.cells.weld_seam import WeldSeamEnv
+
+    register_scorer(PegInsertEnv, PegInsertScorer())
+    register_scorer(WeldSeamEnv, WeldSeamScorer())
+
+
+_register_builtin()
+
+
+@dataclass(frozen=True)
+class EpisodeScore:
+    """One episode's score with what identifies it."""
+
+    id: int
+    operator_id: str
+    env_id: str
+    source: str
+    success: bool
+    skill: SkillScore
+
+
+@dataclass
+class DatasetScores:
+    """Scores of a dataset's episodes, with per-operator aggregates."""
+
+    path: Path
+    episodes: list[EpisodeScore]
+
+    def per_operator(self) -> dict[str, dict[str, float]]:
+        """``operator -> {episodes, mean, std, min, max, success_rate}`` of the overall score."""
+        out: dict[str, dict[str, float]] = {}
+        for operator in sorted({e.operator_id for e in self.episodes}):
+            scores = np.array([e.skill.score for e in self.episodes if e.operator_id == operator])
+            successes = [e.success for e in self.episodes if e.operator_id == operator]
+            out[operator] = {"episodes": len(scores), "mean": float(scores.mean()), "std": float(scores.std()),
+                             "min": float(scores.min()), "max": float(scores.max()),
+                             "success_rate": float(np.mean(successes))}
+        return out
+
+    def select(self, min_score: float) -> list[int]:
+        """Ids of the episodes scoring at least ``min_score``."""
+        return [e.id for e in self.episodes if e.skill.score >= min_score]
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {"dataset": str(self.path),
+                "episodes": [{"id": e.id, "operator_id": e.operator_id, "env_id": e.env_id, "source": e.source,
+                              "success": e.success, "score": round(e.skill.score, 6),
+                              "components": {k: round(v, 6) for k, v in e.skill.components.items()},
+                              "metrics": {k: round(v, 6) if math.isfinite(v) else None
+                                          for k, v in e.skill.metrics.items()}}
+                             for e in self.episodes],
+                "operators": {k: {m: round(v, 6) if isinstance(v, float) else v for m, v in agg.items()}
+                              for k, agg in self.per_operator().items()}}
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Writes the scores as YAML (default ``<dataset>/scores.yaml``), atomically."""
+        path = Path(path) if path is not None else self.path / "scores.yaml"
+        text = yaml.safe_dump(self.to_mapping(), sort_keys=False)
+        return atomic_write(path, lambda f: f.write(text.encode()))
+
+    def report(self) -> str:
+        lines = [f"{'id':>5} {'operator':20s} {'ok':3s} {'score':>6}  components"]
+        for e in self.episodes:
+            parts = " ".join(f"{k}={v:.2f}" for k, v in e.skill.components.items())
+            lines.append(f"{e.id:5d} {e.operator_id[:20]:20s} {'yes' if e.success else 'no':3s} "
+                         f"{e.skill.score:6.3f}  {parts}")
+        lines.append(f"{'operator':20s} {'n':>4} {'mean':>6} {'std':>6} {'min':>6} {'max':>6} {'success':>8}")
+        for operator, agg in self.per_operator().items():
+            lines.append(f"{operator[:20]:20s} {agg['episodes']:4d} {agg['mean']:6.3f} {agg['std']:6.3f} "
+                         f"{agg['min']:6.3f} {agg['max']:6.3f} {agg['success_rate']:8.0%}")
+        return "\n".join(lines)
+
+
+def score_dataset(path: str | Path, progress: bool = False) -> DatasetScores:
+    """Scores every episode of the dataset at ``path``."""
+    from tqdm.auto import tqdm
+
+    dataset = DemoDataset(path)
+    scores = []
+    for entry in tqdm(dataset.entries, desc="scoring", unit="ep", disable=not progress, leave=False):
+        episode = dataset.load(entry)
+        scores.append(EpisodeScore(id=entry.id, operator_id=episode.provenance.operator_id, env_id=episode.env_id,
+                                   source=episode.source, success=episode.success, skill=score_episode(episode)))
+    return DatasetScores(path=Path(path), episodes=scores)
+
+
+def filter_dataset(source: str | Path, out: str | Path, *, min_score: float = 0.0,
+                   operators: Sequence[str] | None = None) -> list[EpisodeEntry]:
+    """Writes the episodes of ``source`` scoring at least ``min_score`` (and, if given, recorded by one
+    of ``operators``) into the dataset ``out``, with their reports; returns the new entries.
+
+    The output folder must not be the source (a dataset is never filtered in place: what was
+    saved is never lost).
+    """
+    source, out = Path(source), Path(out)
+    if out.resolve() == source.resolve():
+        raise DemoError(f"{out}: filtering writes a new dataset; choose another folder than the source")
+    dataset = DemoDataset(source)
+    scores = score_dataset(source)
+    keep = set(scores.select(min_score))
+    writer = DatasetWriter(out, name=f"{dataset.name}-min{min_score:g}")
+    entries = []
+    for entry in dataset.entries:
+        if entry.id not in keep or (operators is not None and entry.operator_id not in operators):
+            continue
+        episode = dataset.load(entry)
+        episode.notes = {**episode.notes, "filtered_from": {"dataset": str(source), "id": entry.id,
+                                                            "min_score": min_score}}
+        report = yaml.safe_load((source / entry.report).read_text()) if entry.report else None
+        entries.append(writer.add(episode, report))
+    return entries
