@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -18,6 +19,7 @@ import numpy as np
 
 from skillcell.envs.cell import ROBOT_PREFIX, TOOL_PREFIX, CellConfig, compose_cell
 from skillcell.envs.control import CartesianController, rotvec_from_quat
+from skillcell.envs.tiers import TierRuntime, resolve_tier
 
 __all__ = ["CellEnv", "ObsField", "RenderUnavailableError"]
 
@@ -59,14 +61,26 @@ class CellEnv(gym.Env):
 
     #: orientation of the TCP in the task frame when the tool is aligned with the task
     R_task_tcp_nominal: np.ndarray = np.eye(3)
+    #: the cell's asset folder, where the pre-hardware gate finds the cell's optional files:
+    #: ``tiers.yaml`` (`skillcell.envs.tiers`), ``envelope.yaml`` (`skillcell.policies.envelope`)
+    #: and ``criteria.yaml`` (process KPI limits, `skillcell.gate`)
+    cell_dir: ClassVar[Path | None] = None
 
     def __init__(self, config: CellConfig, render_mode: str | None = None, width: int = 640,
-                 height: int = 480, camera: str = "overview", render_quality: str = "fast"):
+                 height: int = 480, camera: str = "overview", render_quality: str = "fast",
+                 tier: str | None = None):
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, "
                              f"got {render_mode!r}")
         if render_quality not in ("fast", "high"):
             raise ValueError(f"render_quality must be 'fast' or 'high', got {render_quality!r}")
+        # The tier is resolved before anything reads the config: it may widen the randomization
+        # ranges, and D0 turns the cell's own randomization (the subclass's `randomize`) off.
+        self.tier = resolve_tier(self.cell_file("tiers.yaml"), tier, getattr(self, "randomize", True),
+                                 type(self).__name__)
+        config = self.tier.apply(config)
+        if not self.tier.config.randomize:
+            self.randomize = False
         self.config = config
         self.render_mode, self.camera, self.render_quality = render_mode, camera, render_quality
         self.width, self.height = int(width), int(height)
@@ -119,6 +133,7 @@ class CellEnv(gym.Env):
         self._obs_scale = np.concatenate([np.full(f.size, f.scale) for f in self.obs_fields])
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (start,), np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (6 + self.task_action_size,), np.float32)
+        self._tier_runtime = TierRuntime(self.tier, self.model, self.obs_slices, self.action_space.shape[0])
 
         self._renderer: mujoco.Renderer | None = None
         self._needs_reset = True
@@ -239,6 +254,8 @@ class CellEnv(gym.Env):
         mujoco.mj_resetData(m, d)
         self._reset_task(self.np_random)
         offset = self._sample_start_offset(self.np_random)
+        # After the cell's own draws, so that D0 and D1 draw exactly what they drew before tiers.
+        self._tier_runtime.reset(self.np_random)
         d.qpos[self.arm_qpos_adr] = self._q_start + self._dq_per_dp @ offset
         d.ctrl[self.arm_actuators] = d.qpos[self.arm_qpos_adr]
         mujoco.mj_forward(m, d)
@@ -254,8 +271,9 @@ class CellEnv(gym.Env):
             raise RuntimeError("call reset() before step(): the episode has not started or the "
                                "physics became unstable")
         a = self._check_action(action)
-        self.controller.command(a)
-        self._apply_task_action(a)
+        applied = self._tier_runtime.delay(a)  # the tier's action latency, if any
+        self.controller.command(applied)
+        self._apply_task_action(applied)
         mujoco.mj_step(self.model, self.data, self.n_substeps)
         instability = self._instability()
         self._update_wrench()
@@ -288,20 +306,40 @@ class CellEnv(gym.Env):
     # ------------------------------------------------------------------ helpers
 
     @property
+    def tier_sample(self):
+        """What the tier drew for this episode: friction and mass factors, F/T bias, latency."""
+        return self._tier_runtime.sample
+
+    def cell_file(self, name: str) -> Path | None:
+        """The file ``name`` in the cell's asset folder (`cell_dir`), or None where there is none."""
+        if self.cell_dir is None:
+            return None
+        path = Path(self.cell_dir) / name
+        return path if path.is_file() else None
+
+    @property
     def camera_names(self) -> list[str]:
         return [self.model.camera(i).name for i in range(self.model.ncam)]
 
     @property
     def renderer(self) -> mujoco.Renderer:
-        """A `mujoco.Renderer` at the env's size; ``fast`` quality drops shadows and reflections."""
+        """A `mujoco.Renderer` at the env's size; ``fast`` quality drops shadows, reflections and MSAA."""
         if self._renderer is None:
             import os
 
+            # Multisampling is fixed when the GL context is made (from `vis.quality.offsamples`);
+            # on software OpenGL (Mesa llvmpipe) 4x MSAA halves the frame rate, so `fast` makes the
+            # context without it. The model's setting is restored: it is render-only, never physics.
+            samples = self.model.vis.quality.offsamples
+            if self.render_quality == "fast":
+                self.model.vis.quality.offsamples = 0
             try:
                 self._renderer = mujoco.Renderer(self.model, self.height, self.width)
             except Exception as exc:  # the GL backends raise a variety of types
                 raise RenderUnavailableError(
                     _GL_HELP.format(backend=os.environ.get("MUJOCO_GL"), error=exc)) from exc
+            finally:
+                self.model.vis.quality.offsamples = samples
             if self.render_quality == "fast":
                 self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
                 self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
@@ -371,6 +409,7 @@ class CellEnv(gym.Env):
         raw[sl["force_tool"]] = self.wrench_tool[:3]
         raw[sl["torque_tool"]] = self.wrench_tool[3:]
         self._task_obs(raw[self._task_obs_start:])
+        self._tier_runtime.perturb_obs(raw, self.np_random)
         return (raw * self._obs_scale).astype(np.float32)
 
     @property
@@ -405,6 +444,7 @@ class CellEnv(gym.Env):
         mujoco.mj_setState(self.model, self.data, state, spec)
         mujoco.mj_forward(self.model, self.data)
         self.controller.reset()
+        self._tier_runtime.restart()
         self._update_wrench()
         self._episode_start()
         self._needs_reset = False

@@ -37,6 +37,8 @@ def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kwargs["overrides"] = _parse_set(args.set)
     if getattr(args, "no_randomize", False):
         kwargs["randomize"] = False
+    if getattr(args, "tier", None):
+        kwargs["tier"] = args.tier
     return kwargs
 
 
@@ -45,6 +47,8 @@ def _add_env_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a cell config key, e.g. --set workpiece.clearance_mm=0.2")
     parser.add_argument("--no-randomize", action="store_true", help="nominal task, no randomization")
+    parser.add_argument("--tier", metavar="TIER", help="randomization tier: D0 nominal, D1 default, D2 harder "
+                                                       "(the cell's tiers.yaml)")
 
 
 def _make_env(env_id: str, **kwargs):
@@ -127,6 +131,12 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0 if summary.success_rate > 0 else 1
 
 
+def cmd_gate(args: argparse.Namespace) -> int:
+    from skillcell.gate import main as gate_main
+
+    return gate_main(args, _parse_set)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="skillcell", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -155,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_quickstart)
+    p = sub.add_parser("gate", help="pre-hardware gate: tiers, safety envelope, process KPIs, ONNX export and parity")
+    from skillcell.gate import add_arguments as add_gate_arguments
+    add_gate_arguments(p)
+    p.set_defaults(func=cmd_gate)
     from skillcell.demos.cli import add_commands as add_demo_commands
     add_demo_commands(sub)
     return parser

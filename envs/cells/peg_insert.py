@@ -176,6 +176,12 @@ class PegInsertEnv(CellEnv, EzPickle):
     position ``randomization.start_pos_mm`` (+-5 mm) around 40 mm above the nominal hole.
     ``randomize=False`` turns all of them off.
 
+    Tiers (``tier=``, ``assets/cells/peg_insert/tiers.yaml``, see `skillcell.envs.tiers`): ``D0``
+    nominal (as ``randomize=False``), ``D1`` the ranges above (the default), ``D2`` twice those
+    ranges plus friction (x0.7-1.3) and robot/tool mass (x0.9-1.1) variation, F/T noise (0.5 N,
+    0.02 N*m) and bias (+-2 N, +-0.1 N*m), observation noise and 1-2 control periods of action
+    latency.
+
     ## Success and episode end
     Success: the peg tip inside the hole and within ``task.success_depth_tolerance_mm`` (1 mm) of
     its bottom, in a physically valid episode. The episode terminates on success, on physics instability
@@ -194,7 +200,7 @@ class PegInsertEnv(CellEnv, EzPickle):
     ## Arguments
     ``gym.make("skillcell/PegInsert-v0", cell=None, overrides=None, clearance_mm=None,
     chamfer_mm=None, randomize=True, render_mode=None, width=640, height=480, camera="overview",
-    render_quality="fast")``. ``cell`` is a YAML file laid over the packaged
+    render_quality="fast", tier=None)``. ``cell`` is a YAML file laid over the packaged
     ``assets/cells/peg_insert/cell.yaml``, and ``overrides`` a nested mapping laid over that
     (``{"workpiece": {"chamfer_mm": 0.5}}``); every key is checked and an error names the
     offending key. Cameras: ``overview``, ``side``, ``tool/closeup``.
@@ -206,15 +212,16 @@ class PegInsertEnv(CellEnv, EzPickle):
     config_class = PegInsertConfig
     kpi_keys = ("peak_insertion_force_n", "jam_time_s", "max_penetration_mm", "depth_mm")
     default_cell_yaml: Path = assets.path("cells", "peg_insert", "cell.yaml")
+    cell_dir = assets.path("cells", "peg_insert")  # tiers.yaml, envelope.yaml, criteria.yaml
     # Aligned: the tool axis (TCP z) points down the hole (task -z); a rotation of pi about x.
     R_task_tcp_nominal = np.diag([1.0, -1.0, -1.0])
 
     def __init__(self, cell: str | Path | None = None, overrides: dict[str, Any] | None = None,
                  clearance_mm: float | None = None, chamfer_mm: float | None = None, randomize: bool = True,
                  render_mode: str | None = None, width: int = 640, height: int = 480,
-                 camera: str = "overview", render_quality: str = "fast"):
+                 camera: str = "overview", render_quality: str = "fast", tier: str | None = None):
         EzPickle.__init__(self, cell, overrides, clearance_mm, chamfer_mm, randomize, render_mode, width,
-                          height, camera, render_quality)
+                          height, camera, render_quality, tier)
         overrides = merge({}, overrides or {})
         for key, value in (("clearance_mm", clearance_mm), ("chamfer_mm", chamfer_mm)):
             if value is not None:
@@ -222,7 +229,7 @@ class PegInsertEnv(CellEnv, EzPickle):
         config = load_cell_config(PegInsertConfig, self.default_cell_yaml, cell, overrides)
         self.randomize = bool(randomize)
         self._terminate_on_success = config.task.terminate_on_success
-        super().__init__(config, render_mode, width, height, camera, render_quality)
+        super().__init__(config, render_mode, width, height, camera, render_quality, tier=tier)
 
     # ------------------------------------------------------------------ world
 

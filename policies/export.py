@@ -1,0 +1,345 @@
+"""ONNX export of a stable-baselines3 policy that maps a raw observation to a physical command.
+
+SB3's export recipe (docs "Exporting models") wraps the policy in a module and exports it, but
+its graph "returns normalized actions and doesn't include the post-processing step" and leaves
+observation normalization (`VecNormalize`) out. The graph exported here has it all, so nothing
+but onnxruntime is needed on the robot PC:
+
+``obs`` (float32, ``(batch, obs_size)``, raw env observation)
+  -> ``VecNormalize`` normalization (``clip((obs - mean) / sqrt(var + eps), -clip_obs, clip_obs)``,
+  in float64 like SB3, then float32), when a stats file is given
+  -> the policy's deterministic action (``policy._predict(obs, deterministic=True)``: the
+  Gaussian mean for PPO/A2C, ``tanh`` of the mean for SAC, the actor for TD3)
+  -> clipping to the action space (policies without a squashing output) or unscaling from
+  ``[-1, 1]`` (squashing policies), exactly as ``BasePolicy.predict`` does
+  -> outputs ``action`` (the env's normalized action) and ``command`` (``action`` times the
+  cell's action scale: the TCP pose delta per control period in metres and radians, cell frame,
+  then the task channels; `skillcell.policies.runner`).
+
+The exporter is PyTorch's ``torch.export``-based one (``torch.onnx.export(..., dynamo=True)``,
+the default since PyTorch 2.9; it needs ``onnxscript``). The TorchScript-based exporter still
+works in PyTorch 2.13 but is deprecated, as TorchScript itself is.
+
+**Only load trusted models.** An SB3 ``.zip`` stores classes and schedules with cloudpickle, and
+a ``VecNormalize`` file is a pickle: loading either executes whatever code it contains (SB3
+issue #2281). The gate loads them once, on the development machine, and the robot gets the ONNX
+file, whose SHA-256 ``gate.yaml`` records. Algorithm detection reads the zip's JSON only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+import pickle
+import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skillcell.policies.runner import command_scale, sha256_file
+
+__all__ = [
+    "ALGORITHMS",
+    "TRUST_NOTE",
+    "ExportResult",
+    "LoadedModel",
+    "ObsNormalization",
+    "atomic_write_bytes",
+    "detect_algorithm",
+    "export_onnx",
+    "load_sb3",
+    "onnx_parity",
+    "sb3_actions",
+]
+
+TRUST_NOTE = ("SB3 .zip models and VecNormalize files are unpickled when loaded, which executes any code "
+              "they contain: load only models from a trusted source. Deploy the exported ONNX file, "
+              "checked against its recorded SHA-256.")
+
+#: algorithms the gate can load, by the name ``--algo`` takes
+ALGORITHMS = ("ppo", "sac", "a2c", "td3")
+
+OPSET = 18
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Writes ``data`` to ``path`` through a temporary file in the same folder and a rename, so a
+    crash leaves either the old file or the new one, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+@dataclass(frozen=True)
+class ObsNormalization:
+    """`VecNormalize` observation statistics, applied as SB3 applies them."""
+
+    mean: np.ndarray
+    var: np.ndarray
+    epsilon: float
+    clip_obs: float
+
+    def apply(self, obs: np.ndarray) -> np.ndarray:
+        """``VecNormalize.normalize_obs`` for a Box observation."""
+        out = np.clip((obs - self.mean) / np.sqrt(self.var + self.epsilon), -self.clip_obs, self.clip_obs)
+        return out.astype(np.float32)
+
+
+@dataclass
+class LoadedModel:
+    """An SB3 model loaded for export, with its provenance."""
+
+    model: Any
+    algorithm: str
+    path: Path
+    sha256: str
+    obs_norm: ObsNormalization | None = None
+    vecnormalize_path: Path | None = None
+    vecnormalize_sha256: str | None = None
+
+    def provenance(self) -> dict[str, Any]:
+        return {"kind": "sb3", "path": str(self.path), "algorithm": self.algorithm, "sha256": self.sha256,
+                "policy_class": type(self.model.policy).__name__,
+                "vecnormalize": None if self.vecnormalize_path is None else
+                {"path": str(self.vecnormalize_path), "sha256": self.vecnormalize_sha256}}
+
+
+def detect_algorithm(path: str | Path) -> str:
+    """The SB3 algorithm of a ``.zip``, from its JSON ``data`` member (nothing is unpickled)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = json.loads(archive.read("data"))
+    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a stable-baselines3 model zip ({exc})") from None
+    module = str(data.get("policy_class", {}).get("__module__", ""))
+    if module.startswith("stable_baselines3.sac"):
+        return "sac"
+    if module.startswith("stable_baselines3.td3"):
+        return "td3"
+    if module.startswith("stable_baselines3.common.policies"):
+        return "ppo" if "clip_range" in data else "a2c"
+    raise ValueError(f"{path}: cannot tell the algorithm from policy module {module!r}; pass --algo")
+
+
+def load_sb3(path: str | Path, algorithm: str = "auto", vecnormalize: str | Path | None = None) -> LoadedModel:
+    """Loads a trusted SB3 ``.zip`` (PPO, SAC, A2C, TD3) and optionally its ``VecNormalize`` stats.
+
+    Unpickles: see `TRUST_NOTE`.
+    """
+    import stable_baselines3 as sb3
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such model file")
+    algorithm = detect_algorithm(path) if algorithm == "auto" else algorithm.lower()
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS} or auto, got {algorithm!r}")
+    cls = getattr(sb3, algorithm.upper())
+    model = cls.load(path, device="cpu")
+    loaded = LoadedModel(model, algorithm, path, sha256_file(path))
+    if vecnormalize is not None:
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        vn_path = Path(vecnormalize)
+        if not vn_path.is_file():
+            raise ValueError(f"{vn_path}: no such VecNormalize file")
+        with open(vn_path, "rb") as f:
+            stats = pickle.load(f)  # executes code from the file: trusted files only (TRUST_NOTE)
+        if not isinstance(stats, VecNormalize):
+            raise ValueError(f"{vn_path}: expected a pickled VecNormalize, got {type(stats).__name__}")
+        if stats.norm_obs:
+            if isinstance(stats.obs_rms, dict):
+                raise ValueError(f"{vn_path}: dict observations are not supported")
+            loaded.obs_norm = ObsNormalization(np.asarray(stats.obs_rms.mean, np.float64),
+                                               np.asarray(stats.obs_rms.var, np.float64),
+                                               float(stats.epsilon), float(stats.clip_obs))
+        loaded.vecnormalize_path, loaded.vecnormalize_sha256 = vn_path, sha256_file(vn_path)
+    return loaded
+
+
+def _check_spaces(model: Any, env: Any, obs_norm: ObsNormalization | None) -> None:
+    from gymnasium import spaces
+
+    obs_space, act_space = model.observation_space, model.action_space
+    if not isinstance(obs_space, spaces.Box) or not isinstance(act_space, spaces.Box):
+        raise ValueError("only Box observation and action spaces can be exported")
+    u = env.unwrapped
+    if obs_space.shape != u.observation_space.shape:
+        raise ValueError(f"the model observes {obs_space.shape}, the env {u.observation_space.shape}")
+    if act_space.shape != u.action_space.shape:
+        raise ValueError(f"the model acts in {act_space.shape}, the env in {u.action_space.shape}")
+    if obs_norm is not None and obs_norm.mean.shape != obs_space.shape:
+        raise ValueError(f"VecNormalize statistics have shape {obs_norm.mean.shape}, observations {obs_space.shape}")
+
+
+def _export_module(policy: Any, obs_norm: ObsNormalization | None, scale: np.ndarray):
+    import torch
+
+    class OnnxablePolicy(torch.nn.Module):
+        """SB3's ``OnnxableSB3Policy`` plus normalization, clipping/unscaling and physical units."""
+
+        def __init__(self):
+            super().__init__()
+            self.policy = policy
+            low = torch.as_tensor(policy.action_space.low, dtype=torch.float32)
+            high = torch.as_tensor(policy.action_space.high, dtype=torch.float32)
+            self.register_buffer("low", low)
+            self.register_buffer("high", high)
+            self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
+            self.squash = bool(policy.squash_output)
+            self.normalize = obs_norm is not None
+            if obs_norm is not None:
+                self.register_buffer("obs_mean", torch.as_tensor(obs_norm.mean, dtype=torch.float64))
+                self.register_buffer("obs_den", torch.sqrt(torch.as_tensor(obs_norm.var + obs_norm.epsilon,
+                                                                           dtype=torch.float64)))
+                self.clip_obs = float(obs_norm.clip_obs)
+
+        def forward(self, obs):
+            x = obs
+            if self.normalize:
+                x = torch.clamp((obs.double() - self.obs_mean) / self.obs_den, -self.clip_obs, self.clip_obs).float()
+            action = self.policy._predict(x, deterministic=True).reshape(obs.shape[0], -1)
+            if self.squash:
+                action = self.low + 0.5 * (action + 1.0) * (self.high - self.low)
+            else:
+                action = torch.clamp(action, self.low, self.high)
+            return action, action * self.scale
+
+    return OnnxablePolicy().eval()
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """An exported ONNX file: where it is, its SHA-256 and the metadata written into it."""
+
+    path: Path
+    sha256: str
+    metadata: dict[str, str]
+
+
+def export_onnx(loaded: LoadedModel | Any, env: Any, path: str | Path,
+                obs_norm: ObsNormalization | None = None, env_id: str | None = None) -> ExportResult:
+    """Exports ``loaded`` (a `LoadedModel` or an SB3 model) for ``env``'s cell to ``path``, atomically.
+
+    The file carries metadata (``metadata_props``): units, control period, scales, source hash.
+    """
+    import onnx
+    import torch
+    from torch.distributions import Distribution
+
+    if isinstance(loaded, LoadedModel):
+        model, obs_norm, source_sha = loaded.model, loaded.obs_norm, loaded.sha256
+    else:
+        model, source_sha = loaded, ""
+    _check_spaces(model, env, obs_norm)
+    policy = model.policy
+    policy.set_training_mode(False)
+    u = env.unwrapped
+    scale = command_scale(env)
+    module = _export_module(policy, obs_norm, scale)
+    example = torch.zeros((2, u.observation_space.shape[0]), dtype=torch.float32)
+
+    # Distribution argument validation is data-dependent Python control flow that torch.export
+    # cannot trace; the exported graph never samples, so it is switched off for the export only.
+    validate = Distribution._validate_args
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    Distribution.set_default_validate_args(False)
+    logger.setLevel(logging.ERROR)  # "torchvision is not installed" and similar notes
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad(), warnings.catch_warnings():
+            # PyTorch's own deprecation notes from inside the exporter; nothing the caller can act on.
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            program = torch.onnx.export(module, (example,), dynamo=True, input_names=["obs"],
+                                        output_names=["action", "command"], opset_version=OPSET,
+                                        dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
+    finally:
+        Distribution.set_default_validate_args(validate)
+        logger.setLevel(level)
+    proto = program.model_proto
+
+    control = u.config.control
+    metadata = {
+        "skillcell_format": "1",
+        "env_id": env_id or (u.spec.id if u.spec is not None else type(u).__name__),
+        "obs_size": str(u.observation_space.shape[0]),
+        "action_size": str(u.action_space.shape[0]),
+        "command_units": "TCP pose delta per control period, cell frame: dx dy dz [m], rotation vector "
+                         "rx ry rz [rad], then task channels (unitless)",
+        "command_scale": json.dumps([float(s) for s in scale]),
+        "control_dt_s": repr(float(u.control_dt)),
+        "max_translation_m": repr(control.max_translation_mm * 1e-3),
+        "max_rotation_rad": repr(math.radians(control.max_rotation_deg)),
+        "obs_normalization": "vecnormalize" if obs_norm is not None else "none",
+        "action_postprocess": "unscale" if policy.squash_output else "clip",
+        "source_sha256": source_sha,
+    }
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto)
+
+    path = atomic_write_bytes(path, proto.SerializeToString())
+    return ExportResult(path, sha256_file(path), metadata)
+
+
+def sb3_actions(loaded: LoadedModel | Any, obs: np.ndarray, obs_norm: ObsNormalization | None = None) -> np.ndarray:
+    """SB3's own deterministic actions for a batch of raw observations (the parity reference)."""
+    if isinstance(loaded, LoadedModel):
+        model, obs_norm = loaded.model, loaded.obs_norm
+    else:
+        model = loaded
+    from torch.distributions import Distribution
+
+    obs = np.asarray(obs, dtype=np.float32)
+    if obs_norm is not None:
+        obs = obs_norm.apply(obs)
+    # As in the export: no distribution argument checks, so a broken (NaN) policy gives NaN
+    # actions to compare instead of an exception.
+    validate = Distribution._validate_args
+    Distribution.set_default_validate_args(False)
+    try:
+        actions, _ = model.predict(obs, deterministic=True)
+    finally:
+        Distribution.set_default_validate_args(validate)
+    return np.asarray(actions, dtype=np.float64)
+
+
+def onnx_parity(loaded: LoadedModel | Any, onnx_path: str | Path, obs: np.ndarray, env: Any,
+                obs_norm: ObsNormalization | None = None) -> dict[str, float]:
+    """Largest differences between the ONNX outputs and SB3 on a batch of raw observations.
+
+    ``action``: against ``model.predict(..., deterministic=True)``; ``command``: against that
+    action times the cell's scale.
+    """
+    from skillcell.policies.runner import OnnxPolicy
+
+    reference = sb3_actions(loaded, obs, obs_norm)
+    action, command = OnnxPolicy(onnx_path).run(obs)
+    return {
+        "action_max_abs_diff": float(np.max(np.abs(action - reference))),
+        "command_max_abs_diff": float(np.max(np.abs(command - reference * command_scale(env)))),
+        "observations": len(obs),
+    }
