@@ -134,7 +134,9 @@ class WeldSeamEnv(CellEnv, EzPickle):
     ## Randomizations
     Workpiece pose (+-3 mm, +-1 deg roll/pitch, +-2 deg yaw), fit-up gap (0 to 0.5 mm: the web
     lifted, the lapped plate raised, the butt halves apart) and the torch start position (+-5 mm).
-    ``randomize=False`` turns them off.
+    ``randomize=False`` turns them off. Tiers (``tier=``, ``assets/cells/weld_seam/tiers.yaml``):
+    ``D0`` nominal, ``D1`` the above (default), ``D2`` twice the ranges plus friction and mass
+    variation, F/T and observation noise (seam sensing 0.2 mm) and 1-2 control periods of latency.
 
     ## Success and episode end
     The episode terminates when the aim point reaches the seam end or, once the arc has been
@@ -153,7 +155,7 @@ class WeldSeamEnv(CellEnv, EzPickle):
     ## Arguments
     ``gym.make("skillcell/WeldSeam-v0", variant="fillet", cell=None, overrides=None,
     randomize=True, render_mode=None, width=640, height=480, camera="overview",
-    render_quality="fast")``. ``variant`` picks a packaged joint (``fillet``, ``lap``, ``butt``,
+    render_quality="fast", tier=None)``. ``variant`` picks a packaged joint (``fillet``, ``lap``, ``butt``,
     ``curved``), ``cell`` a user YAML over it, ``overrides`` a mapping over that. Cameras:
     ``overview``, ``seam``, ``tool/closeup``. Rendered frames show the seam and the deposited
     bead (green in spec, red out of spec) as overlay geoms.
@@ -167,12 +169,14 @@ class WeldSeamEnv(CellEnv, EzPickle):
     kpi_keys = ("in_spec_fraction", "arc_coverage", "bead_travel_speed_mm_s_mean", "bead_travel_speed_mm_s_std",
                 "bead_work_angle_deg_std", "bead_travel_angle_deg_std", "bead_ctwd_mm_std")
 
+    cell_dir = assets.path("cells", "weld_seam")
+
     def __init__(self, variant: str = "fillet", cell: str | Path | None = None,
                  overrides: dict[str, Any] | None = None, randomize: bool = True,
                  render_mode: str | None = None, width: int = 640, height: int = 480,
-                 camera: str = "overview", render_quality: str = "fast"):
+                 camera: str = "overview", render_quality: str = "fast", tier: str | None = None):
         EzPickle.__init__(self, variant, cell, overrides, randomize, render_mode, width, height, camera,
-                          render_quality)
+                          render_quality, tier)
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         folder = assets.path("cells", "weld_seam")
@@ -185,7 +189,7 @@ class WeldSeamEnv(CellEnv, EzPickle):
         self._terminate_on_success = False  # the episode ends at the seam end either way
         self.R_task_tcp_nominal = torch_rotation(self.wps.nominal("work_angle_deg"),
                                                  self.wps.nominal("travel_angle_deg"))
-        super().__init__(config, render_mode, width, height, camera, render_quality)
+        super().__init__(config, render_mode, width, height, camera, render_quality, tier)
 
     # ------------------------------------------------------------------ world
 
@@ -224,6 +228,19 @@ class WeldSeamEnv(CellEnv, EzPickle):
         self.metrics = WeldMetrics(self.path, self.wps, m, self.data, PLATE_GROUP,
                                    self.config.control.n_substeps * self.config.control.timestep_s)
         self._arc_on = False
+        plates = [g for g in range(m.ngeom) if int(m.geom_group[g]) == PLATE_GROUP]
+        torch = [g for g in range(m.ngeom) if m.geom(g).name.startswith(TOOL_PREFIX + "nozzle")]
+        self._clearance_pairs = [(a, b) for a in torch for b in plates]
+
+    def tool_clearance(self, max_distance: float = 0.05) -> float:
+        """Torch-to-part clearance (m): the smallest distance from the gas nozzle to any plate.
+
+        What the safety envelope's ``min_tool_clearance_mm`` checks; capped at ``max_distance``
+        (beyond it the exact value does not matter and the distance query is skipped).
+        """
+        fromto = np.empty(6)
+        return min((mujoco.mj_geomDistance(self.model, self.data, a, b, max_distance, fromto)
+                    for a, b in self._clearance_pairs), default=max_distance)
 
     def _part_pose(self) -> tuple[np.ndarray, np.ndarray]:
         R = np.empty(9)
