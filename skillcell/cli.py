@@ -169,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     from skillcell.gate import add_arguments as add_gate_arguments
     add_gate_arguments(p)
     p.set_defaults(func=cmd_gate)
+    __import__("skillcell.review.cli", fromlist=["add_commands"]).add_commands(sub)  # render, report
     from skillcell.demos.cli import add_commands as add_demo_commands
     add_demo_commands(sub)
     return parser

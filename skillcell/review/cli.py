@@ -1,0 +1,301 @@
+"""``skillcell render`` and ``skillcell report``: review videos and the HTML report of a training run.
+
+Exit codes: 0 written, 2 bad input (nothing written), 3 no working OpenGL (the message names the
+packages to install). Only these two commands touch OpenGL; every other command works without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_commands", "cmd_render", "cmd_report"]
+
+EXIT_BAD_INPUT, EXIT_NO_GL = 2, 3
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
+    print(f"skillcell: {message}", file=sys.stderr)
+    return code
+
+
+def _is_episode(path: Path) -> bool:
+    return (path.suffix == ".npz" and path.is_file()) or (path.is_dir() and (path / "dataset.yaml").is_file())
+
+
+def _load_episode(path: Path, episode_id: int | None):
+    from skillcell.demos.episode import DemoDataset, load_episode
+
+    if path.is_dir():
+        dataset = DemoDataset(path)
+        if not dataset.entries:
+            raise ValueError(f"{path}: the dataset has no episodes")
+        entry = dataset.entry(episode_id) if episode_id is not None else dataset.entries[0]
+        return dataset.load(entry), f"{path.name} #{entry.id}"
+    if episode_id is not None:
+        raise ValueError("--episode selects an episode of a dataset folder; this is an episode file")
+    return load_episode(path), path.stem
+
+
+def _model_in_run_dir(path: Path) -> Path:
+    """The final model of a training run directory (``model.zip``, as `skillcell train` writes it, or
+    ``final_model.zip``, or the only ``*.zip``)."""
+    for name in ("model.zip", "final_model.zip", "final.zip"):
+        if (path / name).is_file():
+            return path / name
+    zips = sorted(path.glob("*.zip"))
+    if len(zips) == 1:
+        return zips[0]
+    raise ValueError(f"{path}: no final model found (model.zip, final_model.zip or a single .zip)")
+
+
+def read_run_config(folder: Path) -> tuple[Path | None, Any]:
+    """The config of a training run directory (``config.yaml``, ``.yml``, ``.json`` or ``run.yaml``)."""
+    import json
+
+    import yaml
+
+    for name in ("config.yaml", "config.yml", "config.json", "run.yaml"):
+        file = folder / name
+        if file.is_file():
+            text = file.read_text()
+            try:
+                return file, (json.loads(text) if file.suffix == ".json" else yaml.safe_load(text))
+            except (ValueError, yaml.YAMLError):
+                return file, text
+    return None, None
+
+
+def run_env(folder: Path) -> tuple[str | None, dict[str, Any]]:
+    """``(env_id, env_kwargs)`` of a training run directory, from its config (or ``summary.yaml``).
+
+    Understands `skillcell train`'s config (``env: {id, tier, randomize, cell, overrides}``) and
+    flat ones (``env_id: ...`` or ``env: <id>``).
+    """
+    import yaml
+
+    _, config = read_run_config(folder)
+    env_id, kwargs = None, {}
+    if isinstance(config, dict):
+        env = config.get("env")
+        if isinstance(env, dict):
+            env_id = env.get("id") if isinstance(env.get("id"), str) else None
+            if env.get("tier"):
+                kwargs["tier"] = env["tier"]
+            if env.get("randomize") is False:
+                kwargs["randomize"] = False
+            if env.get("cell"):
+                kwargs["cell"] = env["cell"]
+            if env.get("overrides"):
+                kwargs["overrides"] = env["overrides"]
+        env_id = env_id or _find_key(config, ("env_id", "env"))
+    summary = folder / "summary.yaml"
+    if env_id is None and summary.is_file():
+        try:
+            env_id = _find_key(yaml.safe_load(summary.read_text()), ("env_id",))
+        except yaml.YAMLError:
+            pass
+    return env_id, kwargs
+
+
+def _run_env_of_model(path: Path) -> tuple[str | None, dict[str, Any]]:
+    """The run config's env for a model in a run directory (or in its ``checkpoints/``)."""
+    for folder in (path.parent, path.parent.parent):
+        env_id, kwargs = run_env(folder)
+        if env_id is not None:
+            return env_id, kwargs
+    return None, {}
+
+
+def _find_key(data: Any, keys: tuple[str, ...]) -> Any:
+    if isinstance(data, dict):
+        for key in keys:
+            if isinstance(data.get(key), str):
+                return data[key]
+        for value in data.values():
+            found = _find_key(value, keys)
+            if found is not None:
+                return found
+    return None
+
+
+class _Side:
+    """One side of a render: an episode (state replay) or a policy (live rollout)."""
+
+    def __init__(self, spec: str, episode_id: int | None):
+        self.spec = spec
+        path = Path(spec)
+        self.episode = None
+        self.model: str | None = None
+        if _is_episode(path):
+            self.episode, self.name = _load_episode(path, episode_id)
+        else:
+            if episode_id is not None:
+                raise ValueError(f"--episode applies to episodes; {spec!r} is a model")
+            self.model = str(_model_in_run_dir(path)) if path.is_dir() else spec
+            self.name = spec
+
+    def open(self, args: argparse.Namespace, partner: _Side | None, label: str | None, accent):
+        """``(env, source, frame_renderer)`` for this side; a policy copies an episode partner's start."""
+        from skillcell.cli import _env_kwargs
+        from skillcell.review.sources import EpisodeSource, RolloutSource, load_policy, make_review_env
+        from skillcell.review.video import FrameRenderer
+
+        size = {"width": args.width, "height": args.height, "quality": args.quality}
+        if self.episode is not None:
+            ep = self.episode
+            env = make_review_env(ep.env_id, ep.env_kwargs, max_episode_steps=ep.max_episode_steps, **size)
+            source = EpisodeSource(env, ep, label=label or f"demo {self.name}")
+        else:
+            start_state, seed = None, args.seed
+            episode = partner.episode if partner is not None else None
+            if episode is not None:
+                # The same start as the demonstration: its env and seed (the same workpiece), then
+                # its first stored state (the same robot pose, also for imported captures).
+                env = make_review_env(episode.env_id, episode.env_kwargs, max_episode_steps=episode.max_episode_steps,
+                                      **size)
+                start_state, seed = episode.states[0], episode.seed if args.seed is None else args.seed
+            else:
+                env_id, kwargs = args.env, _env_kwargs(args)
+                if env_id is None and self.model is not None and self.model.endswith(".zip"):
+                    # A model from a training run: its cell, configured as it was trained
+                    # (command-line env options still apply on top).
+                    env_id, run_kwargs = _run_env_of_model(Path(self.model))
+                    kwargs = {**run_kwargs, **kwargs}
+                if env_id is None:
+                    raise ValueError(f"{self.spec!r} is a policy: name the cell with --env ENV_ID")
+                env = make_review_env(env_id, kwargs, **size)
+            seed = 0 if seed is None else seed
+        try:
+            if self.episode is None:
+                policy = load_policy(self.model, env, seed=seed, deterministic=not args.stochastic, algo=args.algo)
+                source = RolloutSource(env, policy, seed=seed, start_state=start_state, max_steps=args.max_steps,
+                                       label=label or policy.name)
+            renderer = FrameRenderer(env, args.camera, overlays=not args.no_overlays, strip=not args.no_strip,
+                                     label=source.label, accent=accent)
+        except Exception:
+            env.close()  # a bad model or camera: the caller never gets this env to close
+            raise
+        return env, source, renderer
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from skillcell.config import ConfigError
+    from skillcell.demos.errors import DemoError
+    from skillcell.envs.base import RenderUnavailableError
+    from skillcell.review.video import LEFT_ACCENT, RIGHT_ACCENT, render_video
+
+    envs = []
+    try:
+        left = _Side(args.source, args.episode)
+        right = _Side(args.vs, args.vs_episode) if args.vs else None
+        # Either side may be the demonstration; a policy on either side starts where it started.
+        env, source, renderer = left.open(args, right, args.label, LEFT_ACCENT)
+        envs.append(env)
+        vs = None
+        if right is not None:
+            env2, source2, renderer2 = right.open(args, left, args.vs_label, RIGHT_ACCENT)
+            envs.append(env2)
+            vs = (source2, renderer2)
+            if left.episode is not None and right.episode is not None and left.episode.seed != right.episode.seed:
+                warnings.warn(f"the two episodes have different seeds ({left.episode.seed}, {right.episode.seed}): "
+                              "they start from different workpiece poses", stacklevel=1)
+        result = render_video(args.out, source, renderer, every=args.every, speed=args.speed, vs=vs,
+                              progress=not args.no_progress)
+    except RenderUnavailableError as exc:
+        return _fail(str(exc), EXIT_NO_GL)
+    except (ValueError, DemoError, ConfigError, OSError) as exc:
+        return _fail(str(exc))
+    finally:
+        for env in envs:
+            env.close()
+    w, h = result["size"]
+    print(f"wrote {result['path']}: {result['frames']} frames, {w}x{h}, {result['fps']:g} fps "
+          f"({result['frames'] / result['fps']:.1f} s of video) in {result['seconds']:.1f} s "
+          f"= {result['frames'] / max(result['seconds'], 1e-9):.1f} frames/s")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from skillcell.config import ConfigError
+    from skillcell.demos.errors import DemoError
+    from skillcell.envs.base import RenderUnavailableError
+    from skillcell.review.report import ReportOptions, build_report
+
+    options = ReportOptions(episodes=args.eval_dir, dataset=args.dataset, rollouts=args.rollouts, env_id=args.env,
+                            videos=not args.no_video, embed_videos=args.embed_videos, camera=args.camera,
+                            width=args.width, height=args.height, quality=args.quality,
+                            progress=not args.no_progress)
+    try:
+        result = build_report(args.run_dir, args.out, options)
+    except RenderUnavailableError as exc:
+        return _fail(f"{exc}\n(skillcell report --no-video writes the report without videos)", EXIT_NO_GL)
+    except (ValueError, DemoError, ConfigError, OSError) as exc:
+        return _fail(str(exc))
+    print(f"wrote {result.path} ({len(result.sections)} sections: {', '.join(result.sections)})")
+    for note in result.notes:
+        print(f"  note: {note}")
+    return 0
+
+
+def _add_render_size(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--camera", help="a camera of the cell (overview, closeup, ...; default: the cell's review camera)")
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--quality", choices=("fast", "high"), default="fast",
+                   help="fast: no shadows, reflections or MSAA (software OpenGL); high: the model's full settings")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def add_commands(subparsers) -> None:
+    """Adds ``render`` and ``report`` to the ``skillcell`` command line."""
+    from skillcell.cli import _add_env_options
+
+    p = subparsers.add_parser(
+        "render", help="review video of an episode (state replay) or a policy rollout, with overlays",
+        description="Renders SOURCE to an mp4: an episode file or dataset folder (state replay), or a policy "
+                    "(a stable-baselines3 .zip, a `skillcell train` run directory, or 'expert' / 'expert:novice' "
+                    "for the scripted expert). With --vs, a second source side by side, time-aligned; a policy "
+                    "paired with an episode starts from the episode's seed and first state. Loading an SB3 "
+                    "model executes pickled code: render trusted models only.")
+    p.add_argument("source", metavar="(EPISODE|MODEL)")
+    p.add_argument("--out", required=True, help="output .mp4")
+    p.add_argument("--env", help="the cell a policy runs in (episodes name their own)")
+    p.add_argument("--episode", type=int, help="episode id when SOURCE is a dataset folder (default: the first)")
+    p.add_argument("--vs", metavar="(EPISODE|MODEL)", help="a second source, shown on the right")
+    p.add_argument("--vs-episode", type=int, help="episode id when --vs is a dataset folder")
+    p.add_argument("--label", help="label of the left (or only) half")
+    p.add_argument("--vs-label", help="label of the right half")
+    p.add_argument("--seed", type=int, default=None, help="reset seed of a live rollout (default: the episode's, or 0)")
+    p.add_argument("--max-steps", type=int, help="stop a live rollout after this many steps")
+    p.add_argument("--every", type=int, default=1, help="render every k-th control step (the video stays real time)")
+    p.add_argument("--speed", type=float, default=1.0, help="playback speed (2 = twice real time)")
+    p.add_argument("--no-overlays", action="store_true", help="no trace, force arrow or cell overlays")
+    p.add_argument("--no-strip", action="store_true", help="no metric strip under the frame")
+    p.add_argument("--algo", help="the SB3 algorithm when the model file does not say (PPO, SAC, TD3, A2C, DDPG)")
+    p.add_argument("--stochastic", action="store_true", help="sample the policy's actions instead of the mean")
+    _add_render_size(p)
+    _add_env_options(p)
+    p.set_defaults(func=cmd_render)
+
+    p = subparsers.add_parser(
+        "report", help="self-contained HTML report of a training run (curves, KPIs, best/worst episode videos)",
+        description="Reads RUN_DIR/metrics.csv (any numeric columns), the run's config, evaluation episodes "
+                    "(a dataset folder in RUN_DIR or --eval) and a demonstration dataset (--dataset) and "
+                    "writes one HTML page; plots are embedded, videos written next to it.")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True, help="output .html")
+    # Not --episodes: `skillcell` reads args.episodes as a count for every command.
+    p.add_argument("--eval", dest="eval_dir", metavar="DIR",
+                   help="dataset folder of evaluation episodes (default: one found in RUN_DIR)")
+    p.add_argument("--dataset", help="demonstration dataset folder for the skill-score distribution")
+    p.add_argument("--rollouts", type=int, default=0,
+                   help="roll out the run's final model for N episodes when no evaluation episodes exist")
+    p.add_argument("--env", help="the cell, when the run's config does not name it")
+    p.add_argument("--no-video", action="store_true", help="no best/worst episode videos")
+    p.add_argument("--embed-videos", action="store_true", help="embed videos in the page (one file, larger)")
+    _add_render_size(p)
+    p.set_defaults(func=cmd_report)

@@ -1,0 +1,704 @@
+"""``skillcell report RUN_DIR``: one self-contained HTML page about a training run.
+
+Sections, each present when its data is:
+
+1. **Learning curve** from ``RUN_DIR/metrics.csv``: read generically (any numeric column; the
+   x axis is the first of ``env_steps``, ``timesteps``, ... found, else the row number), success
+   and return on top, every other numeric column as a small plot below; a ``<col>_std`` column
+   shades a band around ``<col>`` (as ``success_ci_low``/``_high`` do around ``success_rate``); a
+   ``phase`` (``stage``, ``algo``) text column splits the curves (`skillcell train`: bc, rl).
+   SB3's own ``sb3/progress.csv`` (losses, entropy) gets the same treatment.
+2. **Run configuration**: the run's ``config.yaml`` / ``config.json`` and ``summary.yaml`` as text.
+3. **Evaluation episodes**: per-episode success, return, the cell's KPIs and skill score, from a
+   dataset folder of episodes (`skillcell.demos` format) in ``RUN_DIR`` or given, or rolled out
+   from the run's final model (``model.zip``, with its ``vecnormalize.pkl``) on the run's
+   evaluation seeds on request.
+4. **Best and worst episode**: their process metrics over time with the in-spec bands, the
+   moments out of spec, and videos (state replay with overlays).
+5. **Demonstrations**: the skill-score distribution of a demonstration dataset, per operator.
+
+Plots are PNG images embedded as data URIs (matplotlib, Agg, no display); videos are files in
+``<report stem>_files/`` next to the page (``embed_videos`` puts them in the page as well). The
+page and every file are written atomically.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["MetricsTable", "ReportOptions", "ReportResult", "build_report", "find_datasets", "read_metrics_csv"]
+
+X_COLUMNS = ("env_steps", "timesteps", "total_timesteps", "num_timesteps", "time/total_timesteps", "env_step", "steps",
+             "step", "iteration", "epoch")
+PLOT_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+
+
+@dataclass
+class ReportOptions:
+    episodes: str | Path | None = None
+    dataset: str | Path | None = None
+    rollouts: int = 0
+    env_id: str | None = None
+    videos: bool = True
+    embed_videos: bool = False
+    camera: str | None = None
+    width: int = 640
+    height: int = 480
+    quality: str = "fast"
+    progress: bool = False
+    max_video_frames: int = 400  # longer episodes are rendered every k-th step (still real time)
+
+
+@dataclass
+class ReportResult:
+    path: Path
+    sections: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------- metrics.csv
+
+
+@dataclass
+class MetricsTable:
+    """A CSV read column-wise: ``numeric`` columns as float arrays (blank or bad cells NaN), ``text`` columns."""
+
+    numeric: dict[str, np.ndarray]
+    text: dict[str, list[str]]
+    rows: int
+
+    def x_column(self) -> str | None:
+        lower = {c.lower(): c for c in self.numeric}
+        for name in X_COLUMNS:
+            if name in lower:
+                return lower[name]
+        return None
+
+
+def read_metrics_csv(path: str | Path) -> MetricsTable:
+    """Reads any CSV with a header row; a column is numeric when every non-blank cell parses as a float."""
+    path = Path(path)
+    with path.open(newline="") as f:
+        reader = csv.reader(f)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise ValueError(f"{path}: empty file (a header row is needed)") from None
+        rows = [row for row in reader if any(cell.strip() for cell in row)]
+    if len(set(header)) != len(header):
+        raise ValueError(f"{path}: repeated column names in the header: {header}")
+    numeric: dict[str, np.ndarray] = {}
+    text: dict[str, list[str]] = {}
+    for j, name in enumerate(header):
+        cells = [row[j].strip() if j < len(row) else "" for row in rows]
+        values = []
+        for cell in cells:
+            try:
+                values.append(float(cell) if cell else math.nan)
+            except ValueError:
+                break
+        if len(values) == len(cells):
+            numeric[name] = np.asarray(values, dtype=float)
+        else:
+            text[name] = cells
+    return MetricsTable(numeric=numeric, text=text, rows=len(rows))
+
+
+# ---------------------------------------------------------------------- plotting
+
+
+def _figure(width: float = 9.0, height: float = 3.2, ncols: int = 1, nrows: int = 1):
+    # The object API (no pyplot): no global state, no display, safe to call from any thread.
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=96)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _series_groups(table: MetricsTable) -> list[tuple[str, np.ndarray]]:
+    """Row groups by a ``phase``/``stage``/``algo`` text column with 2-6 values (bc, rl), else one group.
+
+    Only those names: a free-text column (notes) must not split the curves.
+    """
+    for name, cells in table.text.items():
+        if name.lower() not in ("phase", "stage", "algo", "algorithm"):
+            continue
+        values = list(dict.fromkeys(c for c in cells if c))
+        if 2 <= len(values) <= 6:
+            return [(f"{name}={v}", np.array([c == v for c in cells])) for v in values]
+    return [("", np.ones(table.rows, bool))]
+
+
+def _plot_column(ax, table: MetricsTable, x: np.ndarray, column: str, groups, xlabel: str) -> None:
+    y = table.numeric[column]
+    std = table.numeric.get(f"{column}_std")
+    low, high = _interval_columns(table, column)
+    for i, (group, mask) in enumerate(groups):
+        color = PLOT_COLORS[i % len(PLOT_COLORS)]
+        ok = mask & np.isfinite(y) & np.isfinite(x)
+        if not ok.any():
+            continue
+        ax.plot(x[ok], y[ok], marker="o" if ok.sum() < 30 else None, markersize=3, color=color,
+                label=group or None)
+        if std is not None:
+            band = ok & np.isfinite(std)
+            ax.fill_between(x[band], (y - std)[band], (y + std)[band], color=color, alpha=0.2, linewidth=0)
+        elif low is not None:
+            band = ok & np.isfinite(low) & np.isfinite(high)
+            ax.fill_between(x[band], low[band], high[band], color=color, alpha=0.2, linewidth=0)
+    ax.set_title(column, fontsize=10)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.tick_params(labelsize=8)
+    ax.grid(alpha=0.3)
+    if any(g for g, _ in groups):
+        ax.legend(fontsize=7)
+
+
+def _interval_columns(table: MetricsTable, column: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``<col>_low``/``<col>_high``, or for ``<x>_rate`` the ``<x>_ci_low``/``<x>_ci_high`` pair (skillcell train)."""
+    stem = column[:-5] if column.endswith("_rate") else column
+    for low, high in ((f"{column}_low", f"{column}_high"), (f"{stem}_ci_low", f"{stem}_ci_high")):
+        if low in table.numeric and high in table.numeric:
+            return table.numeric[low], table.numeric[high]
+    return None, None
+
+
+def _is_band_column(name: str) -> bool:
+    return name.endswith(("_std", "_low", "_high"))
+
+
+def learning_curve_plots(table: MetricsTable) -> tuple[list[str], list[str]]:
+    """``(main, others)``: data-URI PNGs of the success/return curves and of the other columns."""
+    xname = table.x_column()
+    x = table.numeric[xname] if xname else np.arange(table.rows, dtype=float)
+    xlabel = xname or "row"
+    groups = _series_groups(table)
+    columns = [c for c in table.numeric if c != xname and not _is_band_column(c)]
+    success = next((c for c in columns if "success" in c.lower()), None)
+    ret = next((c for c in columns if "return" in c.lower()), None) or next(
+        (c for c in columns if "reward" in c.lower()), None)
+    main = [c for c in (success, ret) if c]
+    # Constant columns (episodes per evaluation) and empty ones say nothing as a curve.
+    rest = [c for c in columns if c not in main and np.unique(table.numeric[c][np.isfinite(table.numeric[c])]).size > 1]
+    images = []
+    if main:
+        fig, axes = _figure(9.0, 3.2, ncols=len(main))
+        for ax, column in zip(axes[0], main, strict=True):
+            _plot_column(ax, table, x, column, groups, xlabel)
+            if column == success and np.nanmax(table.numeric[column], initial=0) <= 1.0:
+                ax.set_ylim(-0.03, 1.03)
+        images.append(_png(fig))
+    others = []
+    for start in range(0, len(rest), 6):
+        chunk = rest[start:start + 6]
+        ncols = min(3, len(chunk))
+        nrows = math.ceil(len(chunk) / ncols)
+        fig, axes = _figure(9.0, 2.4 * nrows, ncols=ncols, nrows=nrows)
+        for k, ax in enumerate(axes.flat):
+            if k < len(chunk):
+                _plot_column(ax, table, x, chunk[k], groups, xlabel)
+            else:
+                ax.set_visible(False)
+        others.append(_png(fig))
+    return images, others
+
+
+def _series_plot(episodes: Sequence[tuple[str, Any]], keys: Sequence[str], review) -> str:
+    """Process metrics over time for the labelled episodes, bands shaded, one panel per key."""
+    keys = [k for k in keys if any(k in ep.infos for _, ep in episodes)]
+    ncols = 2 if len(keys) > 1 else 1
+    nrows = max(1, math.ceil(len(keys) / ncols))
+    fig, axes = _figure(9.0, 2.1 * nrows, ncols=ncols, nrows=nrows)
+    for k, ax in enumerate(axes.flat):
+        if k >= len(keys):
+            ax.set_visible(False)
+            continue
+        key = keys[k]
+        spec = review.metric(key) if review is not None else None
+        for i, (label, ep) in enumerate(episodes):
+            if key not in ep.infos:
+                continue
+            values = np.asarray(ep.infos[key], dtype=float) * (spec.scale if spec else 1.0)
+            t = np.arange(len(values)) * ep.control_dt
+            if spec is not None and spec.active_when and spec.active_when in ep.infos:
+                # Outside the band's active phase (e.g. arc off) the value is not judged: dim it.
+                active = np.asarray(ep.infos[spec.active_when], dtype=bool)
+                ax.plot(t, np.where(active, np.nan, values), color=PLOT_COLORS[i], alpha=0.25, linewidth=1)
+                values = np.where(active, values, np.nan)
+            ax.plot(t, values, color=PLOT_COLORS[i], linewidth=1.2, label=label)
+        if spec is not None and spec.band is not None:
+            # Shade the band without stretching the axis to it: a 60 N force limit would flatten
+            # a 5 N signal. A panel that is all green is a metric that stayed in spec.
+            limits = ax.get_ylim()
+            ax.axhspan(*spec.band, color="#2ca02c", alpha=0.12, linewidth=0)
+            ax.set_ylim(limits)
+        ax.set_title(key + (f" [{spec.unit}]" if spec is not None and spec.unit else ""), fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if k == 0:
+            ax.legend(fontsize=7)
+        ax.set_xlabel("time [s]", fontsize=7)
+    return _png(fig)
+
+
+def _histogram(groups: dict[str, list[float]], xlabel: str) -> str:
+    fig, axes = _figure(9.0, 3.0)
+    ax = axes[0][0]
+    names = list(groups)
+    bins = np.linspace(0.0, 1.0, 21) if all(0 <= v <= 1 for vs in groups.values() for v in vs) else 20
+    ax.hist([groups[n] for n in names], bins=bins, stacked=True, label=names,
+            color=[PLOT_COLORS[i % len(PLOT_COLORS)] for i in range(len(names))])
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel("episodes", fontsize=8)
+    ax.tick_params(labelsize=8)
+    ax.grid(alpha=0.3)
+    if len(names) > 1 or names[0]:
+        ax.legend(fontsize=7)
+    return _png(fig)
+
+
+# ---------------------------------------------------------------------- data discovery
+
+
+def find_datasets(folder: Path, depth: int = 3) -> list[Path]:
+    """Dataset folders (with a ``dataset.yaml``) in ``folder`` and up to ``depth`` levels below it."""
+    found = []
+    for path in sorted(folder.rglob("dataset.yaml")):
+        if len(path.relative_to(folder).parts) <= depth + 1:
+            found.append(path.parent)
+    return found
+
+
+def _config_value(config: Any, keys: Sequence[str]) -> Any:
+    from skillcell.review.cli import _find_key
+
+    return _find_key(config, tuple(keys))
+
+
+def _env_class(env_id: str):
+    import gymnasium as gym
+
+    import skillcell  # noqa: F401  (registers the cells)
+
+    module, _, name = gym.spec(env_id).entry_point.partition(":")
+    return getattr(__import__(module, fromlist=[name]), name)
+
+
+# ---------------------------------------------------------------------- episodes
+
+
+@dataclass
+class _EpisodeRow:
+    id: int
+    episode: Any
+    score: float | None
+    components: dict[str, float]
+
+
+def _score(episode) -> tuple[float | None, dict[str, float]]:
+    try:
+        from skillcell.demos.scores import score_episode
+    except ImportError:  # an older tree without skill scores
+        return None, {}
+    try:
+        skill = score_episode(episode)
+    except Exception as exc:  # a cell without a scorer: the report ranks by return instead
+        warnings.warn(f"no skill score for {episode.env_id}: {exc}", stacklevel=2)
+        return None, {}
+    return float(skill.score), dict(skill.components)
+
+
+def _load_episodes(path: Path) -> list[_EpisodeRow]:
+    from skillcell.demos.episode import DemoDataset
+
+    dataset = DemoDataset(path)
+    rows = []
+    for entry in dataset.entries:
+        episode = dataset.load(entry)
+        score, components = _score(episode)
+        rows.append(_EpisodeRow(entry.id, episode, score, components))
+    return rows
+
+
+def _roll_out(model: Path, env_id: str, env_kwargs: dict, episodes: int, seed: int, out: Path,
+              progress: bool) -> Path:
+    """Rolls the run's final model out for ``episodes`` episodes (seeds ``seed``..) into a dataset at ``out``.
+
+    ``out`` is the report's own folder: a previous report's rollouts there are replaced, not added to.
+    """
+    import shutil
+
+    import gymnasium as gym
+
+    from skillcell.demos.recorder import EpisodeRecorder, scripted_provenance
+    from skillcell.review.sources import load_policy
+
+    if (out / "dataset.yaml").is_file():
+        shutil.rmtree(out)
+    env = gym.make(env_id, **env_kwargs)
+    try:
+        policy = load_policy(model, env)
+        recorder = EpisodeRecorder(env, out, source="policy", provenance=scripted_provenance(f"policy-{model.stem}"),
+                                   policy={"name": policy.name, "file": str(model)})
+        from tqdm.auto import tqdm
+
+        for k in tqdm(range(episodes), desc="rollouts", unit="ep", disable=not progress, leave=False):
+            obs, _ = recorder.reset(seed=seed + k)
+            policy.reset()
+            done = False
+            while not done:
+                obs, _, terminated, truncated, _ = recorder.step(policy(obs))
+                done = terminated or truncated
+    finally:
+        env.close()
+    return out
+
+
+def _bookmarks(episode, review, limit: int = 8) -> list[str]:
+    """Time ranges where a process metric was out of spec, with the metrics that were.
+
+    Only the instantaneous metrics (the review's ``series``): a running figure such as the bead's
+    in-spec share stays low long after the moment that lowered it, and would mark everything after.
+    """
+    if review is None or not episode.infos:
+        return []
+    n = episode.steps + 1
+    bad = np.zeros(n, bool)
+    names: list[set[str]] = [set() for _ in range(n)]
+    keys = [s for s in review.metrics if s.key in episode.infos and s.key in review.series]
+    for k in range(n):
+        info = {key: values[k] for key, values in episode.infos.items()}
+        for spec in keys:
+            if spec.status(info) == "bad":
+                bad[k] = True
+                names[k].add(spec.label)
+    out = []
+    k = 0
+    while k < n and len(out) < limit:
+        if not bad[k]:
+            k += 1
+            continue
+        start, which = k, set()
+        while k < n and bad[k]:
+            which |= names[k]
+            k += 1
+        out.append(f"{start * episode.control_dt:.2f}-{k * episode.control_dt:.2f} s: {', '.join(sorted(which))}")
+    return out
+
+
+# ---------------------------------------------------------------------- html
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1000px;color:#1d2127}
+h1{font-size:24px;margin-bottom:4px}
+h2{font-size:19px;border-bottom:2px solid #dde1e6;padding-bottom:4px;margin-top:32px}
+h3{font-size:15px;margin-bottom:6px} .meta{color:#5b6470;font-size:13px}
+table{border-collapse:collapse;font-size:12px;margin:8px 0}
+th,td{border:1px solid #d0d5db;padding:3px 7px;text-align:right}
+th{background:#f1f3f5} td.l,th.l{text-align:left} tr.best td{background:#e6f4ea} tr.worst td{background:#fdecea}
+.ok{color:#1e7b34;font-weight:600} .bad{color:#b42318;font-weight:600} img{max-width:100%;display:block;margin:6px 0}
+video{max-width:100%;background:#000} pre{background:#f6f8fa;padding:10px;font-size:12px;overflow:auto;max-height:360px}
+.note{color:#7a5b00;background:#fff8e1;padding:6px 10px;font-size:13px} .pair{display:flex;gap:12px;flex-wrap:wrap}
+.pair>div{flex:1 1 420px}
+"""
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return _esc(value)
+    if not math.isfinite(number):
+        return "-"
+    return f"{number:.3g}" if abs(number) < 1e4 else f"{number:.4g}"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], classes: Sequence[str] = (),
+           left: int = 0) -> str:
+    head = "".join(f'<th class="l">{_esc(h)}</th>' if j < left else f"<th>{_esc(h)}</th>"
+                   for j, h in enumerate(headers))
+    body = []
+    for i, row in enumerate(rows):
+        cls = f' class="{classes[i]}"' if i < len(classes) and classes[i] else ""
+        cells = "".join(f'<td class="l">{c}</td>' if j < left else f"<td>{c}</td>" for j, c in enumerate(row))
+        body.append(f"<tr{cls}>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _img(uri: str, alt: str) -> str:
+    return f'<img src="{uri}" alt="{_esc(alt)}">'
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------- the report
+
+
+def build_report(run_dir: str | Path, out: str | Path, options: ReportOptions | None = None) -> ReportResult:
+    """Writes the report of ``run_dir`` to ``out`` (see the module docstring); returns what it wrote."""
+    import datetime as dt
+
+    import skillcell
+
+    options = options or ReportOptions()
+    run_dir, out = Path(run_dir), Path(out)
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir}: not a folder (a training run directory is expected)")
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"{out}: the report is an .html file")
+    files_dir = out.with_name(out.stem + "_files")
+    result = ReportResult(path=out)
+    parts: list[str] = []
+    notes = result.notes
+
+    from skillcell.review.cli import read_run_config, run_env
+
+    config_path, config = read_run_config(run_dir)
+    run_env_id, run_env_kwargs = run_env(run_dir)
+    env_id = options.env_id or run_env_id
+
+    # 1. learning curve
+    metrics_path = run_dir / "metrics.csv"
+    if metrics_path.is_file():
+        table = read_metrics_csv(metrics_path)
+        if table.rows:
+            main, others = learning_curve_plots(table)
+            parts.append("<h2>Learning curve</h2>")
+            parts.append(f'<p class="meta">{_esc(metrics_path.name)}: {table.rows} rows, columns '
+                         f"{_esc(', '.join(list(table.numeric) + list(table.text)))}</p>")
+            parts += [_img(uri, "learning curve") for uri in main]
+            if others:
+                parts.append("<h3>Other logged metrics</h3>")
+                parts += [_img(uri, "logged metrics") for uri in others]
+            result.sections.append("learning curve")
+        else:
+            notes.append(f"{metrics_path} has a header but no rows")
+    else:
+        notes.append(f"no metrics.csv in {run_dir}: no learning curve")
+    progress_csv = run_dir / "sb3" / "progress.csv"  # SB3's own log (losses, entropy, ...)
+    if progress_csv.is_file():
+        table = read_metrics_csv(progress_csv)
+        if table.rows:
+            main, others = learning_curve_plots(table)
+            parts.append("<h2>Training log</h2>")
+            parts.append(f'<p class="meta">{_esc(progress_csv.relative_to(run_dir))}: {table.rows} rows</p>')
+            parts += [_img(uri, "training log") for uri in main + others]
+            result.sections.append("training log")
+
+    # 2. configuration
+    if config is not None:
+        import yaml
+
+        text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
+        parts.append(f"<h2>Run configuration</h2><p class='meta'>{_esc(config_path.name)}</p><pre>{_esc(text)}</pre>")
+        summary = run_dir / "summary.yaml"
+        if summary.is_file():
+            parts.append(f"<p class='meta'>{_esc(summary.name)}</p><pre>{_esc(summary.read_text())}</pre>")
+        result.sections.append("configuration")
+
+    # 3-4. evaluation episodes
+    demo_dataset = Path(options.dataset) if options.dataset else None
+    if demo_dataset is None:
+        # `skillcell train`: demos.path (with demos.source: dataset); flat configs: dataset: <dir>.
+        demos = config.get("demos") if isinstance(config, dict) else None
+        named = demos.get("path") if isinstance(demos, dict) else None
+        named = named or _config_value(config, ("dataset", "demo_dataset", "demonstrations"))
+        for base in (Path.cwd(), run_dir):
+            if isinstance(named, str) and (base / named / "dataset.yaml").is_file():
+                demo_dataset = base / named
+                break
+    episodes_dir = Path(options.episodes) if options.episodes else None
+    if episodes_dir is None:
+        candidates = [p for p in find_datasets(run_dir)
+                      if demo_dataset is None or p.resolve() != demo_dataset.resolve()]
+        episodes_dir = candidates[0] if candidates else None
+        if len(candidates) > 1:
+            notes.append(f"several episode datasets in {run_dir}; used {candidates[0]} (choose with --eval)")
+    if episodes_dir is None and options.rollouts > 0:
+        from skillcell.review.cli import _model_in_run_dir
+
+        if env_id is None:
+            raise ValueError("rolling out the final model needs the cell: --env ENV_ID (the config names none)")
+        model = _model_in_run_dir(run_dir)
+        # The run's evaluation seeds when its config names them (skillcell train: eval.seed).
+        evaluation = config.get("eval") if isinstance(config, dict) else None
+        seed = int(evaluation.get("seed", 0)) if isinstance(evaluation, dict) else 0
+        kwargs = run_env_kwargs if env_id == run_env_id else {}
+        episodes_dir = _roll_out(model, env_id, kwargs, options.rollouts, seed, files_dir / "rollouts",
+                                 options.progress)
+        notes.append(f"rolled out {model.name} for {options.rollouts} episodes into {episodes_dir}")
+    rows = _load_episodes(episodes_dir) if episodes_dir is not None else []
+    if episodes_dir is not None and not rows:
+        notes.append(f"{episodes_dir} holds no episodes")
+    if rows:
+        parts += _episode_sections(rows, episodes_dir, out, files_dir, options, result)
+    elif episodes_dir is None:
+        notes.append("no evaluation episodes (a dataset folder in the run directory, --eval DIR, or --rollouts N)")
+
+    # 5. demonstrations
+    if demo_dataset is not None:
+        parts += _dataset_section(demo_dataset, result)
+
+    generated = dt.datetime.now().isoformat(timespec="seconds")
+    title = f"skillcell report: {run_dir.name}"
+    head = (f"<h1>{_esc(title)}</h1><p class='meta'>run directory {_esc(run_dir.resolve())}"
+            + (f" &middot; cell {_esc(env_id)}" if env_id else "")
+            + f" &middot; generated {generated} by skillcell {_esc(skillcell.__version__)}</p>")
+    note_html = "".join(f'<p class="note">{_esc(n)}</p>' for n in notes)
+    page = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_esc(title)}</title>\n'
+            f"<style>{_CSS}</style>\n</head>\n<body>\n{head}\n{note_html}\n" + "\n".join(parts)
+            + "\n</body>\n</html>\n")
+    _atomic_write_bytes(out, page.encode())
+    return result
+
+
+def _episode_sections(rows: list[_EpisodeRow], episodes_dir: Path, out: Path, files_dir: Path,
+                      options: ReportOptions, result: ReportResult) -> list[str]:
+    from skillcell.evaluation import wilson_interval
+
+    parts = []
+    env_id = rows[0].episode.env_id
+    kpi_keys = list(getattr(_env_class(env_id), "kpi_keys", ())) if env_id else []
+    successes = sum(r.episode.success for r in rows)
+    low, high = wilson_interval(successes, len(rows))
+    scored = all(r.score is not None for r in rows)
+    rank_by = "skill score" if scored else "return"
+
+    def rank(r: _EpisodeRow) -> tuple[float, float]:
+        # Ties in score (every failed insertion scores 0) are broken by return.
+        return (r.score if scored else 0.0, r.episode.total_reward)
+
+    best = max(rows, key=rank)
+    worst = min(rows, key=rank)
+    parts.append("<h2>Evaluation episodes</h2>")
+    parts.append(f'<p class="meta">{_esc(episodes_dir)}: {len(rows)} episodes of {_esc(env_id)}; success '
+                 f"{successes}/{len(rows)} = {successes / len(rows):.0%} (95% CI {low:.0%}-{high:.0%}); "
+                 f"best and worst by {rank_by}{' (ties by return)' if scored else ''}</p>")
+    headers = ["episode", "seed", "source", "success", "steps", "return"] + (["score"] if scored else []) + kpi_keys
+    table_rows, classes = [], []
+    for r in rows:
+        ep = r.episode
+        ok = '<span class="ok">yes</span>' if ep.success else '<span class="bad">no</span>'
+        final = {k: v[-1] for k, v in ep.infos.items() if len(v)}
+        cells = [str(r.id), "-" if ep.seed is None else str(int(ep.seed)), _esc(ep.source), ok, str(ep.steps),
+                 _fmt(ep.total_reward)]
+        cells += [_fmt(r.score)] if scored else []
+        cells += [_fmt(final.get(k, math.nan)) for k in kpi_keys]
+        table_rows.append(cells)
+        classes.append("best" if r is best else "worst" if r is worst else "")
+    parts.append(_table(headers, table_rows, classes, left=3))
+    if kpi_keys:
+        means = []
+        for k in kpi_keys:
+            values = np.array([float(r.episode.infos[k][-1]) for r in rows if k in r.episode.infos])
+            values = values[np.isfinite(values)]
+            means.append([_esc(k), _fmt(values.mean()) if values.size else "-",
+                          _fmt(values.std()) if values.size else "-", _fmt(values.min()) if values.size else "-",
+                          _fmt(values.max()) if values.size else "-"])
+        parts.append("<h3>KPIs over the episodes</h3>" + _table(["KPI", "mean", "std", "min", "max"], means, left=1))
+    result.sections.append("evaluation episodes")
+
+    # Best and worst: one env for the bands (and the videos).
+    from skillcell.review.sources import EpisodeSource, make_review_env
+    from skillcell.review.video import FrameRenderer, render_video
+
+    ep0 = best.episode
+    env = make_review_env(ep0.env_id, ep0.env_kwargs, width=options.width, height=options.height,
+                          quality=options.quality, max_episode_steps=ep0.max_episode_steps)
+    try:
+        from skillcell.review.overlays import cell_review
+
+        review = cell_review(env)
+        pairs = [(f"best (#{best.id})", best.episode)] + ([(f"worst (#{worst.id})", worst.episode)]
+                                                          if worst is not best else [])
+        parts.append("<h2>Best and worst episode</h2>")
+        parts.append(_img(_series_plot(pairs, review.series, review), "process metrics over time"))
+        blocks = []
+        for (label, episode), row in zip(pairs, (best, worst), strict=False):
+            marks = _bookmarks(episode, review)
+            block = [f"<h3>{_esc(label)}: {'success' if episode.success else 'no success'}, return "
+                     f"{episode.total_reward:.2f}" + (f", score {row.score:.2f}" if row.score is not None else "")
+                     + "</h3>"]
+            if marks:
+                block.append("<p class='meta'>out of spec: " + "; ".join(_esc(m) for m in marks) + "</p>")
+            else:
+                block.append("<p class='meta'>no metric out of spec</p>")
+            if options.videos:
+                name = "best.mp4" if row is best else "worst.mp4"
+                path = files_dir / name
+                every = max(1, math.ceil((episode.steps + 1) / options.max_video_frames))
+                renderer = FrameRenderer(env, options.camera, label=label)
+                render_video(path, EpisodeSource(env, episode, label=label), renderer, every=every,
+                             progress=options.progress)
+                result.files.append(path)
+                if options.embed_videos:
+                    src = "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode()
+                else:
+                    src = os.path.relpath(path, out.parent)
+                block.append(f'<video controls preload="metadata" src="{_esc(src)}"></video>')
+            blocks.append("<div>" + "".join(block) + "</div>")
+        parts.append('<div class="pair">' + "".join(blocks) + "</div>")
+        result.sections.append("best and worst episode")
+    finally:
+        env.close()
+    return parts
+
+
+def _dataset_section(path: Path, result: ReportResult) -> list[str]:
+    rows = _load_episodes(path)
+    if not rows:
+        result.notes.append(f"demonstration dataset {path} holds no episodes")
+        return []
+    scored = all(r.score is not None for r in rows)
+    groups: dict[str, list[float]] = {}
+    for r in rows:
+        value = r.score if scored else r.episode.total_reward
+        groups.setdefault(r.episode.provenance.operator_id or "unknown", []).append(value)
+    what = "skill score" if scored else "return (no skill scorer for this cell)"
+    parts = ["<h2>Demonstrations</h2>",
+             f'<p class="meta">{_esc(path)}: {len(rows)} episodes, {len(groups)} operator(s); {what} distribution</p>',
+             _img(_histogram(groups, what), "skill score distribution")]
+    table = []
+    for operator, values in groups.items():
+        v = np.asarray(values)
+        ok = [r.episode.success for r in rows if (r.episode.provenance.operator_id or "unknown") == operator]
+        table.append([_esc(operator), str(len(v)), _fmt(v.mean()), _fmt(v.std()), _fmt(v.min()), _fmt(v.max()),
+                      f"{np.mean(ok):.0%}"])
+    parts.append(_table(["operator", "episodes", "mean", "std", "min", "max", "success"], table, left=1))
+    result.sections.append("demonstrations")
+    return parts

@@ -1,0 +1,298 @@
+"""What a review video shows, one control step at a time: a stored episode or a live rollout.
+
+A source is an iterable of `Step`; while a step is current, the env's MuJoCo data holds that
+step's state, so the renderer, the overlays and the metric strip read it from the env. Two kinds:
+
+- `EpisodeSource`: **state replay** of a stored episode (`skillcell.demos` format): each stored
+  ``mjSTATE_INTEGRATION`` state is restored as recorded. The strip shows the stored ``info``;
+  the cell's own metrics are measured again from each restored state (with the stored task
+  action, e.g. arc on), so overlays that build up over an episode (the weld bead) build up as
+  they did in the recording.
+- `RolloutSource`: a policy driving the env live (an SB3 model or the scripted expert, see
+  `load_policy`), optionally from a stored episode's first state so that it starts exactly where
+  a demonstration started.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mujoco
+import numpy as np
+
+__all__ = [
+    "RENDER_KWARGS",
+    "EpisodeSource",
+    "Policy",
+    "RolloutSource",
+    "Step",
+    "load_policy",
+    "make_review_env",
+]
+
+#: env kwargs that only affect rendering; stored episodes' values are replaced by the video's
+RENDER_KWARGS = ("render_mode", "width", "height", "camera", "render_quality")
+
+
+@dataclass
+class Step:
+    """One control step of a source; the env's data holds this step's state while it is current.
+
+    ``index`` 0 is the state after reset; ``reward`` is the reward of the step that led here
+    (``None`` at index 0); ``last`` marks the final step, where ``success`` is known.
+    """
+
+    index: int
+    time_s: float
+    info: Mapping[str, Any]
+    reward: float | None
+    episode_return: float
+    last: bool = False
+    success: bool | None = None
+
+
+def make_review_env(env_id: str, env_kwargs: Mapping[str, Any] | None = None, *, width: int = 640,
+                    height: int = 480, quality: str = "fast", max_episode_steps: int | None = None):
+    """``gym.make`` with rendering on (the env's shared renderer at ``width`` x ``height``)."""
+    import gymnasium as gym
+
+    import skillcell
+
+    if env_id not in skillcell.skillcell_env_ids():
+        raise ValueError(f"unknown env {env_id!r}; registered: {', '.join(skillcell.skillcell_env_ids())}")
+    kwargs = {k: v for k, v in dict(env_kwargs or {}).items() if k not in RENDER_KWARGS}
+    kwargs.update(render_mode="rgb_array", width=int(width), height=int(height), render_quality=quality)
+    if max_episode_steps is not None:
+        kwargs["max_episode_steps"] = max_episode_steps
+    return gym.make(env_id, **kwargs)
+
+
+def _info_at(infos: Mapping[str, np.ndarray], k: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, values in infos.items():
+        value = values[k]
+        if isinstance(value, np.ndarray) and value.ndim:
+            out[key] = value
+        elif isinstance(value, (np.bool_, bool)):
+            out[key] = bool(value)
+        elif isinstance(value, np.str_):
+            out[key] = str(value)
+        else:
+            out[key] = float(value)
+    return out
+
+
+class EpisodeSource:
+    """State replay of a stored episode in ``env`` (made for the episode's env id and kwargs).
+
+    ``every`` is not applied here: every step is yielded, so overlays that accumulate (trace,
+    bead) see them all; the video layer renders every k-th.
+    """
+
+    def __init__(self, env, episode, label: str | None = None):
+        from skillcell.demos.episode import model_hash
+
+        self.env, self.episode = env, episode
+        cell = env.unwrapped
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        size = mujoco.mj_stateSize(cell.model, spec)
+        if episode.states.shape[1] != size:
+            raise ValueError(f"the episode's states have {episode.states.shape[1]} values, but {episode.env_id} "
+                             f"with the stored kwargs has {size}: it was recorded with another model")
+        if model_hash(cell.model) != episode.model_hash:
+            warnings.warn(f"{episode.env_id} with the stored kwargs builds a different model than the recording "
+                          "(cell assets, Menagerie or skillcell changed); the replay shows the stored states "
+                          "in today's model", stacklevel=2)
+        self.label = label or _episode_label(episode)
+        self.seed = episode.seed
+        self.total_steps = episode.steps
+
+    def __len__(self) -> int:
+        return self.episode.steps + 1
+
+    def __iter__(self) -> Iterator[Step]:
+        from skillcell.demos.recorder import start_episode_from_state
+
+        ep, cell = self.episode, self.env.unwrapped
+        m, d = cell.model, cell.data
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        states = np.asarray(ep.states, dtype=np.float64)
+        # reset() first: it puts the task (e.g. the weld's arc) in its start condition, then the
+        # stored first state replaces the physics, as when the episode was recorded.
+        self.env.reset(seed=ep.seed)
+        _, live_info = start_episode_from_state(cell, states[0])
+        total = 0.0
+        for k in range(ep.steps + 1):
+            if k:
+                mujoco.mj_setState(m, d, states[k], spec)
+                mujoco.mj_forward(m, d)
+                # Re-measure the cell from the restored state (private hooks of CellEnv, as the
+                # recorder uses them): accumulating overlays such as the bead depend on it.
+                cell._update_wrench()
+                cell._apply_task_action(np.asarray(ep.actions[k - 1], dtype=np.float64))
+                live_info = cell._evaluate()
+                total += float(ep.rewards[k - 1])
+            info = {**live_info, **_info_at(ep.infos, k)} if ep.infos else dict(live_info)
+            last = k == ep.steps
+            yield Step(index=k, time_s=k * ep.control_dt, info=info,
+                       reward=float(ep.rewards[k - 1]) if k else None, episode_return=total, last=last,
+                       success=bool(ep.success) if last else None)
+
+
+def _episode_label(episode) -> str:
+    source = episode.source or "episode"
+    who = episode.provenance.operator_id
+    return f"{source} ({who})" if who and who not in source else source
+
+
+class Policy:
+    """``action = policy(obs)`` with `reset` at every episode start and a display ``name``."""
+
+    def __init__(self, act: Callable[[np.ndarray], np.ndarray], name: str, reset: Callable[[], None] | None = None):
+        self._act, self.name, self._reset = act, name, reset
+
+    def reset(self) -> None:
+        if self._reset is not None:
+            self._reset()
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return self._act(obs)
+
+
+_SB3_ALGOS = ("PPO", "SAC", "TD3", "A2C", "DDPG")
+
+
+def _sb3_algo_name(path: Path) -> str | None:
+    """Guesses the SB3 algorithm of a saved model from the hyperparameters in its ``data`` member."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = json.loads(archive.read("data"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    module = str(data.get("policy_class", {}).get("__module__", ""))
+    for name in ("sac", "td3", "ddpg"):
+        if f".{name}." in module:
+            return "TD3" if name == "ddpg" and "policy_delay" in data else name.upper()
+    if "clip_range" in data:
+        return "PPO"
+    if "target_entropy" in data:
+        return "SAC"
+    if "policy_delay" in data:
+        return "TD3"
+    if "normalize_advantage" in data or "use_rms_prop" in data:
+        return "A2C"
+    return None
+
+
+def _find_vecnormalize(model: Path) -> Path | None:
+    """``vecnormalize.pkl`` of a training run: next to the model, or one folder up (checkpoints/)."""
+    for folder in (model.parent, model.parent.parent):
+        if (folder / "vecnormalize.pkl").is_file():
+            return folder / "vecnormalize.pkl"
+    return None
+
+
+def load_policy(spec: str | Path, env, *, seed: int = 0, deterministic: bool = True,
+                algo: str | None = None, vecnormalize: str | Path | bool | None = True) -> Policy:
+    """A policy for ``env`` from ``spec``.
+
+    - ``expert`` or ``expert:<skill>`` (``expert:novice``): the cell's scripted expert;
+    - a stable-baselines3 ``.zip`` (PPO, SAC, TD3, A2C, DDPG; ``algo`` names it when the file's
+      hyperparameters do not). A training run's ``vecnormalize.pkl`` (next to the model or one
+      folder up; ``vecnormalize`` names another, ``False`` ignores it) normalizes the observations
+      as in training. **Loading a model or a VecNormalize pickle executes pickled code: trusted
+      files only.**
+    """
+    text = str(spec)
+    if text == "expert" or text.startswith("expert:"):
+        from skillcell.policies import make_expert
+
+        skill = text.partition(":")[2] or "expert"
+        expert = make_expert(env, skill=skill, seed=seed)
+        return Policy(expert, f"scripted {skill}", expert.reset)
+    path = Path(text)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder: pass a model file (.zip) or a run directory's final model")
+    if not path.is_file():
+        raise ValueError(f"{text!r} is neither 'expert[:skill]' nor an existing model file")
+    if path.suffix != ".zip":
+        raise ValueError(f"{path}: models are stable-baselines3 .zip files")
+    import stable_baselines3
+
+    name = (algo or _sb3_algo_name(path) or "").upper()
+    if name not in _SB3_ALGOS:
+        raise ValueError(f"{path}: cannot tell which stable-baselines3 algorithm saved it; pass --algo "
+                         f"({', '.join(_SB3_ALGOS)})")
+    model = getattr(stable_baselines3, name).load(path, device="cpu")
+    expected, got = env.observation_space.shape, model.observation_space.shape
+    if expected != got:
+        raise ValueError(f"{path}: the model observes shape {got}, the env {expected}: trained on another cell")
+    norm_path = _find_vecnormalize(path) if vecnormalize is True else (Path(vecnormalize) if vecnormalize else None)
+    normalizer = None
+    if norm_path is not None:
+        import pickle
+
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        with open(norm_path, "rb") as f:
+            normalizer = pickle.load(f)  # trusted files only (see the docstring)
+        if not isinstance(normalizer, VecNormalize):
+            raise ValueError(f"{norm_path}: expected a pickled VecNormalize, got {type(normalizer).__name__}")
+        normalizer.training = False
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        if normalizer is not None:
+            obs = normalizer.normalize_obs(np.asarray(obs, np.float32))
+        action, _ = model.predict(obs, deterministic=deterministic)
+        return action
+
+    return Policy(act, f"{name} {path.stem}" + (" (normalized obs)" if normalizer is not None else ""))
+
+
+class RolloutSource:
+    """``policy`` driving ``env`` live from ``reset(seed)`` (or from ``start_state``), to the episode end.
+
+    ``max_steps`` stops it early (the env's time limit ends it otherwise).
+    """
+
+    def __init__(self, env, policy: Policy, seed: int | None = 0, start_state: np.ndarray | None = None,
+                 max_steps: int | None = None, label: str | None = None):
+        self.env, self.policy, self.seed = env, policy, seed
+        self.start_state, self.max_steps = start_state, max_steps
+        self.label = label or policy.name
+        limit = getattr(getattr(env, "spec", None), "max_episode_steps", None)
+        self.total_steps = min(x for x in (limit, max_steps) if x is not None) if (limit or max_steps) else None
+
+    def __len__(self) -> int:
+        return (self.total_steps or 0) + 1
+
+    def __iter__(self) -> Iterator[Step]:
+        from skillcell.demos.recorder import start_episode_from_state
+
+        env, cell = self.env, self.env.unwrapped
+        obs, info = env.reset(seed=self.seed)
+        if self.start_state is not None:
+            obs, info = start_episode_from_state(cell, np.asarray(self.start_state, dtype=np.float64))
+        self.policy.reset()
+        dt = cell.control_dt
+        total, k, done, reward = 0.0, 0, False, 0.0
+        while True:
+            stop = done or (self.max_steps is not None and k >= self.max_steps)
+            # Cut short by max_steps, the episode has no outcome yet: none is shown.
+            success = bool(info.get("is_success", False)) if done else None
+            yield Step(index=k, time_s=k * dt, info=info, reward=None if k == 0 else reward, episode_return=total,
+                       last=stop, success=success)
+            if stop:
+                return
+            obs, reward, terminated, truncated, info = env.step(self.policy(obs))
+            reward = float(reward)
+            total += reward if math.isfinite(reward) else 0.0
+            k += 1
+            done = bool(terminated or truncated)

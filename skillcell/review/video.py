@@ -1,0 +1,269 @@
+"""Review videos: frames of a source with overlays and a metric strip, side by side pairs, mp4.
+
+One `mujoco.Renderer` per env serves a whole video (the env's own, at its size and render
+quality); every control step goes through the overlays (so the tool trace is complete) and every
+``every``-th is rendered. The frame rate is the control rate over ``every`` times ``speed``, so
+at ``speed=1`` the video runs in real time.
+
+Files are written by `VideoWriter`: H.264 (libx264, yuv420p) through imageio-ffmpeg to a temporary
+name next to the target, renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from skillcell.review.overlays import MetricStrip, SceneOverlays, block_pad, cell_review
+from skillcell.review.sources import Step
+
+__all__ = ["FrameRenderer", "VideoWriter", "render_video", "side_by_side", "video_frames"]
+
+LEFT_ACCENT, RIGHT_ACCENT = (60, 110, 200), (150, 70, 170)
+
+
+class VideoWriter:
+    """An mp4 (H.264) written atomically: ``with VideoWriter(path, fps) as w: w.add(frame)``.
+
+    Frames must all have the same size, a multiple of 16 in both directions (`block_pad`), so the
+    encoder never rescales them. On an exception inside the ``with`` block the partial file is
+    deleted and the target is left as it was.
+
+    ``threaded`` hands frames to ffmpeg from a background thread (a short queue), so piping a
+    frame overlaps with rendering the next one; an encoder error surfaces at the next `add` or
+    at `close`.
+    """
+
+    def __init__(self, path: str | Path, fps: float, quality: float = 7.0, preset: str = "veryfast",
+                 threaded: bool = True):
+        import imageio.v2 as imageio
+
+        self.path = Path(path)
+        if self.path.suffix.lower() != ".mp4":
+            raise ValueError(f"{self.path}: review videos are .mp4 files")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # ffmpeg picks the container from the extension, so the temporary name keeps it.
+        self.tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp.mp4")
+        self.fps = float(fps)
+        self.frames = 0
+        self.size: tuple[int, int] | None = None
+        # `veryfast`: on a 2-core machine the encoder shares the CPU with software OpenGL; it
+        # costs little in size for synthetic scenes (flat colours compress well anyway).
+        self._writer = imageio.get_writer(self.tmp, format="FFMPEG", fps=self.fps, codec="libx264",
+                                          quality=quality, pixelformat="yuv420p", macro_block_size=16,
+                                          ffmpeg_log_level="error", ffmpeg_params=["-preset", preset])
+        self._error: BaseException | None = None
+        self._queue: queue.Queue | None = None
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._queue = queue.Queue(maxsize=4)
+            self._thread = threading.Thread(target=self._drain, name="skillcell-video-writer", daemon=True)
+            self._thread.start()
+
+    def _drain(self) -> None:
+        while True:
+            frame = self._queue.get()
+            if frame is None:
+                return
+            if self._error is None:
+                try:
+                    self._writer.append_data(frame)
+                except BaseException as exc:  # handed to the caller's thread
+                    self._error = exc
+
+    def add(self, frame: np.ndarray) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"{self.path}: the video encoder failed: {self._error}") from self._error
+        frame = np.ascontiguousarray(frame, dtype=np.uint8)
+        size = frame.shape[:2]
+        if self.size is None:
+            if size[0] % 16 or size[1] % 16:
+                raise ValueError(f"frame size {size[1]}x{size[0]} is not a multiple of 16; pad it (block_pad)")
+            self.size = size
+        elif size != self.size:
+            raise ValueError(f"frame size {size[1]}x{size[0]} differs from the first frame's "
+                             f"{self.size[1]}x{self.size[0]}")
+        if self._queue is not None:
+            self._queue.put(frame)
+        else:
+            self._writer.append_data(frame)
+        self.frames += 1
+
+    def close(self, keep: bool = True) -> Path | None:
+        """Finishes the file; renames it into place (``keep``) or deletes it."""
+        if self._writer is None:
+            return self.path if keep else None
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        self._writer.close()
+        self._writer = None
+        if keep and self._error is not None:
+            self.tmp.unlink(missing_ok=True)
+            raise RuntimeError(f"{self.path}: the video encoder failed: {self._error}") from self._error
+        if keep and self.frames:
+            os.replace(self.tmp, self.path)
+            return self.path
+        self.tmp.unlink(missing_ok=True)
+        if keep:
+            raise ValueError(f"{self.path}: no frames were written")
+        return None
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(keep=exc_type is None)
+
+
+class FrameRenderer:
+    """Renders one env's current state with overlays and the metric strip below.
+
+    Args:
+        env: a render-enabled env (`skillcell.review.sources.make_review_env`); its shared
+            renderer is used for every frame.
+        camera: a camera of the cell (``None``: the cell's review default, see `CellReview`).
+        overlays: draw the cell's overlays, the tool trace and the force arrow.
+        strip: draw the metric strip (``False``: the bare frame, padded to multiples of 16).
+        label: text in the strip's header (e.g. "demonstration").
+    """
+
+    def __init__(self, env, camera: str | None = None, overlays: bool = True, strip: bool = True,
+                 label: str = "", accent: tuple[int, int, int] = LEFT_ACCENT):
+        self.env, self.cell = env, env.unwrapped
+        self.review = cell_review(self.cell)
+        self.camera = resolve_camera(self.cell, camera or self.review.camera)
+        self.overlays = overlays
+        self.scene_overlays = SceneOverlays(self.review, trace=overlays, force=overlays)
+        self.strip = (MetricStrip(self.cell.width, self.review.metrics, label=label,
+                                  frame_height=self.cell.height, accent=accent) if strip else None)
+
+    def observe(self, step: Step) -> None:
+        """Every control step, rendered or not: the trace needs all of them."""
+        if step.index == 0:
+            self.scene_overlays.reset()
+        self.scene_overlays.observe(self.cell)
+
+    def render(self, step: Step, steps: int | None = None) -> np.ndarray:
+        cell = self.cell
+        renderer = cell.renderer
+        renderer.update_scene(cell.data, camera=self.camera)
+        if self.overlays:
+            cell._add_overlays(renderer.scene)
+            self.scene_overlays.draw(cell, renderer.scene)
+        rgb = renderer.render()
+        if self.strip is None:
+            return block_pad(rgb)
+        outcome = None
+        if step.last and step.success is not None:
+            outcome = "success" if step.success else "no success"
+        band = self.strip.render(step.info, time_s=step.time_s, step=step.index, steps=steps, reward=step.reward,
+                                 episode_return=step.episode_return, outcome=outcome)
+        return block_pad(np.concatenate([rgb, band], axis=0))
+
+
+def resolve_camera(cell, name: str) -> str:
+    """``name`` if the cell has that camera; ``closeup`` is short for ``tool/closeup``."""
+    names = cell.camera_names
+    if name in names:
+        return name
+    matches = [n for n in names if n.split("/")[-1] == name]
+    if len(matches) == 1:
+        return matches[0]
+    raise ValueError(f"camera {name!r} is not one of this cell's cameras: {', '.join(names)}")
+
+
+def video_frames(source: Iterable[Step], renderer: FrameRenderer, every: int = 1,
+                 steps: int | None = None) -> Iterator[tuple[Step, np.ndarray]]:
+    """``(step, frame)`` for steps ``0, every, 2*every, ...`` and always the last one."""
+    if every < 1:
+        raise ValueError(f"every must be at least 1, got {every}")
+    for step in source:
+        renderer.observe(step)
+        if step.index % every == 0 or step.last:
+            yield step, renderer.render(step, steps)
+
+
+def _hold_last(frames: Iterator[tuple[Step, np.ndarray]]) -> Iterator[tuple[Step, np.ndarray] | None]:
+    yield from frames
+    while True:
+        yield None
+
+
+def side_by_side(left: Iterator[tuple[Step, np.ndarray]], right: Iterator[tuple[Step, np.ndarray]]
+                 ) -> Iterator[np.ndarray]:
+    """Time-aligned pairs of two frame streams rendered at the same step spacing, as one frame.
+
+    Frame *i* of each half shows the same time since its episode start; the half that ends first
+    holds its last frame (its strip says how it ended) until the other ends.
+    """
+    last_left = last_right = None
+    for a, b in zip(_hold_last(left), _hold_last(right), strict=False):
+        if a is None and b is None:
+            return
+        if a is not None:
+            last_left = a[1]
+        if b is not None:
+            last_right = b[1]
+        if last_left is None or last_right is None:  # pragma: no cover - both yield a first frame
+            continue
+        height = max(last_left.shape[0], last_right.shape[0])
+        yield np.concatenate([block_pad(_pad_rows(last_left, height)), block_pad(_pad_rows(last_right, height))],
+                             axis=1)
+
+
+def _pad_rows(frame: np.ndarray, height: int) -> np.ndarray:
+    if frame.shape[0] == height:
+        return frame
+    out = np.zeros((height, frame.shape[1], 3), np.uint8)
+    out[: frame.shape[0]] = frame
+    return out
+
+
+def render_video(out: str | Path, source, renderer: FrameRenderer, *, every: int = 1, speed: float = 1.0,
+                 vs: tuple | None = None, progress: bool = False, quality: float = 7.0) -> dict:
+    """Writes ``source`` (and, side by side, ``vs = (source2, renderer2)``) to ``out`` (mp4).
+
+    Returns ``{"path", "frames", "fps", "size", "seconds"}``; ``seconds`` is the wall time taken.
+    """
+    import time
+
+    from tqdm.auto import tqdm
+
+    if speed <= 0:
+        raise ValueError(f"speed must be positive, got {speed}")
+    dt = renderer.cell.control_dt
+    fps = speed / (dt * every)
+    n_steps = getattr(source, "total_steps", None)
+    if vs is not None:
+        other, other_renderer = vs
+        if abs(other_renderer.cell.control_dt - dt) > 1e-12:
+            raise ValueError("side by side needs both sources at the same control rate")
+        m_steps = getattr(other, "total_steps", None)
+        total = max(n_steps or 0, m_steps or 0) or None
+        frames = side_by_side(video_frames(source, renderer, every, n_steps),
+                              video_frames(other, other_renderer, every, m_steps))
+    else:
+        total = n_steps
+        frames = (frame for _, frame in video_frames(source, renderer, every, n_steps))
+    expected = None if total is None else total // every + 1 + (1 if total % every else 0)
+    # Open the GL context(s) before the output file: without OpenGL nothing is created.
+    renderer.cell.renderer  # noqa: B018
+    if vs is not None:
+        vs[1].cell.renderer  # noqa: B018
+    start = time.perf_counter()
+    bar = tqdm(total=expected, desc=f"render {Path(out).name}", unit="frame", disable=not progress, leave=False)
+    with VideoWriter(out, fps, quality=quality) as writer:
+        for frame in frames:
+            writer.add(frame)
+            bar.update(1)
+    bar.close()
+    return {"path": Path(out), "frames": writer.frames, "fps": fps,
+            "size": (writer.size[1], writer.size[0]) if writer.size else None,
+            "seconds": time.perf_counter() - start}
