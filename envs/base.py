@@ -25,7 +25,7 @@ __all__ = ["CellEnv", "ObsField", "RenderUnavailableError"]
 
 _GL_HELP = (
     "MuJoCo could not open an OpenGL context for offscreen rendering (MUJOCO_GL={backend!r}). "
-    "Headless machines need MUJOCO_GL=egl with Debian's libegl1 and libgl1-mesa-dri "
+    "Headless machines need MUJOCO_GL=egl with Debian's libegl1, libegl-mesa0 and libgl1-mesa-dri "
     "(or MUJOCO_GL=osmesa with libosmesa6). Original error: {error}"
 )
 
