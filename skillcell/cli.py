@@ -127,6 +127,11 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     env.close()
     summary, _ = _run_expert(args.env, args.episodes, 0, "expert", not args.no_progress)
     print(f"scripted expert, {args.episodes} randomized episodes: {summary.report()}")
+    if args.rl_steps >= 0:
+        # Those expert episodes become demonstrations -> behaviour cloning -> short RL -> evaluation.
+        from skillcell.train_cli import quickstart_learning
+
+        quickstart_learning(args.env, args.episodes, args.rl_steps, args.out, not args.no_progress)
     print(f"wall time {time.perf_counter() - start:.1f} s")
     return 0 if summary.success_rate > 0 else 1
 
@@ -163,8 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quickstart", help="the main job end to end on the default cell")
     p.add_argument("--env", default=DEFAULT_ENV)
     p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--rl-steps", type=int, default=4096,
+                   help="PPO env steps after behaviour cloning (0: cloning only; -1: no learning)")
+    p.add_argument("--out", help="keep the run directory here (default: a temporary one)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_quickstart)
+    __import__("skillcell.train_cli", fromlist=["add_commands"]).add_commands(sub)  # train, eval
     p = sub.add_parser("gate", help="pre-hardware gate: tiers, safety envelope, process KPIs, ONNX export and parity")
     from skillcell.gate import add_arguments as add_gate_arguments
     add_gate_arguments(p)

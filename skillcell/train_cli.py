@@ -1,0 +1,123 @@
+"""``skillcell train`` and ``skillcell eval``: a thin layer over `skillcell.policies.train`.
+
+Exit codes: 0 done, 1 (eval) no episode succeeded, 2 bad input (a config error names the key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["add_commands", "cmd_eval", "cmd_train", "quickstart_learning"]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from skillcell.cli import _parse_set
+    from skillcell.policies.train import load_train_config, train
+
+    config = load_train_config(args.config, _parse_set(args.set))
+    if args.no_progress:
+        import dataclasses
+
+        config = dataclasses.replace(config, progress=False)
+    try:
+        train(config, out=args.out, overwrite=args.overwrite)
+    except FileExistsError as exc:
+        print(f"skillcell: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch as th
+
+    from skillcell.cli import _env_kwargs, _make_env
+    from skillcell.policies.train import evaluate_model, load_model
+
+    th.set_num_threads(1)  # one small MLP forward per step: extra threads only contend
+    vecnormalize = args.vecnormalize
+    if vecnormalize is None and (Path(args.model).parent / "vecnormalize.pkl").is_file():
+        # A run directory keeps the observation normalization next to the model; use it.
+        vecnormalize = str(Path(args.model).parent / "vecnormalize.pkl")
+    try:
+        model, vn = load_model(args.model, args.algo, vecnormalize)
+    except ValueError as exc:
+        print(f"skillcell: {exc}", file=sys.stderr)
+        return 2
+    env = _make_env(args.env, **_env_kwargs(args))
+    try:
+        if model.observation_space.shape != env.observation_space.shape:
+            print(f"skillcell: {args.model} takes observations of shape {model.observation_space.shape}; "
+                  f"{args.env} gives {env.observation_space.shape}", file=sys.stderr)
+            return 2
+        summary = evaluate_model(model, env, args.episodes, args.seed, vn, progress=not args.no_progress)
+        kpi_keys = env.unwrapped.kpi_keys
+    finally:
+        env.close()
+    print(f"{args.model} on {args.env}, seeds {args.seed}..{args.seed + args.episodes - 1}, deterministic actions"
+          + (f", observations normalized by {vecnormalize}" if vecnormalize else ""))
+    print(summary.report())
+    print(f"mean return {sum(e.episode_return for e in summary.episodes) / len(summary.episodes):.2f}, "
+          f"mean length {summary.total_steps / len(summary.episodes):.1f} steps")
+    for key in kpi_keys:
+        print(f"mean {key}: {summary.mean(key):.3f}")
+    return 0 if summary.successes > 0 else 1
+
+
+def quickstart_learning(env_id: str, episodes: int, rl_steps: int, out: str | None, progress: bool) -> dict:
+    """The learning half of ``skillcell quickstart``: the expert's ``episodes`` (seeds 0..) as
+    demonstrations, behaviour cloning into a PPO policy, ``rl_steps`` of PPO fine-tuning, and an
+    evaluation on as many unseen episodes (seeds 100000..). Returns the final metrics row."""
+    import tempfile
+
+    from skillcell.config import from_mapping
+    from skillcell.policies.train import TrainConfig, train
+
+    config = from_mapping(TrainConfig, {
+        "env": {"id": env_id},
+        "demos": {"source": "expert", "episodes": episodes, "seed": 0},
+        "bc": {"steps": 1000, "log_std": -3.0},
+        "rl": {"algo": "ppo", "steps": rl_steps, "learning_rate": 1e-4,
+               "ppo": {"n_steps": 1024, "batch_size": 128, "n_epochs": 5, "clip_range": 0.1, "target_kl": 0.02}},
+        "finetune": {"critic_warmup_steps": min(2048, rl_steps // 2), "bc_weight": 1.0},
+        "eval": {"every_steps": 0, "episodes": episodes, "seed": 100_000},
+        "checkpoints": False, "progress": progress,
+    })
+    with tempfile.TemporaryDirectory(prefix="skillcell-quickstart-") as tmp:
+        def log(message: str) -> None:
+            if out or not message.startswith("run directory"):  # a temporary one is gone when this returns
+                print(f"  {message}")
+
+        result = train(config, out=out or tmp, overwrite=True, log=log)
+    row = result.metrics[-1]
+    print(f"learned policy (BC + {int(row['env_steps'])} PPO env steps), {episodes} unseen randomized episodes: "
+          f"success {row['success_rate']:.1%} (95% CI {row['success_ci_low']:.1%}-{row['success_ci_high']:.1%})"
+          + (f"; model in {out}/model.zip (skillcell eval {out}/model.zip --env {env_id})" if out else ""))
+    return row
+
+
+def add_commands(subparsers) -> None:
+    """Adds ``train`` and ``eval`` to the ``skillcell`` parser's subparsers."""
+    from skillcell.cli import _add_env_options
+
+    p = subparsers.add_parser("train", help="demonstrations -> behaviour cloning -> RL, into a run directory")
+    p.add_argument("--config", required=True, metavar="YAML", help="training config (examples/train_*.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set rl.steps=20000 --set rl.ppo.target_kl=0.01")
+    p.add_argument("--out", help="run directory (default: the config's out)")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in a run directory that holds a run")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = subparsers.add_parser("eval", help="evaluate an SB3 model: success with a 95%% Wilson interval, process KPIs")
+    p.add_argument("model", help="SB3 .zip (PPO or SAC); a vecnormalize.pkl next to it is used")
+    p.add_argument("--env", required=True, metavar="ENV_ID")
+    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--seed", type=int, default=100_000, help="first episode's seed; the next ones count up")
+    p.add_argument("--algo", default="auto", choices=("auto", "ppo", "sac"))
+    p.add_argument("--vecnormalize", metavar="PKL", help="VecNormalize statistics (default: next to the model)")
+    p.add_argument("--no-progress", action="store_true")
+    _add_env_options(p)
+    p.set_defaults(func=cmd_eval)
