@@ -50,6 +50,8 @@ def test_quickstart_runs_end_to_end():
     result = skillcell("quickstart", "--episodes", "2", "--no-progress")
     assert result.returncode == 0, result.stderr
     assert "scripted expert, 2 randomized episodes: success 2/2" in result.stdout
+    # ... and then learns from those episodes: behaviour cloning, short PPO, evaluation.
+    assert "learned policy (BC + 4096 PPO env steps), 2 unseen randomized episodes: success" in result.stdout
 
 
 def test_expert_novice_welder_prints_process_kpis():
