@@ -420,20 +420,12 @@ def build_model(config: TrainConfig, venv, *, demo_buffer: bool):
 
 
 def _detect_algorithm(path: Path) -> str:
-    import json
-    import zipfile
+    from skillcell.policies.export import detect_algorithm
 
-    try:
-        with zipfile.ZipFile(path) as archive:
-            data = json.loads(archive.read("data"))
-    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not a stable-baselines3 model zip ({exc})") from None
-    module = str(data.get("policy_class", {}).get("__module__", ""))
-    if module.startswith("stable_baselines3.sac"):
-        return "sac"
-    if "clip_range" in data:
-        return "ppo"
-    raise ValueError(f"{path}: not a PPO or SAC model (policy module {module!r}); pass --algo")
+    algo = detect_algorithm(path)
+    if algo not in ("ppo", "sac"):
+        raise ValueError(f"{path}: not a PPO or SAC model ({algo}); pass --algo")
+    return algo
 
 
 def load_model(path: str | Path, algo: str = "auto", vecnormalize: str | Path | None = None):
