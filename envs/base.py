@@ -93,8 +93,7 @@ class CellEnv(gym.Env):
         self.model = spec.compile()
         self.data = mujoco.MjData(self.model)
         self.n_substeps = config.control.n_substeps
-        self.control_dt = self.n_substeps * self.model.opt.timestep
-        self.metadata = {**self.metadata, "render_fps": round(1.0 / self.control_dt)}
+        self.metadata = {**self.metadata, "render_fps": round(1.0 / self.dt)}
         if camera not in self.camera_names:
             raise ValueError(f"camera must be one of {self.camera_names}, got {camera!r}")
 
@@ -109,7 +108,7 @@ class CellEnv(gym.Env):
             max_lead_translation=control.max_lead_mm * 1e-3,
             max_lead_rotation=math.radians(control.max_lead_deg),
             workspace_min=np.array(control.workspace_min_m), workspace_max=np.array(control.workspace_max_m),
-            control_dt=control.n_substeps * control.timestep_s, velocity_feedforward=control.velocity_feedforward,
+            control_dt=self.dt, velocity_feedforward=control.velocity_feedforward,
         )
         self._solve_start_pose()
         self._measure_payload()
@@ -304,6 +303,16 @@ class CellEnv(gym.Env):
             self._renderer = None
 
     # ------------------------------------------------------------------ helpers
+
+    @property
+    def dt(self) -> float:
+        """The control period (s): ``model.opt.timestep * n_substeps``, as Gymnasium's ``MujocoEnv.dt``."""
+        return self.model.opt.timestep * self.n_substeps
+
+    @property
+    def control_dt(self) -> float:
+        """The control period (s); the same as `dt`."""
+        return self.dt
 
     @property
     def tier_sample(self):

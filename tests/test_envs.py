@@ -115,6 +115,20 @@ def test_step_contract(env_id):
     env.close()
 
 
+def test_dt_is_the_control_period(env_id):
+    # Gymnasium's convention (MujocoEnv.dt): tools read env.unwrapped.dt as the time of one step.
+    env = gym.make(env_id)
+    u = env.unwrapped
+    assert u.dt == u.model.opt.timestep * u.n_substeps
+    assert u.dt == pytest.approx(1.0 / u.config.control.control_hz)
+    env.reset(seed=0)
+    start = u.data.time
+    env.step(np.zeros(env.action_space.shape))
+    assert u.data.time - start == pytest.approx(u.dt, rel=1e-9)
+    assert u.metadata["render_fps"] == round(1.0 / u.dt)
+    env.close()
+
+
 def test_decode_obs_round_trip(env_id):
     env = gym.make(env_id)
     obs, _ = env.reset(seed=0)

@@ -225,8 +225,7 @@ class WeldSeamEnv(CellEnv, EzPickle):
         self._part_pos_range = np.array(rnd.part_pos_mm) * 1e-3
         self._part_rot_range = np.radians(rnd.part_rot_deg)
         self._start_pos_range = np.array(rnd.start_pos_mm) * 1e-3
-        self.metrics = WeldMetrics(self.path, self.wps, m, self.data, PLATE_GROUP,
-                                   self.config.control.n_substeps * self.config.control.timestep_s)
+        self.metrics = WeldMetrics(self.path, self.wps, m, self.data, PLATE_GROUP, self.dt)
         self._arc_on = False
         plates = [g for g in range(m.ngeom) if int(m.geom_group[g]) == PLATE_GROUP]
         torch = [g for g in range(m.ngeom) if m.geom(g).name.startswith(TOOL_PREFIX + "nozzle")]
