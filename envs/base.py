@@ -55,6 +55,8 @@ class CellEnv(gym.Env):
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 20}
     config_class: ClassVar[type[CellConfig]] = CellConfig
     task_action_size: ClassVar[int] = 0
+    #: one name per task channel (`action_names`); unnamed channels are ``task_<i>``
+    task_action_names: ClassVar[tuple[str, ...]] = ()
     #: final-step ``info`` entries that summarize an episode's process quality (reports, CLI)
     kpi_keys: ClassVar[tuple[str, ...]] = ()
     _terminate_on_success: bool = True
@@ -325,6 +327,12 @@ class CellEnv(gym.Env):
             return None
         path = Path(self.cell_dir) / name
         return path if path.is_file() else None
+
+    @property
+    def action_names(self) -> list[str]:
+        """One name per action channel: the TCP pose delta in the cell frame, then the task channels."""
+        task = list(self.task_action_names) or [f"task_{i}" for i in range(self.task_action_size)]
+        return ["tcp_dx", "tcp_dy", "tcp_dz", "tcp_drx", "tcp_dry", "tcp_drz", *task]
 
     @property
     def camera_names(self) -> list[str]:

@@ -166,6 +166,7 @@ class WeldSeamEnv(CellEnv, EzPickle):
 
     config_class = WeldSeamConfig
     task_action_size = 1
+    task_action_names = ("arc",)
     kpi_keys = ("in_spec_fraction", "arc_coverage", "bead_travel_speed_mm_s_mean", "bead_travel_speed_mm_s_std",
                 "bead_work_angle_deg_std", "bead_travel_angle_deg_std", "bead_ctwd_mm_std")
 
