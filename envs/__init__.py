@@ -10,12 +10,20 @@ if __name__ != "skillcell.envs":
 from gymnasium.envs.registration import register, registry
 
 from skillcell.envs.base import CellEnv, ObsField, RenderUnavailableError
-from skillcell.envs.cell import CellConfig, ControlConfig, RobotConfig, ToolConfig, compose_cell
+from skillcell.envs.cell import (
+    CellConfig,
+    ControlConfig,
+    MenagerieUnavailableError,
+    RobotConfig,
+    ToolConfig,
+    compose_cell,
+)
 
 __all__ = [
     "CellConfig",
     "CellEnv",
     "ControlConfig",
+    "MenagerieUnavailableError",
     "ObsField",
     "RenderUnavailableError",
     "RobotConfig",

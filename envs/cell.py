@@ -8,6 +8,7 @@ of a given clearance, a seam) is added to the spec by the cell's env before comp
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ __all__ = [
     "TOOL_PREFIX",
     "CellConfig",
     "ControlConfig",
+    "MenagerieUnavailableError",
     "RobotConfig",
     "ToolConfig",
     "compose_cell",
@@ -33,6 +35,10 @@ ROBOT_PREFIX = "robot/"
 TOOL_PREFIX = "tool/"
 
 C = TypeVar("C", bound="CellConfig")
+
+
+class MenagerieUnavailableError(RuntimeError):
+    """The Menagerie robot model cannot be had: `MENAGERIE_ROOT` is wrong, or the download failed (offline)."""
 
 
 @dataclass(frozen=True)
@@ -147,10 +153,16 @@ def load_robot_spec(robot: RobotConfig) -> mujoco.MjSpec:
     except mujoco_menagerie.UnknownEntryPointError as exc:
         raise ConfigError(f"robot.model: {exc}") from None
     except mujoco_menagerie.MenagerieError as exc:
-        raise RuntimeError(
-            f"could not load Menagerie robot {robot.menagerie!r}: {exc}. Offline, set MENAGERIE_ROOT to a "
-            "folder holding a copy of the Menagerie model folders (the tests use ../shared/menagerie)."
-        ) from None
+        root = os.environ.get("MENAGERIE_ROOT")
+        if root and not (Path(root) / robot.menagerie).is_dir():
+            problem = f"MENAGERIE_ROOT={root} has no folder {robot.menagerie}/"
+            fix = "point MENAGERIE_ROOT at a copy of the Menagerie model folders, or unset it to download them"
+        else:
+            problem = " ".join(str(exc).split())  # one line, whatever the download error says
+            fix = ("offline, set MENAGERIE_ROOT to a copy of the Menagerie model folders (from a clone's root "
+                   "with shared/ beside it: MENAGERIE_ROOT=../shared/menagerie)")
+        raise MenagerieUnavailableError(f"cannot load the Menagerie robot {robot.menagerie!r}: {problem}; {fix}") \
+            from None
 
 
 def compose_cell(config: CellConfig) -> mujoco.MjSpec:

@@ -186,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from skillcell.config import ConfigError
+    from skillcell.envs import MenagerieUnavailableError
 
     args = build_parser().parse_args(argv)
     if getattr(args, "episodes", 1) < 1:
@@ -195,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as exc:
         print(f"skillcell: config error: {exc}", file=sys.stderr)
+        return 2
+    except MenagerieUnavailableError as exc:  # every command builds its cells through compose_cell
+        print(f"skillcell: {exc}", file=sys.stderr)
         return 2
 
 

@@ -38,12 +38,14 @@ def test_generate_replay_score_export(tmp_path):
     assert "scripted-expert" in result.stdout and "2/2 episodes score >= 0.5" in result.stdout
     assert (out / "scores.yaml").is_file() and (tmp_path / "best" / "dataset.yaml").is_file()
 
-    result = skillcell("export", str(out), "--format", "minari", "--no-progress")
+    minari_root = {"MINARI_DATASETS_PATH": str(tmp_path / "minari-root")}  # where Minari looks
+    result = skillcell("export", str(out), "--format", "minari", "--no-progress", env=minari_root)
     assert result.returncode == 0, result.stderr
     assert "skillcell/peginsert/peg-v0" in result.stdout
+    assert "open it with: python -c" in result.stdout  # nothing to set: it is where Minari looks
     check = subprocess.run([sys.executable, "-c", "import minari; print(minari.load_dataset("
                             "'skillcell/peginsert/peg-v0').total_episodes)"], capture_output=True, text=True,
-                           env={**os.environ, "MINARI_DATASETS_PATH": str(out / "minari")})
+                           env={**os.environ, **minari_root})
     assert check.stdout.strip() == "2", check.stderr
 
 

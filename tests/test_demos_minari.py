@@ -51,6 +51,21 @@ def test_minari_loads_the_export_and_its_episodes_match_ours(dataset, tmp_path, 
     env.close()
 
 
+@pytest.mark.parametrize("where", ["MINARI_DATASETS_PATH", "HOME"])
+def test_export_goes_where_minari_looks(dataset, tmp_path, monkeypatch, where):
+    if where == "HOME":  # unset: Minari's default root under the home folder
+        monkeypatch.delenv("MINARI_DATASETS_PATH", raising=False)
+        monkeypatch.setenv("HOME", str(tmp_path))
+        expected = tmp_path / ".minari" / "datasets"
+    else:
+        monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+        expected = tmp_path / "datasets"
+    dataset_id, root = export_minari(dataset)
+    assert root == expected and (root / dataset_id).is_dir()
+    assert not (dataset / "minari").exists()
+    assert minari.load_dataset(dataset_id).total_episodes == 3  # with nothing else set
+
+
 def test_export_never_overwrites_and_can_filter_by_score(dataset, tmp_path, datasets_path):
     dataset_id, root = export_minari(dataset, out=tmp_path / "m", dataset_id="skillcell/peginsert/best-v0",
                                      min_score=0.5)

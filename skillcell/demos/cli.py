@@ -104,8 +104,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     dataset_id, root = export_minari(args.dir, out=args.out, dataset_id=args.dataset_id, min_score=args.min_score,
                                      progress=not args.no_progress)
     print(f"Minari dataset {dataset_id} written under {root}")
-    print(f"open it with: MINARI_DATASETS_PATH={root} python -c \"import minari; "
-          f"print(minari.load_dataset('{dataset_id}'))\"")
+    setting = "" if args.out is None else f"MINARI_DATASETS_PATH={root} "  # a root Minari does not look in
+    print(f"open it with: {setting}python -c \"import minari; print(minari.load_dataset('{dataset_id}'))\"")
     return 0
 
 
@@ -169,7 +169,8 @@ def add_commands(subparsers) -> None:
     p = sub.add_parser("export", help="export a dataset (Minari)")
     p.add_argument("dir", help="dataset folder")
     p.add_argument("--format", choices=("minari",), required=True)
-    p.add_argument("--out", help="Minari datasets root (MINARI_DATASETS_PATH) to write under; default <dir>/minari")
+    p.add_argument("--out", help="Minari datasets root to write under instead of Minari's own (MINARI_DATASETS_PATH, "
+                                 "else ~/.minari/datasets)")
     p.add_argument("--dataset-id", help="Minari id, namespace/env_name/name-vN; default skillcell/<cell>/<dir>-v0")
     p.add_argument("--min-score", type=float, help="export only episodes scoring at least this")
     p.add_argument("--no-progress", action="store_true")

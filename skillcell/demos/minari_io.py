@@ -1,11 +1,12 @@
 """Export to Minari (``pip install "skillcell[minari]"``), the Gymnasium offline-RL dataset format.
 
 Minari datasets live under ``MINARI_DATASETS_PATH`` (default ``~/.minari/datasets``) at the path
-of their id, ``namespace/env_name/dataset_name-vN``. `export_minari` points that variable at a
-folder of your choice for the duration of the export (by default ``<dataset>/minari``), so that
-``MINARI_DATASETS_PATH=<that folder> python -c "import minari; minari.load_dataset(ID)"`` opens
-it. Each episode keeps its observations (N+1), actions, rewards, terminations, truncations,
-seed and numeric and flag ``info`` metrics; the MuJoCo states, model and provenance stay in the
+of their id, ``namespace/env_name/dataset_name-vN``. `export_minari` writes there, Minari's own
+root as `minari.storage.get_dataset_path` finds it, so ``minari.load_dataset(ID)`` opens the
+export with nothing else set; ``out`` writes under another root instead (then
+``MINARI_DATASETS_PATH=<out> python -c "import minari; minari.load_dataset(ID)"``). Each episode
+keeps its observations (N+1), actions, rewards, terminations, truncations, seed and numeric and
+flag ``info`` metrics; the MuJoCo states, model and provenance stay in the
 native files (Minari has no place for them).
 
 The episodes are built as `minari.data_collector.EpisodeBuffer` directly: Minari's
@@ -76,7 +77,8 @@ def export_minari(path: str | Path, *, out: str | Path | None = None, dataset_id
     """Exports the dataset at ``path`` to a Minari dataset; returns ``(dataset_id, datasets_root)``.
 
     Args:
-        out: the Minari datasets root to write under (default ``<path>/minari``).
+        out: the Minari datasets root to write under (default Minari's own: ``MINARI_DATASETS_PATH``,
+            else ``~/.minari/datasets``).
         dataset_id: Minari id (default `default_dataset_id`); an existing one is not overwritten.
         min_score: export only episodes with at least this skill score (`skillcell.demos.scores`).
 
@@ -103,7 +105,7 @@ def export_minari(path: str | Path, *, out: str | Path | None = None, dataset_id
                             f"episode {entries[0].id} on {first.env_id} {first.env_kwargs}; a Minari dataset holds "
                             "one env: export them separately (skillcell demos score --min-score/--out to split)")
     dataset_id = dataset_id or default_dataset_id(dataset, first.env_id)
-    root = Path(out) if out is not None else Path(path) / "minari"
+    root = Path(out) if out is not None else minari.storage.get_dataset_path()
     final = root / dataset_id
     if final.exists():
         raise DemoError(f"{final}: a Minari dataset {dataset_id!r} exists already; pass another dataset_id")
