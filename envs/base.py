@@ -121,6 +121,7 @@ class CellEnv(gym.Env):
             ObsField("tcp_pos_task", 3, 1 / 0.05, "m"),
             ObsField("tcp_rot_task", 3, 1 / 0.1, "rad"),
             ObsField("tcp_lead", 3, 1 / (control.max_lead_mm * 1e-3), "m"),
+            ObsField("tcp_lead_rot", 3, 1 / math.radians(control.max_lead_deg), "rad"),
             ObsField("force_tool", 3, 1 / 50.0, "N"),
             ObsField("torque_tool", 3, 1 / 5.0, "N*m"),
             *self._task_obs_fields(),
@@ -262,6 +263,7 @@ class CellEnv(gym.Env):
         mujoco.mj_forward(m, d)
         self.controller.reset()
         self._update_wrench()
+        self._tier_runtime.tare(self.wrench_tool, self.np_random)  # the tool is free at the start
         self._episode_start()
         self._needs_reset = False
         metrics = self._evaluate()
@@ -422,7 +424,11 @@ class CellEnv(gym.Env):
         quat = np.empty(4)
         mujoco.mju_mat2Quat(quat, (self.R_task_tcp_nominal.T @ R_task_tcp).ravel())
         raw[sl["tcp_rot_task"]] = rotvec_from_quat(quat)
-        raw[sl["tcp_lead"]] = self.controller.p_world_cmd - d.site_xpos[self.tcp_site]
+        # The commanded pose relative to the measured one: with it a policy knows where it has
+        # sent the tool, not only where the tool is (what a latency- or lag-aware policy aims).
+        lead = self.controller.pose_error()
+        raw[sl["tcp_lead"]] = lead[:3]
+        raw[sl["tcp_lead_rot"]] = lead[3:]
         raw[sl["force_tool"]] = self.wrench_tool[:3]
         raw[sl["torque_tool"]] = self.wrench_tool[3:]
         self._task_obs(raw[self._task_obs_start:])
@@ -448,8 +454,9 @@ class CellEnv(gym.Env):
     def set_state(self, state: np.ndarray) -> np.ndarray:
         """Starts an episode from a stored ``mjSTATE_INTEGRATION`` state; returns the observation.
 
-        The controller commands the restored TCP pose and the episode statistics start afresh, as
-        after `reset`, so stepping the same actions from an episode's first state reproduces it.
+        The controller commands the restored TCP pose, the F/T sensor is zeroed there and the
+        episode statistics start afresh, as after `reset`, so stepping the same actions from an
+        episode's first state reproduces it.
         """
         spec = mujoco.mjtState.mjSTATE_INTEGRATION
         state = np.asarray(state, dtype=np.float64)
@@ -463,6 +470,7 @@ class CellEnv(gym.Env):
         self.controller.reset()
         self._tier_runtime.restart()
         self._update_wrench()
+        self._tier_runtime.tare(self.wrench_tool, self.np_random)
         self._episode_start()
         self._needs_reset = False
         self._evaluate()  # as reset() does: a cell's observation may use this step's metrics

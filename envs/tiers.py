@@ -15,9 +15,10 @@ tier that declares nothing beyond the cell's randomization draws nothing extra f
 random generator. A cell without a ``tiers.yaml`` gets the built-in D0 and D1.
 
 Everything a tier samples comes from ``env.np_random`` in a fixed order after the cell's own
-draws (friction, masses, F/T bias, latency at reset; observation noise at every observation),
-and every model edit is rewritten from stored nominal values at every reset, so ``reset(seed=s)``
-plus the same actions stays bit-identical, in fresh and reused envs alike.
+draws (friction, masses, F/T bias, latency at reset, then the F/T tare's noise; observation
+noise at every observation), and every model edit is rewritten from stored nominal values at
+every reset, so ``reset(seed=s)`` plus the same actions stays bit-identical, in fresh and reused
+envs alike.
 """
 
 from __future__ import annotations
@@ -61,8 +62,13 @@ class TierConfig:
     body; the F/T gravity compensation keeps the nominal payload, as a misidentified payload
     would on a real arm. F/T noise is per step (standard deviation), F/T bias per episode
     (uniform +- per axis), both in the F/T frame and only in the observation: ``info`` metrics
-    stay ground truth. Latency delays every action by a whole number of control periods; the
-    periods before the first action arrives apply a zero action (hold the commanded pose).
+    stay ground truth. The F/T observation is zeroed (tared) where each episode starts, with the
+    tool in free space, as a robot program zeroes its sensor before a task: the observation then
+    reads the wrench since the start, the bias and a misidentified payload cancel, and what is
+    left of them is the tare's own noise, the per-step noise averaged over ``ft_tare_readings``
+    readings (0: the sensor is never zeroed, the bias stays in the observation). Latency delays
+    every action by a whole number of control periods; the periods before the first action
+    arrives apply a zero action (hold the commanded pose).
     """
 
     description: str = ""
@@ -74,6 +80,7 @@ class TierConfig:
     ft_torque_noise_nm: float = field(default=0.0, metadata=bounds(0.0, 10.0))
     ft_force_bias_n: float = field(default=0.0, metadata=bounds(0.0, 100.0))
     ft_torque_bias_nm: float = field(default=0.0, metadata=bounds(0.0, 10.0))
+    ft_tare_readings: int = field(default=20, metadata=bounds(0, 100000))
     obs_noise: tuple[ObsNoise, ...] = ()
     action_latency_steps: tuple[int, int] = field(default=(0, 0), metadata=bounds(0, 10))
 
@@ -226,6 +233,8 @@ class TierRuntime:
             self.sample.mass_scale = np.ones(len(self.mass_bodies))
         self._ft_bias_range = np.array([cfg.ft_force_bias_n] * 3 + [cfg.ft_torque_bias_nm] * 3)
         self._ft_slices = (obs_slices["force_tool"], obs_slices["torque_tool"])
+        self._ft_noise_std = np.array([cfg.ft_force_noise_n] * 3 + [cfg.ft_torque_noise_nm] * 3)
+        self._ft_offset = np.zeros(6)  # added to the F/T observation: bias minus tare
         obs_size = max(s.stop for s in obs_slices.values())
         std = np.zeros(obs_size)
         for noise in cfg.obs_noise:
@@ -263,6 +272,19 @@ class TierRuntime:
         self._queue.clear()
         self._queue.extend(self._zero_action.copy() for _ in range(self.sample.latency_steps))
 
+    def tare(self, wrench: np.ndarray, rng: np.random.Generator) -> None:
+        """Zeroes the F/T observation on the true ``wrench`` now (the tool free, at an episode's start).
+
+        The sensor reads ``wrench + bias`` plus noise; the tare is that reading averaged over
+        ``ft_tare_readings`` readings, so its noise is the per-step noise over their square root.
+        """
+        readings = self.tier.config.ft_tare_readings
+        self._ft_offset[:] = self.sample.ft_bias
+        if readings:
+            self._ft_offset -= wrench + self.sample.ft_bias
+            if self._ft_noise_std.any():
+                self._ft_offset -= self._ft_noise_std / np.sqrt(readings) * rng.standard_normal(6)
+
     def delay(self, action: np.ndarray) -> np.ndarray:
         """The action to apply now: ``action`` itself, or the one ``latency_steps`` periods ago."""
         if not self._queue:
@@ -271,10 +293,9 @@ class TierRuntime:
         return self._queue.popleft()
 
     def perturb_obs(self, raw: np.ndarray, rng: np.random.Generator) -> None:
-        """Adds F/T bias and observation noise to the unscaled observation in place."""
-        if self._ft_bias_range.any():
-            force, torque = self._ft_slices
-            raw[force] += self.sample.ft_bias[:3]
-            raw[torque] += self.sample.ft_bias[3:]
+        """Adds F/T bias less the tare, and observation noise, to the unscaled observation in place."""
+        force, torque = self._ft_slices
+        raw[force] += self._ft_offset[:3]
+        raw[torque] += self._ft_offset[3:]
         if self._noisy.size:
             raw[self._noisy] += self._noise_std * rng.standard_normal(self._noisy.size)

@@ -186,15 +186,16 @@ def load_demos(path: str | Path, *, min_score: float | None = None, max_episodes
     match every episode's env (a dataset of another cell is refused, naming it).
     """
     from skillcell.demos.episode import DemoDataset
+    from skillcell.demos.errors import DatasetError
 
     dataset = DemoDataset(path)
     episodes = list(dataset)
     if not episodes:
-        raise ValueError(f"{path}: the dataset has no episodes")
+        raise DatasetError(f"{path}: the dataset has no episodes")
     if env_id is not None:
         others = sorted({ep.env_id for ep in episodes} - {env_id})
         if others:
-            raise ValueError(f"{path}: episodes of {others}, but training is on {env_id}")
+            raise DatasetError(f"{path}: episodes of {others}, but training is on {env_id}")
     episodes, scores = _filter(episodes, min_score)
     if max_episodes is not None:
         episodes, scores = episodes[:max_episodes], scores[:max_episodes]

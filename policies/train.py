@@ -52,7 +52,7 @@ import numpy as np
 import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 
-from skillcell.config import ConfigError, bounds, from_mapping, load_yaml, merge, to_mapping
+from skillcell.config import ConfigError, bounds, from_mapping, load_yaml, merge, quote, to_mapping
 
 __all__ = [
     "BCConfig",
@@ -240,7 +240,7 @@ def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] 
         env = dict(env)
         cell_overrides = env.pop("overrides")
         if cell_overrides is not None and not isinstance(cell_overrides, dict):
-            raise ConfigError(f"env.overrides: expected a mapping of cell config keys, got {cell_overrides!r}")
+            raise ConfigError(f"env.overrides: expected a mapping of cell config keys, got {quote(cell_overrides)}")
         data = {**data, "env": env}
     config = from_mapping(TrainConfig, data)
     if cell_overrides:
@@ -366,7 +366,8 @@ def _make_env(env_id: str, env_kwargs: dict[str, Any]):
     import skillcell
 
     if env_id not in skillcell.skillcell_env_ids():
-        raise ConfigError(f"env.id: unknown env {env_id!r}; registered: {', '.join(skillcell.skillcell_env_ids())}")
+        raise ConfigError(f"env.id: unknown env {quote(env_id)}; "
+                          f"registered: {', '.join(skillcell.skillcell_env_ids())}")
     try:
         return gym.make(env_id, **env_kwargs)
     except ConfigError as exc:
@@ -529,15 +530,7 @@ def train(config: TrainConfig, out: str | Path | None = None, *, overwrite: bool
     env_kwargs = _env_kwargs(config.env)
     eval_env = _make_env(config.env.id, env_kwargs)  # checks the cell overrides before anything is written
     kpi_keys = list(eval_env.unwrapped.kpi_keys)
-    if overwrite:
-        # Nothing of the previous run may survive to be mistaken for this one's (eval picks up a
-        # vecnormalize.pkl next to the model by itself).
-        stale = [run_dir / n for n in ("metrics.csv", "model.zip", "bc_model.zip", "vecnormalize.pkl", "summary.yaml")]
-        for old in [*stale, *(run_dir / "checkpoints").glob("model_*.zip")]:
-            old.unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(run_dir / "config.yaml", ("# skillcell train: the config as run\n" + config_to_yaml(config)).encode())
-
+    # Demonstrations before anything is written: a damaged dataset must not cost the previous run.
     demos = heldout = None
     if config.demos.source != "none":
         d = config.demos
@@ -555,6 +548,15 @@ def train(config: TrainConfig, out: str | Path | None = None, *, overwrite: bool
         log(f"demonstrations: {demos.n_episodes} episodes, {len(demos)} steps "
             f"(success {demos.episode_success.mean():.0%})"
             + (f"; {heldout.n_episodes} held out" if heldout is not None else ""))
+
+    if overwrite:
+        # Nothing of the previous run may survive to be mistaken for this one's (eval picks up a
+        # vecnormalize.pkl next to the model by itself).
+        stale = [run_dir / n for n in ("metrics.csv", "model.zip", "bc_model.zip", "vecnormalize.pkl", "summary.yaml")]
+        for old in [*stale, *(run_dir / "checkpoints").glob("model_*.zip")]:
+            old.unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write(run_dir / "config.yaml", ("# skillcell train: the config as run\n" + config_to_yaml(config)).encode())
 
     venv = _make_vec_env(config)
     vec_normalize = None

@@ -7,8 +7,6 @@ import sys
 import time
 from typing import Any
 
-import yaml
-
 __all__ = ["main"]
 
 DEFAULT_ENV = "skillcell/PegInsert-v0"
@@ -16,16 +14,20 @@ DEFAULT_ENV = "skillcell/PegInsert-v0"
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
     """``["workpiece.clearance_mm=0.2", ...]`` -> nested mapping, values parsed as YAML scalars/lists."""
+    from skillcell.config import ConfigError, parse_yaml, quote
+
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"--set expects key=value, got {quote(item)}")
         node = out
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(raw)
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {quote(key)}: {part} is set to a value already, not a mapping")
+        node[leaf] = parse_yaml(raw, f"--set {quote(key)}")
     return out
 
 
@@ -117,6 +119,10 @@ def cmd_expert(args: argparse.Namespace) -> int:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     import skillcell
 
+    if args.out is not None:
+        from skillcell.paths import check_output
+
+        check_output(args.out, folder=True)
     start = time.perf_counter()
     env = _make_env(args.env)
     build = time.perf_counter() - start
@@ -186,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from skillcell.config import ConfigError
+    from skillcell.demos.errors import DemoError
     from skillcell.envs import MenagerieUnavailableError
+    from skillcell.paths import OutputError
 
     args = build_parser().parse_args(argv)
     if getattr(args, "episodes", 1) < 1:
@@ -198,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skillcell: config error: {exc}", file=sys.stderr)
         return 2
     except MenagerieUnavailableError as exc:  # every command builds its cells through compose_cell
+        print(f"skillcell: {exc}", file=sys.stderr)
+        return 2
+    except (OutputError, DemoError) as exc:  # an unwritable --out, a damaged or mixed-up dataset
         print(f"skillcell: {exc}", file=sys.stderr)
         return 2
 

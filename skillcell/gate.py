@@ -41,7 +41,7 @@ import numpy as np
 import yaml
 
 from skillcell import assets
-from skillcell.config import ConfigError, bounds, from_mapping, load_yaml, merge, to_mapping
+from skillcell.config import ConfigError, bounds, from_mapping, load_yaml, merge, quote, to_mapping
 
 __all__ = [
     "CriterionResult",
@@ -106,12 +106,12 @@ class GateCriteria:
 def _criteria_from_mapping(data: dict[str, Any]) -> GateCriteria:
     tiers_data = data.get("tiers", {})
     if not isinstance(tiers_data, dict) or not tiers_data:
-        raise ConfigError(f"tiers: expected a mapping of tier name to its criteria, got {tiers_data!r}")
+        raise ConfigError(f"tiers: expected a mapping of tier name to its criteria, got {quote(tiers_data)}")
     tiers = []
     for name, section in tiers_data.items():
         section = {} if section is None else section
         if not isinstance(section, dict):
-            raise ConfigError(f"tiers.{name}: expected a mapping, got {section!r}")
+            raise ConfigError(f"tiers.{name}: expected a mapping, got {quote(section)}")
         if "name" in section:
             raise ConfigError(f"tiers.{name}.name: unknown key (the tier's name is its key)")
         tiers.append(from_mapping(TierCriterion, {"name": str(name), **section}, f"tiers.{name}"))
@@ -507,7 +507,7 @@ def run_gate(model: str | Path, env_id: str, out_dir: str | Path, *, criteria: G
         _, reset_info = probe.reset(seed=criteria.seed)
         for i, kc in enumerate(criteria.kpis):
             if kc.key not in reset_info:
-                raise ConfigError(f"kpis[{i}].key: {kc.key!r} is not an info key of {type(u).__name__} "
+                raise ConfigError(f"kpis[{i}].key: {quote(kc.key)} is not an info key of {type(u).__name__} "
                                   f"(its KPIs: {', '.join(u.kpi_keys)})")
         cell = type(u).__name__
     finally:
@@ -662,6 +662,7 @@ def add_arguments(parser) -> None:
                                       "or scripted[:skill] for the cell's scripted expert")
     parser.add_argument("--env", required=True, dest="env_id", metavar="ENV_ID")
     parser.add_argument("--out", required=True, metavar="DIR", help="writes DIR/gate.yaml, report.md, policy.onnx")
+    parser.add_argument("--force", action="store_true", help="overwrite the files of an earlier gate in DIR")
     parser.add_argument("--vecnormalize", metavar="PKL", help="VecNormalize statistics saved with the model")
     parser.add_argument("--algo", default="auto", help="ppo, sac, a2c, td3 or auto (read from the zip's JSON)")
     parser.add_argument("--criteria", metavar="YAML", help="criteria laid over the defaults and the cell's")
@@ -677,6 +678,10 @@ def add_arguments(parser) -> None:
 
 def main(args, parse_set: Callable[[list[str]], dict[str, Any]]) -> int:
     """``skillcell gate``: prints each criterion and the verdict; 0 pass, 1 fail, 2 usage error."""
+    from skillcell.paths import check_output
+
+    for name in (GATE_NAME, REPORT_NAME, ONNX_NAME):  # before minutes of evaluation
+        check_output(check_output(args.out, folder=True) / name, force=args.force)
     overrides: dict[str, Any] = {}
     if args.gate_episodes is not None:
         overrides["episodes"] = args.gate_episodes

@@ -13,9 +13,11 @@ __all__ = ["add_commands", "cmd_eval", "cmd_train", "quickstart_learning"]
 
 def cmd_train(args: argparse.Namespace) -> int:
     from skillcell.cli import _parse_set
+    from skillcell.paths import check_output
     from skillcell.policies.train import load_train_config, train
 
     config = load_train_config(args.config, _parse_set(args.set))
+    check_output(args.out if args.out is not None else config.out, folder=True)
     if args.no_progress:
         import dataclasses
 

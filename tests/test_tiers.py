@@ -134,23 +134,44 @@ def test_d1_leaves_the_model_and_observations_alone():
     env.close()
 
 
-def test_d2_observation_noise_and_ft_bias_are_as_declared():
-    env = gym.make(PEG, tier="D2")
+def ft_and_joint_errors(env, seed, steps=60):
+    """Observed minus true F/T force and joint positions over ``steps`` zero-action steps."""
     u = env.unwrapped
-    env.reset(seed=11)
+    env.reset(seed=seed)
     ft_error, joint_error = [], []
-    for _ in range(60):
+    for _ in range(steps):
         obs, _, _, _, info = env.step(np.zeros(6))
         decoded = u.decode_obs(obs)
         ft_error.append(decoded["force_tool"] - u.wrench_tool[:3])
         joint_error.append(decoded["joint_pos"] - u.data.qpos[u.arm_qpos_adr])
         # info metrics stay ground truth: no noise, no bias
         assert info["contact_force_n"] == pytest.approx(np.linalg.norm(u.wrench_tool[:3]))
-    ft_error, joint_error = np.array(ft_error), np.array(joint_error)
-    bias = u._tier_runtime.sample.ft_bias[:3]
-    assert np.allclose(ft_error.mean(axis=0), bias, atol=4 * 0.5 / np.sqrt(60))
+    return np.array(ft_error), np.array(joint_error)
+
+
+def test_d2_observation_noise_is_as_declared_and_the_ft_bias_is_tared_at_reset():
+    env = gym.make(PEG, tier="D2")
+    ft_error, joint_error = ft_and_joint_errors(env, seed=11)
+    bias = env.unwrapped.tier_sample.ft_bias[:3]
+    assert np.abs(bias).max() > 0.5  # this seed draws a bias worth taring
+    # What is left: the tare's noise (0.5 N over 20 readings) and the mean of 60 noisy steps.
+    assert np.abs(ft_error.mean(axis=0)).max() < 4 * 0.5 / np.sqrt(20) + 4 * 0.5 / np.sqrt(60)
     assert 0.35 < ft_error.std(axis=0).mean() < 0.65  # declared 0.5 N
     assert 1.4e-4 < joint_error.std() < 2.6e-4  # declared 0.0002 rad
+    env.close()
+
+
+def test_a_sensor_that_is_never_zeroed_keeps_its_bias(tmp_path):
+    _tiers_file(tmp_path, "ft_force_noise_n: 0.5\nft_force_bias_n: 2.0\nft_tare_readings: 0\n")
+
+    class Cell(PegInsertEnv):
+        cell_dir = tmp_path
+
+    env = gym.wrappers.TimeLimit(Cell(tier="D2"), 200)
+    ft_error, _ = ft_and_joint_errors(env, seed=11)
+    bias = env.unwrapped.tier_sample.ft_bias[:3]
+    assert np.abs(bias).max() > 0.5
+    assert np.allclose(ft_error.mean(axis=0), bias, atol=4 * 0.5 / np.sqrt(60))
     env.close()
 
 

@@ -147,7 +147,7 @@ class PegInsertEnv(CellEnv, EzPickle):
     | 3-5   | TCP rotation vector | ``control.max_rotation_deg`` (3 deg)  |
 
     ## Observation space
-    ``Box(-inf, inf, (34,), float32)``; each block is the physical value times a fixed scale, so
+    ``Box(-inf, inf, (37,), float32)``; each block is the physical value times a fixed scale, so
     the entries are about unit size. `decode_obs` returns the physical values.
 
     | block          | size | unit  | scale    | meaning                                              |
@@ -157,11 +157,16 @@ class PegInsertEnv(CellEnv, EzPickle):
     | tcp_pos_task   | 3    | m     | 1/0.05   | peg tip in the hole frame (origin: hole opening)     |
     | tcp_rot_task   | 3    | rad   | 1/0.1    | tool orientation error from aligned (rotation vector)|
     | tcp_lead       | 3    | m     | 1/lead   | commanded minus measured TCP position (cell frame)   |
-    | force_tool     | 3    | N     | 1/50     | force the tool applies, F/T frame, weight removed    |
+    | tcp_lead_rot   | 3    | rad   | 1/lead   | commanded from measured TCP orientation (rot. vector)|
+    | force_tool     | 3    | N     | 1/50     | force the tool applies, F/T frame, zeroed at reset   |
     | torque_tool    | 3    | N*m   | 1/5      | torque the tool applies, F/T frame                   |
     | hole_pos       | 3    | m     | 1/0.01   | hole position minus its nominal position (cell frame)|
     | hole_rot       | 3    | rad   | 1/0.05   | hole orientation (rotation vector, cell frame)       |
     | depth          | 1    | m     | 1/0.02   | peg tip depth below the hole opening                 |
+
+    ``lead`` is ``control.max_lead_mm`` and ``control.max_lead_deg``. The F/T blocks have the
+    tool's weight removed and are zeroed where the episode starts, the tool in free space (as a
+    robot zeroes its sensor before a task; `skillcell.envs.tiers`).
 
     ## Rewards
     ``reward = align + orient + insert + force + success`` (each weighted by ``reward.*``; each
@@ -179,8 +184,8 @@ class PegInsertEnv(CellEnv, EzPickle):
     Tiers (``tier=``, ``assets/cells/peg_insert/tiers.yaml``, see `skillcell.envs.tiers`): ``D0``
     nominal (as ``randomize=False``), ``D1`` the ranges above (the default), ``D2`` twice those
     ranges plus friction (x0.7-1.3) and robot/tool mass (x0.9-1.1) variation, F/T noise (0.5 N,
-    0.02 N*m) and bias (+-2 N, +-0.1 N*m), observation noise and 1-2 control periods of action
-    latency.
+    0.02 N*m) and bias (+-2 N, +-0.1 N*m, zeroed at reset but for the tare's noise), observation
+    noise and 1-2 control periods of action latency.
 
     ## Success and episode end
     Success: the peg tip inside the hole and within ``task.success_depth_tolerance_mm`` (1 mm) of
@@ -207,6 +212,8 @@ class PegInsertEnv(CellEnv, EzPickle):
 
     ## Version history
     - v0: first version (UR5e, square peg, stiff contacts, F/T at the flange).
+    - v0, observation change: ``tcp_lead_rot`` (the commanded orientation) after ``tcp_lead``
+      (34 -> 37 entries), and the F/T reading zeroed at reset (tiers' ``ft_tare_readings``).
     """
 
     config_class = PegInsertConfig

@@ -110,11 +110,12 @@ class WeldSeamEnv(CellEnv, EzPickle):
     frame, 5 mm and 3 deg per step at 1.0); channel 6 switches the arc on when positive.
 
     ## Observation space
-    ``Box(-inf, inf, (40,), float32)``: the `CellEnv` blocks (joint_pos, joint_vel, tcp_pos_task,
-    tcp_rot_task, tcp_lead, force_tool, torque_tool), where the task frame is the seam frame at
-    the point nearest the aim point and ``tcp_pos_task`` is the aim point in it (zero on a perfect
-    pass), ``tcp_rot_task`` the torch's rotation from the WPS's nominal work and travel angles;
-    then:
+    ``Box(-inf, inf, (43,), float32)``: the `CellEnv` blocks (joint_pos, joint_vel, tcp_pos_task,
+    tcp_rot_task, tcp_lead, tcp_lead_rot, force_tool, torque_tool; see `PegInsertEnv`), where the
+    task frame is the seam frame at the point nearest the aim point and ``tcp_pos_task`` is the
+    aim point in it (zero on a perfect pass), ``tcp_rot_task`` the torch's rotation from the WPS's
+    nominal work and travel angles, ``tcp_lead`` and ``tcp_lead_rot`` the commanded TCP pose
+    relative to the measured one (cell frame); then:
 
     | block       | size | unit | scale   | meaning                                              |
     |-------------|------|------|---------|------------------------------------------------------|
@@ -162,6 +163,8 @@ class WeldSeamEnv(CellEnv, EzPickle):
 
     ## Version history
     - v0: first version (fillet, lap, butt and curved fillet variants; WPS from YAML).
+    - v0, observation change: ``tcp_lead_rot`` (the commanded orientation) after ``tcp_lead``
+      (40 -> 43 entries), and the F/T reading zeroed at reset (tiers' ``ft_tare_readings``).
     """
 
     config_class = WeldSeamConfig

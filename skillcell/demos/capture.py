@@ -50,9 +50,8 @@ from typing import Any, Literal
 import gymnasium as gym
 import mujoco
 import numpy as np
-import yaml
 
-from skillcell.config import ConfigError, bounds, from_mapping, to_mapping
+from skillcell.config import ConfigError, bounds, from_mapping, parse_yaml, to_mapping
 from skillcell.demos._io import sha256_bytes
 from skillcell.demos.episode import DatasetWriter, Episode, EpisodeEntry, Provenance
 from skillcell.demos.errors import (
@@ -188,9 +187,11 @@ def _load_sidecar(path: Path) -> tuple[CaptureSidecar, dict[str, Any]]:
         raise CaptureError(f"no sidecar YAML: expected {path.name} next to the CSV (cell_id, length_unit, "
                            "capture_to_cell, provenance)", path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise CaptureError(f"not valid YAML: {exc}", path) from None
+        data = parse_yaml(path.read_text())
+    except ConfigError as exc:
+        raise CaptureError(str(exc), path) from None
+    except UnicodeDecodeError:
+        raise CaptureError("the sidecar is not a UTF-8 text file", path) from None
     if not isinstance(data, dict):
         raise CaptureError("the sidecar must be a mapping", path)
     env_kwargs = data.pop("env_kwargs", {"randomize": False})

@@ -11,6 +11,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from skillcell.demos.errors import DemoError
+
 __all__ = ["add_commands"]
 
 
@@ -22,23 +24,27 @@ def _fail(message: str) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from skillcell.cli import _env_kwargs, _make_env
     from skillcell.demos.recorder import generate_demos
+    from skillcell.paths import check_output
 
+    check_output(args.out, folder=True)
     _make_env(args.env_id).close()  # an unknown id is refused with the list of cells
     try:
         entries = generate_demos(args.env_id, args.episodes, args.out, skill=args.skill, seed=args.seed,
                                  env_kwargs=_env_kwargs(args), progress=not args.no_progress)
-    except ValueError as exc:  # a skill level the cell's expert does not have
+    except ValueError as exc:  # a skill level the cell's expert does not have, a dataset of another cell
         return _fail(str(exc))
     successes = sum(e.success for e in entries)
-    print(f"wrote {len(entries)} episodes of {args.env_id} (scripted {args.skill}, seeds {args.seed}.."
-          f"{args.seed + args.episodes - 1}) to {args.out}: success {successes}/{len(entries)}, "
+    print(f"wrote {len(entries)} episodes of {args.env_id} (scripted {args.skill}, seeds {entries[0].seed}.."
+          f"{entries[-1].seed}) to {args.out}: success {successes}/{len(entries)}, "
           f"{sum(e.steps for e in entries)} steps; episode ids {entries[0].id}..{entries[-1].id}")
     return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     from skillcell.demos.capture import format_report, import_capture
+    from skillcell.paths import check_output
 
+    check_output(args.out, folder=True)
     result = import_capture(args.capture, args.out, sidecar=args.sidecar, progress=not args.no_progress)
     print(format_report(result.report))
     out = Path(args.out)
@@ -54,6 +60,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if path.is_dir():
         dataset = DemoDataset(path)
         entries = [dataset.entry(args.episode)] if args.episode is not None else list(dataset.entries)
+        if not entries:
+            return _fail(f"{path}: the dataset has no episodes")
         targets = [(path / e.file, e.sha256) for e in entries]
     else:
         if args.episode is not None:
@@ -81,10 +89,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from skillcell.demos.scores import filter_dataset, score_dataset
+    from skillcell.demos.scores import check_filter_out, filter_dataset, score_dataset
+    from skillcell.paths import check_output
 
-    if args.out is not None and args.min_score is None:
-        return _fail("--out writes the episodes above --min-score; give --min-score too")
+    if args.out is not None:
+        if args.min_score is None:
+            return _fail("--out writes the episodes above --min-score; give --min-score too")
+        check_filter_out(args.dir, check_output(args.out, folder=True), force=args.force)
     scores = score_dataset(args.dir, progress=not args.no_progress)
     print(scores.report())
     if not args.no_save:
@@ -93,16 +104,19 @@ def cmd_score(args: argparse.Namespace) -> int:
         selected = scores.select(args.min_score)
         print(f"{len(selected)}/{len(scores.episodes)} episodes score >= {args.min_score}: {selected}")
         if args.out is not None:
-            entries = filter_dataset(args.dir, args.out, min_score=args.min_score)
+            entries = filter_dataset(args.dir, args.out, min_score=args.min_score, force=args.force)
             print(f"wrote {len(entries)} episodes to {args.out}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from skillcell.demos.minari_io import export_minari
+    from skillcell.paths import check_output
 
+    if args.out is not None:
+        check_output(args.out, folder=True)
     dataset_id, root = export_minari(args.dir, out=args.out, dataset_id=args.dataset_id, min_score=args.min_score,
-                                     progress=not args.no_progress)
+                                     progress=not args.no_progress, overwrite=args.force)
     print(f"Minari dataset {dataset_id} written under {root}")
     setting = "" if args.out is None else f"MINARI_DATASETS_PATH={root} "  # a root Minari does not look in
     print(f"open it with: {setting}python -c \"import minari; print(minari.load_dataset('{dataset_id}'))\"")
@@ -111,11 +125,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _run(func):
     def wrapped(args: argparse.Namespace) -> int:
-        from skillcell.demos.errors import DemoError
+        from skillcell.paths import OutputError
 
         try:
             return func(args)
-        except DemoError as exc:
+        except (DemoError, OutputError) as exc:
             return _fail(str(exc))
 
     return wrapped
@@ -133,7 +147,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("env_id")
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--skill", default="expert", help="skill level of the scripted expert (welding: expert, novice)")
-    p.add_argument("--seed", type=int, default=0, help="first episode's seed; the next ones count up")
+    p.add_argument("--seed", type=int, help="first episode's seed; the next ones count up (default: after the "
+                                            "seeds the dataset holds, 0 for a new one)")
     p.add_argument("--out", required=True, help="dataset folder (created, or appended to)")
     p.add_argument("--no-progress", action="store_true")
     _add_env_options(p)
@@ -162,6 +177,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("dir", help="dataset folder")
     p.add_argument("--min-score", type=float, help="list (and with --out, copy) the episodes scoring at least this")
     p.add_argument("--out", help="write the episodes scoring >= --min-score into this new dataset")
+    p.add_argument("--force", action="store_true", help="--out may be a folder that holds files already (the "
+                                                        "episodes are added to the dataset there)")
     p.add_argument("--no-save", action="store_true", help="do not write <dir>/scores.yaml")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run(cmd_score))
@@ -173,5 +190,6 @@ def add_commands(subparsers) -> None:
                                  "else ~/.minari/datasets)")
     p.add_argument("--dataset-id", help="Minari id, namespace/env_name/name-vN; default skillcell/<cell>/<dir>-v0")
     p.add_argument("--min-score", type=float, help="export only episodes scoring at least this")
+    p.add_argument("--force", action="store_true", help="replace a Minari dataset of the same id")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run(cmd_export))

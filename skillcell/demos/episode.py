@@ -52,6 +52,8 @@ import math
 import platform
 import re
 import warnings
+import zipfile
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +63,7 @@ import mujoco
 import numpy as np
 import yaml
 
-from skillcell.config import ConfigError, from_mapping, to_mapping
+from skillcell.config import ConfigError, from_mapping, parse_yaml, to_mapping
 from skillcell.demos._io import TMP_SUFFIX, atomic_write, dataset_lock, sha256_bytes
 from skillcell.demos.errors import DatasetError
 
@@ -364,34 +366,37 @@ def _episode_from_bytes(data: bytes, where: str) -> Episode:
         if missing:
             raise DatasetError(f"{where}: episode archive lacks {missing}")
         try:
-            meta = json.loads(str(archive["meta"]))
-        except (ValueError, TypeError) as exc:
-            raise DatasetError(f"{where}: episode metadata is not valid JSON ({exc})") from None
-        if meta.get("format") != "skillcell-episode":
-            raise DatasetError(f"{where}: not a skillcell episode (format {meta.get('format')!r})")
-        if meta.get("format_version", 0) > EPISODE_FORMAT_VERSION:
-            raise DatasetError(f"{where}: episode format version {meta['format_version']} is newer than this "
-                               f"skillcell reads ({EPISODE_FORMAT_VERSION}); upgrade skillcell")
-        try:
-            members = {name: archive[name] for name in archive.files if name not in ("meta", "model_xml")}
+            members = {name: archive[name] for name in archive.files}
         except ValueError as exc:  # an object array: loading it would need pickle, which is refused
             raise DatasetError(f"{where}: {exc}") from None
-        try:
-            provenance = from_mapping(Provenance, meta["provenance"], "provenance")
-            episode = Episode(
-                **{name: members[name] for name in _ARRAYS},
-                infos={n[5:]: v for n, v in members.items() if n.startswith("info/")},
-                extras={n[6:]: v for n, v in members.items() if n.startswith("extra/")},
-                env_id=meta["env_id"], env_kwargs=meta["env_kwargs"], seed=meta["seed"],
-                max_episode_steps=meta["max_episode_steps"], control_dt=float(meta["control_dt"]),
-                obs_fields=meta["obs_fields"], provenance=provenance, source=meta["source"],
-                model_hash=meta["model_hash"], model_xml=str(archive["model_xml"]), versions=meta["versions"],
-                created_utc=meta["created_utc"], policy=meta.get("policy", {}), notes=meta.get("notes", {}),
-            )
-        except KeyError as exc:
-            raise DatasetError(f"{where}: episode metadata lacks {exc}") from None
-        except ConfigError as exc:
-            raise DatasetError(f"{where}: {exc}") from None
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:  # a bad CRC, truncated data
+            raise DatasetError(f"{where}: damaged episode archive ({exc})") from None
+    try:
+        meta = json.loads(str(members.pop("meta")))
+    except (ValueError, TypeError) as exc:
+        raise DatasetError(f"{where}: episode metadata is not valid JSON ({exc})") from None
+    if meta.get("format") != "skillcell-episode":
+        raise DatasetError(f"{where}: not a skillcell episode (format {meta.get('format')!r})")
+    if meta.get("format_version", 0) > EPISODE_FORMAT_VERSION:
+        raise DatasetError(f"{where}: episode format version {meta['format_version']} is newer than this "
+                           f"skillcell reads ({EPISODE_FORMAT_VERSION}); upgrade skillcell")
+    xml = str(members.pop("model_xml"))
+    try:
+        provenance = from_mapping(Provenance, meta["provenance"], "provenance")
+        episode = Episode(
+            **{name: members[name] for name in _ARRAYS},
+            infos={n[5:]: v for n, v in members.items() if n.startswith("info/")},
+            extras={n[6:]: v for n, v in members.items() if n.startswith("extra/")},
+            env_id=meta["env_id"], env_kwargs=meta["env_kwargs"], seed=meta["seed"],
+            max_episode_steps=meta["max_episode_steps"], control_dt=float(meta["control_dt"]),
+            obs_fields=meta["obs_fields"], provenance=provenance, source=meta["source"],
+            model_hash=meta["model_hash"], model_xml=xml, versions=meta["versions"],
+            created_utc=meta["created_utc"], policy=meta.get("policy", {}), notes=meta.get("notes", {}),
+        )
+    except KeyError as exc:
+        raise DatasetError(f"{where}: episode metadata lacks {exc}") from None
+    except ConfigError as exc:
+        raise DatasetError(f"{where}: {exc}") from None
     episode.check()
     return episode
 
@@ -409,20 +414,37 @@ def load_episode(path: str | Path, sha256: str | None = None) -> Episode:
 
 
 def _read_manifest(folder: Path) -> Manifest | None:
+    """The folder's manifest; ``None`` when there is none, or an empty file (as a crash mid-write leaves)."""
     path = folder / MANIFEST_NAME
     if not path.is_file():
         return None
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise DatasetError(f"{path}: not valid YAML: {exc}") from None
+        data = parse_yaml(path.read_text(), str(path))
+    except ConfigError as exc:
+        raise DatasetError(str(exc)) from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path}: not a text file") from None
+    if data is None:
+        return None
     try:
-        manifest = from_mapping(Manifest, data or {})
+        manifest = from_mapping(Manifest, data)
     except ConfigError as exc:
         raise DatasetError(f"{path}: {exc}") from None
     if manifest.format != "skillcell-demos":
         raise DatasetError(f"{path}: not a skillcell dataset manifest (format {manifest.format!r})")
     return manifest
+
+
+def _episode_files(folder: Path) -> list[Path]:
+    episodes = folder / "episodes"
+    return sorted(p for p in episodes.iterdir() if _EPISODE_RE.match(p.name)) if episodes.is_dir() else []
+
+
+def _refuse_other_env(folder: Path, listed: Sequence[EpisodeEntry], env_id: str) -> None:
+    others = sorted({e.env_id for e in listed} - {env_id})
+    if others:
+        raise DatasetError(f"{folder}: the dataset holds episodes of {', '.join(others)}, not {env_id}; one dataset "
+                           "holds one cell: choose another folder")
 
 
 def _write_manifest(folder: Path, manifest: Manifest) -> None:
@@ -442,7 +464,13 @@ class DemoDataset:
         self.path = Path(path)
         manifest = _read_manifest(self.path)
         if manifest is None:
-            raise DatasetError(f"{self.path}: no {MANIFEST_NAME}; not a skillcell dataset")
+            files = _episode_files(self.path)
+            if not files:
+                raise DatasetError(f"{self.path}: no {MANIFEST_NAME}; not a skillcell dataset")
+            state = "is empty" if (self.path / MANIFEST_NAME).exists() else "is missing"
+            names = ", ".join(str(f) for f in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+            raise DatasetError(f"{self.path / MANIFEST_NAME} {state}, so nothing lists or checks the episode files "
+                               f"{names}: restore the manifest from a copy of the dataset")
         self.manifest = manifest
 
     @property
@@ -507,6 +535,15 @@ class DatasetWriter:
         self.path = Path(path)
         self.name = name
 
+    def entries(self) -> tuple[EpisodeEntry, ...]:
+        """The episodes the dataset lists so far (none in a new folder)."""
+        manifest = _read_manifest(self.path) if self.path.is_dir() else None
+        return manifest.episodes if manifest is not None else ()
+
+    def check_env(self, env_id: str) -> None:
+        """Raises `DatasetError` if the dataset holds episodes of another env id than ``env_id``."""
+        _refuse_other_env(self.path, self.entries(), env_id)
+
     def add(self, episode: Episode, report: Mapping[str, Any] | None = None) -> EpisodeEntry:
         """Writes ``episode`` (and a feasibility ``report`` next to it) and lists it; returns its entry."""
         data = _episode_bytes(episode)  # serialize first: a bad episode must not touch the folder
@@ -518,6 +555,7 @@ class DatasetWriter:
             manifest = self._recover(_read_manifest(self.path) or Manifest(
                 name=self.name or self.path.name,
                 created_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")))
+            _refuse_other_env(self.path, manifest.episodes, episode.env_id)
             episode_id = max([e.id for e in manifest.episodes] + [-1]) + 1
             file = f"episodes/episode_{episode_id:06d}.npz"
             atomic_write(self.path / file, lambda f: f.write(data))

@@ -73,13 +73,15 @@ def _buffer(episode: Episode, index: int):
 
 
 def export_minari(path: str | Path, *, out: str | Path | None = None, dataset_id: str | None = None,
-                  min_score: float | None = None, description: str | None = None, progress: bool = False):
+                  min_score: float | None = None, description: str | None = None, progress: bool = False,
+                  overwrite: bool = False):
     """Exports the dataset at ``path`` to a Minari dataset; returns ``(dataset_id, datasets_root)``.
 
     Args:
         out: the Minari datasets root to write under (default Minari's own: ``MINARI_DATASETS_PATH``,
             else ``~/.minari/datasets``).
-        dataset_id: Minari id (default `default_dataset_id`); an existing one is not overwritten.
+        dataset_id: Minari id (default `default_dataset_id`); an existing one is replaced only with
+            ``overwrite``, once the new one is complete.
         min_score: export only episodes with at least this skill score (`skillcell.demos.scores`).
 
     All episodes must come from one env id with the same kwargs (one Minari dataset has one env
@@ -107,8 +109,9 @@ def export_minari(path: str | Path, *, out: str | Path | None = None, dataset_id
     dataset_id = dataset_id or default_dataset_id(dataset, first.env_id)
     root = Path(out) if out is not None else minari.storage.get_dataset_path()
     final = root / dataset_id
-    if final.exists():
-        raise DemoError(f"{final}: a Minari dataset {dataset_id!r} exists already; pass another dataset_id")
+    if final.exists() and not overwrite:
+        raise DemoError(f"{final}: a Minari dataset {dataset_id!r} exists already; pass --force to replace it, "
+                        "or another --dataset-id")
 
     # Episodes may be longer than the registered time limit (captures), so the spec carries the longest.
     steps = max(e.steps for e in episodes)
@@ -129,6 +132,8 @@ def export_minari(path: str | Path, *, out: str | Path | None = None, dataset_id
                 requirements=[f"skillcell=={first.versions['skillcell']}", f"mujoco=={first.versions['mujoco']}"],
                 data_format="hdf5")
         final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():  # overwrite: the old one moves aside only now that the new one is complete
+            os.replace(final, staging / ".replaced")  # no Minari namespace starts with a dot
         os.replace(staging / dataset_id, final)
         # Minari keeps namespace metadata next to the datasets; bring it along where missing.
         namespace = dataset_id.split("/")[0]

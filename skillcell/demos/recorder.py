@@ -168,22 +168,28 @@ class EpisodeRecorder(gym.Wrapper):
             self.entries.append(self.writer.add(episode))
 
 
-def generate_demos(env_id: str, episodes: int, out: str | Path, *, skill: str = "expert", seed: int = 0,
+def generate_demos(env_id: str, episodes: int, out: str | Path, *, skill: str = "expert", seed: int | None = None,
                    env_kwargs: dict[str, Any] | None = None, progress: bool = True) -> list[EpisodeEntry]:
     """Runs the cell's scripted expert for ``episodes`` episodes (seeds ``seed, seed+1, ...``) into ``out``.
 
-    Every episode is written, failures included: a dataset that hides the expert's failures
-    overstates it. Filter by score (`skillcell.demos.scores`) before training instead.
+    ``seed`` defaults to one past the largest seed the dataset ``out`` already holds (0 for a new
+    one), so appending never records an episode twice. A dataset of another env id is refused
+    before anything runs. Every episode is written, failures included: a dataset that hides the
+    expert's failures overstates it. Filter by score (`skillcell.demos.scores`) before training instead.
     """
     from tqdm.auto import tqdm
 
     from skillcell.policies import make_expert
 
+    writer = DatasetWriter(out)
+    writer.check_env(env_id)
+    if seed is None:
+        seed = max([e.seed for e in writer.entries() if e.seed is not None], default=-1) + 1
     env = gym.make(env_id, **(env_kwargs or {}))
     try:
         expert = make_expert(env, skill=skill, seed=seed)
         recorder = EpisodeRecorder(
-            env, out, source=f"scripted:{skill}", provenance=scripted_provenance(f"scripted-{skill}"),
+            env, writer, source=f"scripted:{skill}", provenance=scripted_provenance(f"scripted-{skill}"),
             policy={"name": type(expert).__name__, "skill": skill, "seed": seed})
         bar = tqdm(range(episodes), desc="demos", unit="ep", disable=not progress, leave=False)
         for i in bar:

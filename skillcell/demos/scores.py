@@ -2,15 +2,18 @@
 
 A *scorer* maps an `Episode` to a `SkillScore`: a few physical metrics, each turned into a
 component in [0, 1] by a linear ramp between a *good* and a *bad* value, and an overall score in
-[0, 1] (a weighted mean of the components). Cells declare their own scorer with
-`register_scorer`, keyed by the env class (subclasses inherit it) or by an env id; scoring reads
-only the episode file (``info`` metrics and decoded observations), never builds an env.
+[0, 1] (a weighted mean of the components). A cell declares its scorer class in its
+`register_cell` line (``scorer="module:Name"``, `skillcell.envs.registry`); scoring reads only the
+episode file (``info`` metrics, decoded observations, and the cell's limits from the config its
+``env_kwargs`` give), never builds an env.
 
 Built in:
 
-- **PegInsert** (`PegInsertScorer`): insertion time, peak contact force, and search length (the
-  lateral distance the peg tip travelled while pressed on the surface around the opening). A
-  failed or physics-invalid insertion scores 0: it did not do the job.
+- **PegInsert** (`PegInsertScorer`): insertion time, peak contact force (full marks up to the
+  cell's ``task.jam_force_n``, none at its ``limits.rated_insertion_force_n``, where the gate
+  fails it), and search length (the lateral distance the peg tip travelled while pressed on the
+  surface around the opening). A failed or physics-invalid insertion scores 0: it did not do the
+  job.
 - **WeldSeam** (`WeldSeamScorer`): the in-spec fraction of the seam (the welding inspector's
   headline figure), travel-speed steadiness (coefficient of variation over the bead) and torch
   angle steadiness (the larger of the work- and travel-angle standard deviations over the bead).
@@ -21,20 +24,20 @@ episodes above a score into a new dataset for training.
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import yaml
 
+from skillcell.config import ConfigError, parse_yaml
 from skillcell.demos._io import atomic_write
 from skillcell.demos.episode import DatasetWriter, DemoDataset, Episode, EpisodeEntry
-from skillcell.demos.errors import DemoError
+from skillcell.demos.errors import DatasetError, DemoError
+from skillcell.envs.registry import UnknownCellError, cell_config, cell_spec
 
 __all__ = [
     "DatasetScores",
@@ -42,9 +45,9 @@ __all__ = [
     "PegInsertScorer",
     "SkillScore",
     "WeldSeamScorer",
+    "check_filter_out",
     "filter_dataset",
     "ramp",
-    "register_scorer",
     "score_dataset",
     "score_episode",
     "scorer_for",
@@ -61,7 +64,6 @@ class SkillScore:
 
 
 Scorer = Callable[[Episode], SkillScore]
-_SCORERS: dict[type | str, Scorer] = {}
 
 
 def ramp(value: float, good: float, bad: float) -> float:
@@ -71,31 +73,15 @@ def ramp(value: float, good: float, bad: float) -> float:
     return float(min(1.0, max(0.0, (bad - value) / (bad - good))))
 
 
-def register_scorer(key: type | str, scorer: Scorer) -> None:
-    """Declares the scorer of a cell: ``key`` is a `CellEnv` subclass or an env id (ids win)."""
-    _SCORERS[key] = scorer
-
-
-def _env_class(env_id: str) -> type | None:
-    try:
-        entry_point = gym.spec(env_id).entry_point
-    except gym.error.Error:
-        return None
-    if not isinstance(entry_point, str):
-        return entry_point if isinstance(entry_point, type) else None
-    module, _, name = entry_point.partition(":")
-    return getattr(importlib.import_module(module), name, None)
-
-
 def scorer_for(env_id: str) -> Scorer:
-    """The scorer registered for ``env_id``, or for its env class or a base class of it."""
-    if env_id in _SCORERS:
-        return _SCORERS[env_id]
-    cls = _env_class(env_id)
-    for base in cls.__mro__ if cls is not None else ():
-        if base in _SCORERS:
-            return _SCORERS[base]
-    raise DemoError(f"no skill scorer for {env_id}; declare one with skillcell.demos.register_scorer")
+    """The skill scorer that the cell registry declares for ``env_id`` (`skillcell.envs.registry`)."""
+    try:
+        spec = cell_spec(env_id)
+    except UnknownCellError as exc:
+        raise DemoError(f"no skill scorer: {exc}") from None
+    if spec.scorer is None:
+        raise DemoError(f"no skill scorer for {env_id}: its register_cell declares none")
+    return spec.scorer()
 
 
 def score_episode(episode: Episode) -> SkillScore:
@@ -111,12 +97,21 @@ def _weighted(components: dict[str, float], weights: dict[str, float]) -> float:
     return sum(weights[k] * components[k] for k in weights) / sum(weights.values())
 
 
+def _cell_config(episode: Episode):
+    try:
+        return cell_config(episode.env_id, **episode.env_kwargs)
+    except (ConfigError, UnknownCellError) as exc:
+        raise DemoError(f"cannot score an episode of {episode.env_id}: its cell config does not load ({exc})"
+                        ) from None
+
+
 @dataclass(frozen=True)
 class PegInsertScorer:
-    """Scores a peg insertion; defaults come from the packaged cell (jam force 15 N, limit 60 N,
-    the 10 s time limit). Ramps: time ``time_good_s``..``time_bad_s``, peak force
-    ``force_good_n``..``force_bad_n``, search ``search_good_mm``..``search_bad_mm``; the score
-    is their weighted mean for a successful, physically valid insertion and 0 otherwise.
+    """Scores a peg insertion. Ramps: time ``time_good_s``..``time_bad_s`` (the 10 s time limit),
+    peak force from the cell's ``task.jam_force_n`` (full marks) to its
+    ``limits.rated_insertion_force_n`` (none), read from the episode's cell config, search
+    ``search_good_mm``..``search_bad_mm``; the score is their weighted mean for a successful,
+    physically valid insertion and 0 otherwise.
 
     Search: lateral travel of the peg tip in the hole frame while it is pressed on the surface
     (tip within ``surface_band_mm`` above or below the opening plane, F/T force above
@@ -125,8 +120,6 @@ class PegInsertScorer:
 
     time_good_s: float = 3.0
     time_bad_s: float = 10.0
-    force_good_n: float = 15.0
-    force_bad_n: float = 60.0
     search_good_mm: float = 0.0
     search_bad_mm: float = 20.0
     surface_band_mm: float = 1.0
@@ -144,10 +137,12 @@ class PegInsertScorer:
 
     def __call__(self, episode: Episode) -> SkillScore:
         success = episode.success and not bool(episode.infos.get("physics_invalid", [False])[-1])
+        config = _cell_config(episode)
+        force_good, force_bad = config.task.jam_force_n, config.limits.rated_insertion_force_n
         metrics = {"time_s": episode.duration_s, "peak_force_n": _final(episode, "peak_insertion_force_n"),
                    "search_length_mm": self.search_length_mm(episode), "success": float(success)}
         components = {"time": ramp(metrics["time_s"], self.time_good_s, self.time_bad_s),
-                      "peak_force": ramp(metrics["peak_force_n"], self.force_good_n, self.force_bad_n),
+                      "peak_force": ramp(metrics["peak_force_n"], force_good, force_bad),
                       "search": ramp(metrics["search_length_mm"], self.search_good_mm, self.search_bad_mm)}
         score = _weighted(components, self.weights) if success else 0.0
         return SkillScore(score=score, components=components, metrics=metrics)
@@ -178,17 +173,6 @@ class WeldSeamScorer:
                       "speed_steadiness": ramp(metrics["travel_speed_cv"], self.speed_cv_good, self.speed_cv_bad),
                       "angle_steadiness": ramp(angle_std, self.angle_std_good_deg, self.angle_std_bad_deg)}
         return SkillScore(score=_weighted(components, self.weights), components=components, metrics=metrics)
-
-
-def _register_builtin() -> None:
-    from skillcell.envs.cells.peg_insert import PegInsertEnv
-    from skillcell.envs.cells.weld_seam import WeldSeamEnv
-
-    register_scorer(PegInsertEnv, PegInsertScorer())
-    register_scorer(WeldSeamEnv, WeldSeamScorer())
-
-
-_register_builtin()
 
 
 @dataclass(frozen=True)
@@ -268,17 +252,27 @@ def score_dataset(path: str | Path, progress: bool = False) -> DatasetScores:
     return DatasetScores(path=Path(path), episodes=scores)
 
 
-def filter_dataset(source: str | Path, out: str | Path, *, min_score: float = 0.0,
-                   operators: Sequence[str] | None = None) -> list[EpisodeEntry]:
-    """Writes the episodes of ``source`` scoring at least ``min_score`` (and, if given, recorded by one
-    of ``operators``) into the dataset ``out``, with their reports; returns the new entries.
-
-    The output folder must not be the source (a dataset is never filtered in place: what was
-    saved is never lost).
-    """
+def check_filter_out(source: str | Path, out: str | Path, *, force: bool = False) -> None:
+    """Raises `DemoError` if `filter_dataset` may not write ``out``: the source itself, or (without
+    ``force``) a folder that holds anything already."""
     source, out = Path(source), Path(out)
     if out.resolve() == source.resolve():
         raise DemoError(f"{out}: filtering writes a new dataset; choose another folder than the source")
+    if out.is_dir() and not force and any(out.iterdir()):
+        raise DemoError(f"{out}: the folder is not empty; choose a new folder, or pass --force to add the "
+                        "selected episodes to the dataset there")
+
+
+def filter_dataset(source: str | Path, out: str | Path, *, min_score: float = 0.0,
+                   operators: Sequence[str] | None = None, force: bool = False) -> list[EpisodeEntry]:
+    """Writes the episodes of ``source`` scoring at least ``min_score`` (and, if given, recorded by one
+    of ``operators``) into the dataset ``out``, with their reports; returns the new entries.
+
+    ``out`` must be a new or empty folder (a dataset is never filtered in place, nor mixed into
+    another by accident: what was saved is never lost); ``force`` appends to a non-empty one.
+    """
+    source, out = Path(source), Path(out)
+    check_filter_out(source, out, force=force)
     dataset = DemoDataset(source)
     scores = score_dataset(source)
     keep = set(scores.select(min_score))
@@ -290,6 +284,11 @@ def filter_dataset(source: str | Path, out: str | Path, *, min_score: float = 0.
         episode = dataset.load(entry)
         episode.notes = {**episode.notes, "filtered_from": {"dataset": str(source), "id": entry.id,
                                                             "min_score": min_score}}
-        report = yaml.safe_load((source / entry.report).read_text()) if entry.report else None
+        report = None
+        if entry.report:
+            try:
+                report = parse_yaml((source / entry.report).read_text(), str(source / entry.report))
+            except ConfigError as exc:
+                raise DatasetError(str(exc)) from None
         entries.append(writer.add(episode, report))
     return entries

@@ -56,15 +56,15 @@ def read_run_config(folder: Path) -> tuple[Path | None, Any]:
     """The config of a training run directory (``config.yaml``, ``.yml``, ``.json`` or ``run.yaml``)."""
     import json
 
-    import yaml
+    from skillcell.config import parse_yaml
 
     for name in ("config.yaml", "config.yml", "config.json", "run.yaml"):
         file = folder / name
         if file.is_file():
-            text = file.read_text()
+            text = file.read_text(errors="replace")
             try:
-                return file, (json.loads(text) if file.suffix == ".json" else yaml.safe_load(text))
-            except (ValueError, yaml.YAMLError):
+                return file, (json.loads(text) if file.suffix == ".json" else parse_yaml(text, str(file)))
+            except ValueError:  # ConfigError too: the report then shows the text as it is
                 return file, text
     return None, None
 
@@ -75,7 +75,7 @@ def run_env(folder: Path) -> tuple[str | None, dict[str, Any]]:
     Understands `skillcell train`'s config (``env: {id, tier, randomize, cell, overrides}``) and
     flat ones (``env_id: ...`` or ``env: <id>``).
     """
-    import yaml
+    from skillcell.config import ConfigError, parse_yaml
 
     _, config = read_run_config(folder)
     env_id, kwargs = None, {}
@@ -95,8 +95,8 @@ def run_env(folder: Path) -> tuple[str | None, dict[str, Any]]:
     summary = folder / "summary.yaml"
     if env_id is None and summary.is_file():
         try:
-            env_id = _find_key(yaml.safe_load(summary.read_text()), ("env_id",))
-        except yaml.YAMLError:
+            env_id = _find_key(parse_yaml(summary.read_text(errors="replace"), str(summary)), ("env_id",))
+        except ConfigError:
             pass
     return env_id, kwargs
 
@@ -130,6 +130,9 @@ class _Side:
         path = Path(spec)
         self.episode = None
         self.model: str | None = None
+        if not path.exists() and spec != "expert" and not spec.startswith("expert:"):
+            raise ValueError(f"{spec}: no such file or folder (expected an episode .npz, a dataset folder, an SB3 "
+                             "model .zip, a training run directory, or expert[:skill])")
         if _is_episode(path):
             self.episode, self.name = _load_episode(path, episode_id)
         else:
@@ -186,10 +189,12 @@ def cmd_render(args: argparse.Namespace) -> int:
     from skillcell.config import ConfigError
     from skillcell.demos.errors import DemoError
     from skillcell.envs.base import RenderUnavailableError
+    from skillcell.paths import check_output
     from skillcell.review.video import LEFT_ACCENT, RIGHT_ACCENT, render_video
 
     envs = []
     try:
+        check_output(args.out, force=args.force)
         left = _Side(args.source, args.episode)
         right = _Side(args.vs, args.vs_episode) if args.vs else None
         # Either side may be the demonstration; a policy on either side starts where it started.
@@ -223,6 +228,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from skillcell.config import ConfigError
     from skillcell.demos.errors import DemoError
     from skillcell.envs.base import RenderUnavailableError
+    from skillcell.paths import check_output
     from skillcell.review.report import ReportOptions, build_report
 
     options = ReportOptions(episodes=args.eval_dir, dataset=args.dataset, rollouts=args.rollouts, env_id=args.env,
@@ -230,6 +236,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                             width=args.width, height=args.height, quality=args.quality,
                             progress=not args.no_progress)
     try:
+        check_output(args.out, force=args.force)
         result = build_report(args.run_dir, args.out, options)
     except RenderUnavailableError as exc:
         return _fail(f"{exc}\n(skillcell report --no-video writes the report without videos)", EXIT_NO_GL)
@@ -263,6 +270,7 @@ def add_commands(subparsers) -> None:
                     "model executes pickled code: render trusted models only.")
     p.add_argument("source", metavar="(EPISODE|MODEL)")
     p.add_argument("--out", required=True, help="output .mp4")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--env", help="the cell a policy runs in (episodes name their own)")
     p.add_argument("--episode", type=int, help="episode id when SOURCE is a dataset folder (default: the first)")
     p.add_argument("--vs", metavar="(EPISODE|MODEL)", help="a second source, shown on the right")
@@ -287,7 +295,8 @@ def add_commands(subparsers) -> None:
                     "(a dataset folder in RUN_DIR or --eval) and a demonstration dataset (--dataset) and "
                     "writes one HTML page; plots are embedded, videos written next to it.")
     p.add_argument("run_dir")
-    p.add_argument("--out", required=True, help="output .html")
+    p.add_argument("--out", required=True, help="output .html (videos go to a folder next to it)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     # Not --episodes: `skillcell` reads args.episodes as a count for every command.
     p.add_argument("--eval", dest="eval_dir", metavar="DIR",
                    help="dataset folder of evaluation episodes (default: one found in RUN_DIR)")
