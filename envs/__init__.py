@@ -1,13 +1,13 @@
 """skillcell cells as Gymnasium environments; importing `skillcell` registers them.
 
-Adding a cell: ``assets/cells/<cell>/`` (scene.xml + cell.yaml), ``envs/cells/<cell>.py`` and one
-`register` line below. The registry-wide tests pick it up from there.
+Adding a cell: ``assets/cells/<cell>/`` (scene.xml, cell.yaml, tiers.yaml, envelope.yaml,
+criteria.yaml), its env module(s) under ``envs/cells/`` (its expert, scorer and review preset may
+live wherever their layer allows) and one `register_cell` line below (`skillcell.envs.registry`).
+``tests/test_cells.py`` and ``tests/test_envs.py`` loop over the registry and cover it from there.
 """
 
 if __name__ != "skillcell.envs":
     raise ImportError("import skillcell.envs (after `pip install -e .`), not the envs/ folder directly")
-
-from gymnasium.envs.registration import register, registry
 
 from skillcell.envs.base import CellEnv, ObsField, RenderUnavailableError
 from skillcell.envs.cell import (
@@ -18,6 +18,7 @@ from skillcell.envs.cell import (
     ToolConfig,
     compose_cell,
 )
+from skillcell.envs.registry import cell_ids, register_cell
 
 __all__ = [
     "CellConfig",
@@ -32,18 +33,16 @@ __all__ = [
     "skillcell_env_ids",
 ]
 
-_CELLS = [
-    ("skillcell/PegInsert-v0", "skillcell.envs.cells.peg_insert:PegInsertEnv", 200, {}),
-    ("skillcell/WeldSeam-v0", "skillcell.envs.cells.weld_seam:WeldSeamEnv", 1000, {"variant": "fillet"}),
-    ("skillcell/WeldSeamLap-v0", "skillcell.envs.cells.weld_seam:WeldSeamEnv", 1000, {"variant": "lap"}),
-    ("skillcell/WeldSeamButt-v0", "skillcell.envs.cells.weld_seam:WeldSeamEnv", 1000, {"variant": "butt"}),
-    ("skillcell/WeldSeamCurved-v0", "skillcell.envs.cells.weld_seam:WeldSeamEnv", 1000, {"variant": "curved"}),
-]
-for _id, _entry_point, _max_steps, _kwargs in _CELLS:
-    if _id not in registry:
-        register(id=_id, entry_point=_entry_point, max_episode_steps=_max_steps, kwargs=_kwargs)
+#: every registered cell id, sorted (`skillcell.envs.registry.cell_ids`)
+skillcell_env_ids = cell_ids
 
-
-def skillcell_env_ids() -> list[str]:
-    """Every registered ``skillcell/*`` environment id, sorted."""
-    return sorted(env_id for env_id in registry if env_id.startswith("skillcell/"))
+register_cell("skillcell/PegInsert-v0", "skillcell.envs.cells.peg_insert:PegInsertEnv",
+              expert="skillcell.policies.scripted:PegInsertExpert", scorer="skillcell.demos.scores:PegInsertScorer",
+              review="skillcell.review.overlays:peg_review", max_episode_steps=200)
+_WELD = {"entry_point": "skillcell.envs.cells.weld_seam:WeldSeamEnv",  # what the weld variants share
+         "expert": "skillcell.policies.scripted:WeldSeamExpert", "scorer": "skillcell.demos.scores:WeldSeamScorer",
+         "review": "skillcell.review.overlays:weld_review", "capture_signals": ("arc_on",), "max_episode_steps": 1000}
+register_cell("skillcell/WeldSeam-v0", **_WELD, kwargs={"variant": "fillet"})
+register_cell("skillcell/WeldSeamLap-v0", **_WELD, kwargs={"variant": "lap"})
+register_cell("skillcell/WeldSeamButt-v0", **_WELD, kwargs={"variant": "butt"})
+register_cell("skillcell/WeldSeamCurved-v0", **_WELD, kwargs={"variant": "curved"})

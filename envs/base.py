@@ -17,6 +17,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from skillcell.config import to_mapping
 from skillcell.envs.cell import ROBOT_PREFIX, TOOL_PREFIX, CellConfig, compose_cell
 from skillcell.envs.control import CartesianController, rotvec_from_quat
 from skillcell.envs.tiers import TierRuntime, resolve_tier
@@ -57,7 +58,8 @@ class CellEnv(gym.Env):
     task_action_size: ClassVar[int] = 0
     #: one name per task channel (`action_names`); unnamed channels are ``task_<i>``
     task_action_names: ClassVar[tuple[str, ...]] = ()
-    #: final-step ``info`` entries that summarize an episode's process quality (reports, CLI)
+    #: final-step ``info`` entries that summarize an episode's process quality (reports, CLI, gate;
+    #: read through the cell registry, `skillcell.envs.registry.CellSpec.kpi_keys`)
     kpi_keys: ClassVar[tuple[str, ...]] = ()
     _terminate_on_success: bool = True
 
@@ -322,6 +324,23 @@ class CellEnv(gym.Env):
     def tier_sample(self):
         """What the tier drew for this episode: friction and mass factors, F/T bias, latency."""
         return self._tier_runtime.sample
+
+    @classmethod
+    def load_config(cls, cell: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                    **env_kwargs: Any) -> CellConfig:
+        """The config an env made with these `gym.make` keywords would have, without building it
+        (the skill scorer reads an episode's limits this way); a cell implements it and its
+        ``__init__`` calls it. Keywords that do not configure the cell (``render_mode``,
+        ``tier``, ``randomize``...) are ignored."""
+        raise NotImplementedError(f"{cls.__name__} does not implement load_config")
+
+    @property
+    def limits(self) -> dict[str, Any]:
+        """The cell's limits by name (`skillcell.envs.limits`): its config's ``limits`` section; cells
+        add what they derive by a named rule or keep elsewhere (a WPS). ``envelope.yaml`` and
+        ``criteria.yaml`` refer to them as ``limits.<name>``."""
+        section = getattr(self.config, "limits", None)
+        return to_mapping(section) if section is not None else {}
 
     def cell_file(self, name: str) -> Path | None:
         """The file ``name`` in the cell's asset folder (`cell_dir`), or None where there is none."""

@@ -17,7 +17,10 @@ checked at the control rate on the measured state, as sampled at the end of each
 the robot's own safety controller (which samples at its servo rate) stays the last line.
 
 A cell's envelope lives in ``envelope.yaml`` in its asset folder (`CellEnv.cell_dir`); every key
-is checked and a mistake names its key.
+is checked and a mistake names its key. A limit the cell declares elsewhere is named, not restated:
+``tool_force_max_n: limits.tool_force_stop_n`` takes the cell's value (`skillcell.envs.limits`),
+so a change of the cell's declaration (``--set limits.rated_insertion_force_n=45``) moves the
+envelope with it.
 """
 
 from __future__ import annotations
@@ -33,8 +36,10 @@ import mujoco
 import numpy as np
 
 from skillcell.config import ConfigError, bounds, from_mapping, load_yaml, to_mapping
+from skillcell.envs.limits import has_limit_refs, resolve_limits
 
 __all__ = [
+    "ISO_10218_REDUCED_SPEED_MM_S",
     "LIMITS",
     "EnvelopeMonitor",
     "FilterResult",
@@ -48,6 +53,8 @@ __all__ = [
 #: every limit an envelope can declare, in report order; violations and interventions use these names
 LIMITS = ("joint_position", "joint_velocity", "tool_speed", "tool_angular_speed", "workspace", "tool_force",
           "tool_torque", "tool_clearance")
+#: the reduced TCP speed of ISO 10218-1 (5.6): the tool speed limit of an envelope that declares none
+ISO_10218_REDUCED_SPEED_MM_S = 250.0
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,7 @@ class SafetyEnvelope:
     joint_velocity_max_deg_s: tuple[float, ...] = field(metadata=bounds(1e-3, 1000.0))
     workspace_min_m: tuple[float, float, float]
     workspace_max_m: tuple[float, float, float]
-    tool_speed_max_mm_s: float = field(default=250.0, metadata=bounds(0.0, 5000.0))
+    tool_speed_max_mm_s: float = field(default=ISO_10218_REDUCED_SPEED_MM_S, metadata=bounds(0.0, 5000.0))
     tool_angular_speed_max_deg_s: float | None = field(default=None, metadata=bounds(0.0, 2000.0))
     tool_force_max_n: float | None = field(default=None, metadata=bounds(0.0, 10000.0))
     tool_torque_max_nm: float | None = field(default=None, metadata=bounds(0.0, 1000.0))
@@ -318,12 +325,13 @@ def robot_state(env: Any) -> RobotState:
     )
 
 
-def load_envelope(source: Any, overrides: dict[str, Any] | None = None) -> SafetyEnvelope:
+def load_envelope(source: Any, overrides: dict[str, Any] | None = None, *, env: Any = None) -> SafetyEnvelope:
     """The envelope from a YAML path, or a cell env's own ``envelope.yaml``; checked against the env.
 
-    ``overrides`` is a mapping laid over the file (e.g. ``{"tool_speed_max_mm_s": 100}``).
+    ``overrides`` is a mapping laid over the file (e.g. ``{"tool_speed_max_mm_s": 100}``). Values
+    ``limits.<name>`` are the env's limits (`CellEnv.limits`); a file loaded by path takes them
+    from ``env`` (which it is then also checked against).
     """
-    env = None
     if isinstance(source, (str, Path)):
         path = Path(source)
     else:
@@ -337,6 +345,10 @@ def load_envelope(source: Any, overrides: dict[str, Any] | None = None) -> Safet
     if overrides:
         data = {**data, **overrides}
     try:
+        if env is not None:
+            data = resolve_limits(data, env.unwrapped.limits)
+        elif has_limit_refs(data):
+            raise ConfigError("refers to a cell's limits (limits.<name>): load it for a cell (env=...)")
         envelope = from_mapping(SafetyEnvelope, data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None

@@ -186,6 +186,13 @@ def _check_spaces(model: Any, env: Any, obs_norm: ObsNormalization | None) -> No
         raise ValueError("only Box observation and action spaces can be exported")
     u = env.unwrapped
     if obs_space.shape != u.observation_space.shape:
+        (n,), (a,) = u.observation_space.shape, u.action_space.shape
+        k, rest = divmod(obs_space.shape[0] - a, n) if len(obs_space.shape) == 1 else (0, 1)
+        if k >= 1 and rest == 0:
+            # skillcell.policies.history: the graph is stateless and the runner feeds one observation.
+            raise ValueError(f"the model observes {obs_space.shape[0]} = {k} x {n} observations + the previous "
+                             f"action: it was trained with an observation history (env.history: {k}), which "
+                             "the ONNX runner does not keep; train without env.history to export")
         raise ValueError(f"the model observes {obs_space.shape}, the env {u.observation_space.shape}")
     if act_space.shape != u.action_space.shape:
         raise ValueError(f"the model acts in {act_space.shape}, the env in {u.action_space.shape}")
@@ -193,7 +200,9 @@ def _check_spaces(model: Any, env: Any, obs_norm: ObsNormalization | None) -> No
         raise ValueError(f"VecNormalize statistics have shape {obs_norm.mean.shape}, observations {obs_space.shape}")
 
 
-def _export_module(policy: Any, obs_norm: ObsNormalization | None, scale: np.ndarray):
+def policy_module(policy: Any, obs_norm: ObsNormalization | None, scale: np.ndarray):
+    """A torch module: raw observation -> ``(action, command)``, SB3's deterministic predict (see the
+    module docstring); the building block of `export_onnx` and of composite policies."""
     import torch
 
     class OnnxablePolicy(torch.nn.Module):
@@ -244,10 +253,6 @@ def export_onnx(loaded: LoadedModel | Any, env: Any, path: str | Path,
 
     The file carries metadata (``metadata_props``): units, control period, scales, source hash.
     """
-    import onnx
-    import torch
-    from torch.distributions import Distribution
-
     if isinstance(loaded, LoadedModel):
         model, obs_norm, source_sha = loaded.model, loaded.obs_norm, loaded.sha256
     else:
@@ -255,11 +260,25 @@ def export_onnx(loaded: LoadedModel | Any, env: Any, path: str | Path,
     _check_spaces(model, env, obs_norm)
     policy = model.policy
     policy.set_training_mode(False)
-    u = env.unwrapped
-    scale = command_scale(env)
-    module = _export_module(policy, obs_norm, scale)
-    example = torch.zeros((2, u.observation_space.shape[0]), dtype=torch.float32)
+    module = policy_module(policy, obs_norm, command_scale(env))
+    return save_onnx(module, env, path, {
+        "obs_normalization": "vecnormalize" if obs_norm is not None else "none",
+        "action_postprocess": "unscale" if policy.squash_output else "clip",
+        "source_sha256": source_sha,
+    }, env_id=env_id)
 
+
+def save_onnx(module: Any, env: Any, path: str | Path, metadata: dict[str, str],
+              env_id: str | None = None) -> ExportResult:
+    """Exports a torch ``module`` (raw observation batch -> ``(action, command)``) for ``env``'s cell to
+    ``path``, atomically, with the cell's units, scales and control period and ``metadata`` in its
+    ``metadata_props``."""
+    import onnx
+    import torch
+    from torch.distributions import Distribution
+
+    u = env.unwrapped
+    example = torch.zeros((2, u.observation_space.shape[0]), dtype=torch.float32)
     # Distribution argument validation is data-dependent Python control flow that torch.export
     # cannot trace; the exported graph never samples, so it is switched off for the export only.
     validate = Distribution._validate_args
@@ -288,13 +307,11 @@ def export_onnx(loaded: LoadedModel | Any, env: Any, path: str | Path,
         "action_size": str(u.action_space.shape[0]),
         "command_units": "TCP pose delta per control period, cell frame: dx dy dz [m], rotation vector "
                          "rx ry rz [rad], then task channels (unitless)",
-        "command_scale": json.dumps([float(s) for s in scale]),
+        "command_scale": json.dumps([float(s) for s in command_scale(env)]),
         "control_dt_s": repr(float(u.control_dt)),
         "max_translation_m": repr(control.max_translation_mm * 1e-3),
         "max_rotation_rad": repr(math.radians(control.max_rotation_deg)),
-        "obs_normalization": "vecnormalize" if obs_norm is not None else "none",
-        "action_postprocess": "unscale" if policy.squash_output else "clip",
-        "source_sha256": source_sha,
+        **metadata,
     }
     for key, value in metadata.items():
         entry = proto.metadata_props.add()

@@ -15,6 +15,7 @@ import numpy as np
 from skillcell.envs.base import CellEnv
 from skillcell.envs.cells.peg_insert import PegInsertEnv
 from skillcell.envs.control import quat_from_rotvec, rotvec_from_quat
+from skillcell.envs.registry import UnknownCellError, spec_of
 
 __all__ = ["PegInsertExpert", "ScriptedExpert", "WeldSeamExpert", "make_expert"]
 
@@ -261,16 +262,13 @@ class WeldSeamExpert(ScriptedExpert):
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
 
-def _expert_classes() -> dict[type, type[ScriptedExpert]]:
-    from skillcell.envs.cells.weld_seam import WeldSeamEnv
-
-    return {PegInsertEnv: PegInsertExpert, WeldSeamEnv: WeldSeamExpert}
-
-
 def make_expert(env, skill: str = "expert", seed: int = 0) -> ScriptedExpert:
-    """The scripted expert for ``env``'s cell (``env`` may be wrapped) at a skill level."""
-    cell = type(env.unwrapped)
-    for env_class, expert_class in _expert_classes().items():
-        if issubclass(cell, env_class):
-            return expert_class(env, skill=skill, seed=seed)
-    raise ValueError(f"no scripted expert for {cell.__name__}")
+    """The scripted expert that the cell registry declares for ``env``'s cell (``env`` may be
+    wrapped; `skillcell.envs.registry`), at a skill level."""
+    try:
+        spec = spec_of(env)
+    except UnknownCellError as exc:
+        raise ValueError(f"no scripted expert: {exc}") from None
+    if spec.expert is None:
+        raise ValueError(f"no scripted expert for {spec.id}: its register_cell declares none")
+    return spec.expert(env, skill=skill, seed=seed)

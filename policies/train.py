@@ -56,13 +56,17 @@ from skillcell.config import ConfigError, bounds, from_mapping, load_yaml, merge
 
 __all__ = [
     "BCConfig",
+    "CurriculumStage",
+    "DaggerConfig",
     "DemosConfig",
     "EnvConfig",
     "EvalConfig",
     "EvaluateEvery",
     "FinetuneConfig",
+    "ForcePenaltyConfig",
     "PPOConfig",
     "RLConfig",
+    "ResidualConfig",
     "SACConfig",
     "TrainConfig",
     "TrainResult",
@@ -78,17 +82,62 @@ __all__ = [
 
 
 @dataclass(frozen=True)
+class CurriculumStage:
+    """One stage of ``env.curriculum``: train at ``tier`` until the model has ``until_steps`` env steps
+    (the last stage: none, it lasts to the end)."""
+
+    tier: str
+    until_steps: int | None = field(default=None, metadata=bounds(1, 1_000_000_000))
+
+
+@dataclass(frozen=True)
+class ForcePenaltyConfig:
+    """``env.force_penalty``: a reward term against force beyond the envelope's ``tool_force_max_n``
+    (`skillcell.policies.force_limit`)."""
+
+    weight: float = field(default=1.0, metadata=bounds(0.0, 1000.0))
+    start_fraction: float = field(default=1.0, metadata=bounds(0.01, 1.0))
+
+
+@dataclass(frozen=True)
 class EnvConfig:
-    """The cell to train on; ``overrides`` is a cell-config mapping as ``gym.make(..., overrides=)``."""
+    """The cell to train on; ``overrides`` is a cell-config mapping as ``gym.make(..., overrides=)``.
+
+    ``tier`` or ``curriculum`` (not both): the randomization tier(s) to train at; evaluation runs
+    at the last one. ``history``: observe the last k observations and the previous action
+    (`skillcell.policies.history`; 0: off).
+    """
 
     id: str = "skillcell/PegInsert-v0"
     n_envs: int = field(default=1, metadata=bounds(1, 64))
     tier: str | None = None
+    curriculum: tuple[CurriculumStage, ...] = ()
     randomize: bool = True
     cell: str | None = None  # a cell YAML laid over the packaged one
     obs_norm: Literal["none", "demos"] = "none"
     obs_std_floor: float = field(default=0.01, metadata=bounds(1e-6, 10.0))
+    history: int = field(default=0, metadata=bounds(0, 64))
+    force_penalty: ForcePenaltyConfig | None = None
     overrides: dict[str, Any] | None = None  # checked by the cell when the env is built
+
+    def __post_init__(self) -> None:
+        if self.curriculum and self.tier is not None:
+            raise ConfigError("curriculum: give env.tier or env.curriculum, not both")
+        for i, stage in enumerate(self.curriculum):
+            last = i == len(self.curriculum) - 1
+            if last and stage.until_steps is not None:
+                raise ConfigError(f"curriculum[{i}].until_steps: the last stage lasts to the end of training; "
+                                  "leave until_steps out")
+            if not last and stage.until_steps is None:
+                raise ConfigError(f"curriculum[{i}].until_steps: required (every stage but the last ends)")
+            if i and not last and stage.until_steps <= self.curriculum[i - 1].until_steps:
+                raise ConfigError(f"curriculum[{i}].until_steps: must exceed the previous stage's "
+                                  f"({self.curriculum[i - 1].until_steps}), got {stage.until_steps}")
+
+    @property
+    def tiers(self) -> tuple[str | None, ...]:
+        """The tiers training runs at, in order (None: the cell's default)."""
+        return tuple(s.tier for s in self.curriculum) or (self.tier,)
 
 
 @dataclass(frozen=True)
@@ -180,6 +229,32 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class DaggerConfig:
+    """DAgger after behaviour cloning (`skillcell.policies.dagger`): ``rounds`` of ``episodes_per_round``
+    rollouts (seeds ``seed, seed+1, ...``) executing the expert with probability
+    ``beta0 * beta_decay ** round``; BC continues ``bc_steps`` (default: ``bc.steps``) per round.
+    ``expert``: ``scripted``, ``scripted:<skill>`` or an SB3 model path."""
+
+    rounds: int = field(default=3, metadata=bounds(1, 1000))
+    episodes_per_round: int = field(default=10, metadata=bounds(1, 100_000))
+    beta0: float = field(default=0.5, metadata=bounds(0.0, 1.0))
+    beta_decay: float = field(default=0.5, metadata=bounds(0.0, 1.0))
+    expert: str = "scripted"
+    bc_steps: int | None = field(default=None, metadata=bounds(0, 10_000_000))
+    seed: int = 50_000
+
+
+@dataclass(frozen=True)
+class ResidualConfig:
+    """Residual RL (`skillcell.policies.residual`): RL learns ``scale * r`` (``r`` in [-1, 1]) added to a
+    frozen base: ``bc`` (this run's behaviour-cloned model, after DAgger if configured),
+    ``scripted``/``scripted:<skill>``, or an SB3 model path."""
+
+    base: str = "bc"
+    scale: float = field(default=0.2, metadata=bounds(0.001, 2.0))
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """A training run; see the module docstring and ``examples/train_peg_insert.yaml``."""
 
@@ -189,6 +264,8 @@ class TrainConfig:
     rl: RLConfig = RLConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     eval: EvalConfig = EvalConfig()
+    dagger: DaggerConfig | None = None
+    residual: ResidualConfig | None = None
     seed: int = 0
     out: str = "runs/train"
     checkpoints: bool = True
@@ -210,6 +287,22 @@ class TrainConfig:
                               f"got {self.rl.sac.ent_coef!r}")
         if any(w < 1 for w in self.rl.net_arch):
             raise ConfigError(f"rl.net_arch: layer widths must be positive, got {list(self.rl.net_arch)}")
+        if self.dagger is not None and not self.bc.enabled:
+            raise ConfigError("dagger: retrains the behaviour-cloned learner each round; set bc.enabled: true")
+        r = self.residual
+        if r is not None:
+            if (r.base == "bc") != self.bc.enabled:
+                raise ConfigError("residual.base: 'bc' takes this run's behaviour-cloned model as the base, so it "
+                                  "needs bc.enabled: true; any other base is given, so set bc.enabled: false")
+            if self.env.obs_norm != "none":
+                raise ConfigError("env.obs_norm: the residual observes [observation, base action] as they are; "
+                                  "use obs_norm: none with residual")
+            if self.finetune.bc_weight > 0:
+                raise ConfigError("finetune.bc_weight: BC steps would pull the residual towards the demonstrated "
+                                  "actions, which are actions, not corrections; set it to 0 with residual")
+            if self.env.history and (r.base == "scripted" or r.base.startswith("scripted:")):
+                raise ConfigError("residual.base: a scripted base reads the plain observation; it cannot be "
+                                  "combined with env.history")
 
 
 _SCIENTIFIC = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
@@ -348,9 +441,10 @@ def steps_to_success(rows: list[dict[str, Any]], threshold: float = 0.9, key: st
 
 
 def _env_kwargs(config: EnvConfig) -> dict[str, Any]:
+    """``gym.make`` keywords of the cell at the first tier training runs at."""
     kwargs: dict[str, Any] = {}
-    if config.tier is not None:
-        kwargs["tier"] = config.tier
+    if config.tiers[0] is not None:
+        kwargs["tier"] = config.tiers[0]
     if not config.randomize:
         kwargs["randomize"] = False
     if config.cell is not None:
@@ -374,16 +468,34 @@ def _make_env(env_id: str, env_kwargs: dict[str, Any]):
         raise ConfigError(f"env.overrides: {exc}") from None
 
 
-def _make_vec_env(config: TrainConfig):
+def _train_env_spec(config: TrainConfig):
+    """The `TrainEnvSpec` of the RL envs (a residual on a ``bc`` base gets its base once it is trained)."""
+    from skillcell.policies.train_env import TrainEnvSpec
+
+    kwargs = {k: v for k, v in _env_kwargs(config.env).items() if k != "tier"}
+    penalty, residual = config.env.force_penalty, config.residual
+    return TrainEnvSpec(config.env.id, kwargs, config.env.tiers, config.env.history,
+                        None if penalty is None else (penalty.weight, penalty.start_fraction),
+                        residual.base if residual is not None and residual.base != "bc" else None,
+                        residual.scale if residual is not None else 0.2, config.seed)
+
+
+def _eval_env(config: TrainConfig, spec):
+    """The evaluation env: the cell at the last training tier (checked: a bad id or override is named), wrapped."""
+    kwargs = dict(spec.env_kwargs)
+    if spec.final_tier is not None:
+        kwargs["tier"] = spec.final_tier
+    return spec.wrap(_make_env(config.env.id, kwargs))
+
+
+def _make_vec_env(config: TrainConfig, spec=None):
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    env_id = config.env.id
-    # Subprocess workers import nothing by themselves: the module prefix registers the cells there.
-    make_id = env_id if ":" in env_id or config.env.n_envs == 1 else f"skillcell:{env_id}"
-    return make_vec_env(make_id, n_envs=config.env.n_envs, seed=config.seed,
-                        vec_env_cls=SubprocVecEnv if config.env.n_envs > 1 else DummyVecEnv,
-                        env_kwargs=_env_kwargs(config.env))
+    # A picklable spec: subprocess workers build (and register) the cell themselves.
+    spec = spec if spec is not None else _train_env_spec(config)
+    return make_vec_env(spec.make, n_envs=config.env.n_envs, seed=config.seed,
+                        vec_env_cls=SubprocVecEnv if config.env.n_envs > 1 else DummyVecEnv)
 
 
 def _sac_ent_coef(value: float | str) -> float | str:
@@ -528,8 +640,15 @@ def train(config: TrainConfig, out: str | Path | None = None, *, overwrite: bool
         # SB3's small networks on a few cores: one thread per process beats contended intra-op threads.
         th.set_num_threads(config.torch_threads)
     env_kwargs = _env_kwargs(config.env)
-    eval_env = _make_env(config.env.id, env_kwargs)  # checks the cell overrides before anything is written
+    spec = _train_env_spec(config)
+    eval_env = _eval_env(config, spec)  # checks the cell overrides (and a residual's base) before anything is written
     kpi_keys = list(eval_env.unwrapped.kpi_keys)
+    dagger_env = dagger_expert = None
+    if config.dagger is not None:
+        from skillcell.policies.frozen import frozen_policy
+
+        dagger_env = spec.cell_env(spec.tiers[0])
+        dagger_expert = frozen_policy(config.dagger.expert, dagger_env, seed=config.seed, where="dagger.expert")
     # Demonstrations before anything is written: a damaged dataset must not cost the previous run.
     demos = heldout = None
     if config.demos.source != "none":
@@ -548,26 +667,41 @@ def train(config: TrainConfig, out: str | Path | None = None, *, overwrite: bool
         log(f"demonstrations: {demos.n_episodes} episodes, {len(demos)} steps "
             f"(success {demos.episode_success.mean():.0%})"
             + (f"; {heldout.n_episodes} held out" if heldout is not None else ""))
+        if config.env.history:
+            from skillcell.policies.dagger import history_transitions
+
+            demos = history_transitions(demos, config.env.history)
+            heldout = heldout if heldout is None else history_transitions(heldout, config.env.history)
 
     if overwrite:
         # Nothing of the previous run may survive to be mistaken for this one's (eval picks up a
         # vecnormalize.pkl next to the model by itself).
-        stale = [run_dir / n for n in ("metrics.csv", "model.zip", "bc_model.zip", "vecnormalize.pkl", "summary.yaml")]
+        stale = [run_dir / n for n in ("metrics.csv", "model.zip", "bc_model.zip", "dagger_model.zip", "residual.yaml",
+                                       "vecnormalize.pkl", "summary.yaml")]
         for old in [*stale, *(run_dir / "checkpoints").glob("model_*.zip")]:
             old.unlink(missing_ok=True)
+        if (run_dir / "dagger").is_dir():
+            import shutil
+
+            shutil.rmtree(run_dir / "dagger")  # DatasetWriter would append this run's rounds to the old ones
     run_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write(run_dir / "config.yaml", ("# skillcell train: the config as run\n" + config_to_yaml(config)).encode())
 
-    venv = _make_vec_env(config)
+    venv = _make_vec_env(config, spec)
     vec_normalize = None
     if config.env.obs_norm == "demos":
         venv = vec_normalize = demo_vec_normalize(venv, demos, std_floor=config.env.obs_std_floor)
         _save_vec_normalize(vec_normalize, run_dir / "vecnormalize.pkl")
-    use_demo_buffer = config.rl.algo == "sac" and demos is not None and config.rl.sac.demo_ratio > 0
+    use_demo_buffer = (config.rl.algo == "sac" and demos is not None and config.rl.sac.demo_ratio > 0
+                       and config.residual is None)  # demonstrated actions are not residuals
     model = build_model(config, venv, demo_buffer=use_demo_buffer)
     from stable_baselines3.common.logger import configure
 
     model.set_logger(configure(str(run_dir / "sb3"), ["csv"]))
+    if spec.residual_base is not None:
+        from skillcell.policies.residual import zero_action_head
+
+        zero_action_head(model)
 
     columns = ["phase", "env_steps", "wall_time_s", "episodes", "success_rate", "success_ci_low", "success_ci_high",
                "mean_return", "mean_length", *kpi_keys]
@@ -597,14 +731,38 @@ def train(config: TrainConfig, out: str | Path | None = None, *, overwrite: bool
         log(bc_result.report())
         save_model(model, run_dir / "bc_model.zip")
     evaluate(0, "bc" if bc_result is not None else "init")
+    step_offset = 0  # env steps before RL (DAgger's rollouts): the RL rows count on from them
+    dagger_rounds = []
+    if config.dagger is not None:
+        dagger_rounds, demos = _dagger_stage(config, model, demos, dagger_env, dagger_expert, run_dir, evaluate, log)
+        step_offset = sum(r.steps for r in dagger_rounds)
+        save_model(model, run_dir / "dagger_model.zip")
+    if config.residual is not None and config.residual.base == "bc":
+        from skillcell.policies.residual import zero_action_head
+
+        # The learner becomes the frozen base; RL trains a new model: the residual on top of it.
+        spec = dataclasses.replace(spec, residual_base=str(run_dir / ("dagger_model.zip" if dagger_rounds
+                                                                        else "bc_model.zip")))
+        venv.close()
+        eval_env.close()
+        venv, eval_env = _make_vec_env(config, spec), _eval_env(config, spec)
+        model = build_model(config, venv, demo_buffer=False)
+        model.set_logger(configure(str(run_dir / "sb3"), ["csv"]))
+        zero_action_head(model)
+    if config.residual is not None:
+        _write_residual_record(run_dir, config, spec)
 
     if use_demo_buffer:
         model.replay_buffer.add_demos(demos, scale_action=model.policy.scale_action)
     callbacks: list[BaseCallback] = []
     if config.eval.every_steps > 0:
-        callbacks.append(EvaluateEvery(config.eval.every_steps, lambda steps: evaluate(steps, "rl")))
+        callbacks.append(EvaluateEvery(config.eval.every_steps, lambda steps: evaluate(step_offset + steps, "rl")))
+    if len(spec.tiers) > 1:
+        from skillcell.policies.curriculum import TierCurriculum
+
+        callbacks.append(TierCurriculum([(s.tier, s.until_steps) for s in config.env.curriculum], log=log))
     f = config.finetune
-    if bc_result is not None and f.critic_warmup_steps > 0:
+    if (bc_result is not None or config.residual is not None) and f.critic_warmup_steps > 0:
         callbacks.append(CriticWarmup(f.critic_warmup_steps))
     if bc_result is not None and f.bc_weight > 0:
         callbacks.append(BCRegularizer(demos, weight=f.bc_weight, half_life=f.bc_half_life_steps,
@@ -612,14 +770,15 @@ def train(config: TrainConfig, out: str | Path | None = None, *, overwrite: bool
                                        learning_rate=f.bc_learning_rate, seed=config.seed))
     if config.rl.steps > 0:
         model.learn(config.rl.steps, callback=callbacks, progress_bar=config.progress)
-        if not rows or rows[-1]["env_steps"] != model.num_timesteps:
-            evaluate(model.num_timesteps, "rl")
+        if not rows or rows[-1]["env_steps"] != step_offset + model.num_timesteps:
+            evaluate(step_offset + model.num_timesteps, "rl")
     save_model(model, run_dir / "model.zip")
 
     wall = time.perf_counter() - start
     final = rows[-1]
     summary = {
-        "env_id": config.env.id, "algorithm": config.rl.algo, "env_steps": int(model.num_timesteps),
+        "env_id": config.env.id, "algorithm": config.rl.algo, "env_steps": step_offset + int(model.num_timesteps),
+        "rl_env_steps": int(model.num_timesteps), "tiers": list(spec.tiers), "history": config.env.history,
         "wall_time_s": round(wall, 2),
         "demonstrations": None if demos is None else {
             "episodes": demos.n_episodes, "steps": len(demos),
@@ -630,6 +789,11 @@ def train(config: TrainConfig, out: str | Path | None = None, *, overwrite: bool
             "train_action_mse_after": bc_result.train_error_after,
             "heldout_action_mse_before": _none_if_nan(bc_result.heldout_error_before),
             "heldout_action_mse_after": _none_if_nan(bc_result.heldout_error_after)},
+        "dagger": [{"round": r.round, "beta": r.beta, "episodes": r.episodes, "env_steps": r.steps,
+                    "expert_executed_fraction": r.expert_executed_fraction,
+                    "rollout_success_rate": r.learner_success_rate, "aggregate_steps": r.aggregate_steps,
+                    "train_action_mse_after": r.bc.train_error_after} for r in dagger_rounds] or None,
+        "residual": None if config.residual is None else {"base": spec.residual_base, "scale": spec.residual_scale},
         "final_eval": {k: _none_if_nan(v) if isinstance(v, float) else v for k, v in final.items()},
         "steps_to_90pct_success": _none_if_nan(steps_to_success(rows, 0.9)),
     }
@@ -638,6 +802,40 @@ def train(config: TrainConfig, out: str | Path | None = None, *, overwrite: bool
     venv.close()
     log(f"run directory {run_dir}: model.zip, metrics.csv ({len(rows)} evaluations), {wall:.0f} s")
     return TrainResult(run_dir, model, bc_result, rows, wall)
+
+
+def _dagger_stage(config: TrainConfig, model, demos, env, expert, run_dir: Path, evaluate, log):
+    """DAgger rounds on the behaviour-cloned ``model`` (`skillcell.policies.dagger`); ``(rounds, aggregate)``."""
+    from skillcell.policies.dagger import dagger
+    from skillcell.policies.frozen import is_scripted
+
+    g, b = config.dagger, config.bc
+    bc_kwargs = {"steps": g.bc_steps if g.bc_steps is not None else b.steps, "batch_size": b.batch_size,
+                 "learning_rate": b.learning_rate, "weight_decay": b.weight_decay, "loss": b.loss,
+                 "log_std": b.log_std, "log_std_weight": b.log_std_weight}
+
+    def after_round(record, env_steps: int) -> None:
+        log(f"DAgger round {record.round}: beta {record.beta:.3g}, {record.episodes} episodes, {record.steps} steps "
+            f"(expert executed {record.expert_executed_fraction:.0%}, rollout success "
+            f"{record.learner_success_rate:.0%}); aggregate {record.aggregate_steps} steps; {record.bc.report()}")
+        evaluate(env_steps, "dagger")
+
+    name = g.expert if is_scripted(g.expert) else expert.describe()
+    return dagger(model, demos, env=env, expert=expert, expert_name=name, rounds=g.rounds,
+                  episodes_per_round=g.episodes_per_round, beta0=g.beta0, beta_decay=g.beta_decay,
+                  bc_kwargs=bc_kwargs, dataset=run_dir / "dagger", seed=config.seed, first_episode_seed=g.seed,
+                  history=config.env.history, after_round=after_round, progress=config.progress)
+
+
+def _write_residual_record(run_dir: Path, config: TrainConfig, spec) -> None:
+    """``residual.yaml``: what model.zip is a residual of, for evaluation and export."""
+    from skillcell.policies.frozen import is_scripted
+    from skillcell.policies.runner import sha256_file
+
+    base = spec.residual_base
+    record = {"base": base, "base_sha256": None if is_scripted(base) else sha256_file(base),
+              "scale": spec.residual_scale, "algorithm": config.rl.algo, "history": config.env.history}
+    _atomic_write(run_dir / "residual.yaml", yaml.safe_dump(record, sort_keys=False).encode())
 
 
 def _none_if_nan(value: float) -> float | None:

@@ -64,16 +64,12 @@ def _make_env(env_id: str, **kwargs):
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    import gymnasium as gym
+    from skillcell.envs.registry import cell_ids, cell_spec
 
-    import skillcell
-
-    for env_id in skillcell.skillcell_env_ids():
-        spec = gym.spec(env_id)
-        module, _, name = spec.entry_point.partition(":")
-        cls = getattr(__import__(module, fromlist=[name]), name)
-        summary = (cls.__doc__ or "").strip().splitlines()[0]
-        print(f"{env_id:28s} {summary} (max {spec.max_episode_steps} steps)")
+    for env_id in cell_ids():
+        spec = cell_spec(env_id)
+        summary = (spec.env_class.__doc__ or "").strip().splitlines()[0]
+        print(f"{env_id:28s} {summary} (max {spec.max_episode_steps} steps; KPIs: {', '.join(spec.kpi_keys)})")
     return 0
 
 
@@ -90,6 +86,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _run_expert(env_id: str, episodes: int, seed: int, skill: str, progress: bool, **env_kwargs):
+    from skillcell.envs.registry import cell_spec
     from skillcell.evaluation import run_episodes
     from skillcell.policies import make_expert
 
@@ -97,7 +94,7 @@ def _run_expert(env_id: str, episodes: int, seed: int, skill: str, progress: boo
     try:
         expert = make_expert(env, skill=skill, seed=seed)
         summary = run_episodes(env, expert, episodes, seed=seed, reset_policy=expert.reset, progress=progress)
-        return summary, env.unwrapped.kpi_keys
+        return summary, cell_spec(env_id).kpi_keys
     finally:
         env.close()
 

@@ -42,6 +42,7 @@ import yaml
 
 from skillcell import assets
 from skillcell.config import ConfigError, bounds, from_mapping, load_yaml, merge, quote, to_mapping
+from skillcell.envs.limits import has_limit_refs, resolve_limits
 
 __all__ = [
     "CriterionResult",
@@ -120,8 +121,12 @@ def _criteria_from_mapping(data: dict[str, Any]) -> GateCriteria:
 
 
 def load_criteria(cell_criteria: Path | None = None, user: str | Path | None = None,
-                  overrides: dict[str, Any] | None = None) -> GateCriteria:
-    """Packaged defaults, overlaid by the cell's ``criteria.yaml``, a user's file and ``overrides``."""
+                  overrides: dict[str, Any] | None = None, *, limits: dict[str, Any] | None = None) -> GateCriteria:
+    """Packaged defaults, overlaid by the cell's ``criteria.yaml``, a user's file and ``overrides``.
+
+    A KPI bound ``limits.<name>`` is the cell's limit of that name (``limits``: `CellEnv.limits`;
+    `skillcell.envs.limits`), so the gate judges against the number the cell declares.
+    """
     data: dict[str, Any] = {}
     for layer in (DEFAULT_CRITERIA, cell_criteria, user):
         if layer is not None:
@@ -130,6 +135,10 @@ def load_criteria(cell_criteria: Path | None = None, user: str | Path | None = N
         data = merge(data, overrides)
     source = str(user) if user is not None else str(cell_criteria or DEFAULT_CRITERIA)
     try:
+        if limits is not None:
+            data = resolve_limits(data, limits)
+        elif has_limit_refs(data):
+            raise ConfigError("refers to a cell's limits (limits.<name>): load it with the cell's limits")
         return _criteria_from_mapping(data)
     except ConfigError as exc:
         raise ConfigError(f"criteria ({source}): {exc}") from None
@@ -501,8 +510,8 @@ def run_gate(model: str | Path, env_id: str, out_dir: str | Path, *, criteria: G
     try:
         u = probe.unwrapped
         if criteria is None:
-            criteria = load_criteria(u.cell_file("criteria.yaml"), criteria_file, criteria_overrides)
-        envelope = load_envelope(envelope_file if envelope_file is not None else probe)
+            criteria = load_criteria(u.cell_file("criteria.yaml"), criteria_file, criteria_overrides, limits=u.limits)
+        envelope = load_envelope(probe) if envelope_file is None else load_envelope(envelope_file, env=probe)
         envelope.validate_for(probe)
         _, reset_info = probe.reset(seed=criteria.seed)
         for i, kc in enumerate(criteria.kpis):

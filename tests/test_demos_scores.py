@@ -13,14 +13,13 @@ from skillcell.demos import (
     DemoDataset,
     EpisodeRecorder,
     Provenance,
-    SkillScore,
     filter_dataset,
     generate_demos,
-    register_scorer,
     score_dataset,
     score_episode,
 )
-from skillcell.demos.scores import _SCORERS, PegInsertScorer, ramp
+from skillcell.demos.errors import DemoError
+from skillcell.demos.scores import PegInsertScorer, ramp, scorer_for
 
 ENV_ID = "skillcell/PegInsert-v0"
 
@@ -123,15 +122,10 @@ def test_scores_per_operator_and_filtering(expert, failed_episode, tmp_path):
         filter_dataset(mixed, mixed, min_score=0.5)
 
 
-def test_a_cell_or_env_id_can_declare_its_own_scorer(expert):
-    def constant(episode):
-        return SkillScore(score=0.25, components={"constant": 0.25}, metrics={})
-
-    register_scorer(ENV_ID, constant)
-    try:
-        assert score_episode(expert[0]).score == 0.25
-    finally:
-        del _SCORERS[ENV_ID]
+def test_the_scorer_is_the_one_the_cell_registry_declares(expert):
+    assert isinstance(scorer_for(ENV_ID), PegInsertScorer)
+    with pytest.raises(DemoError, match=r"no skill scorer: unknown cell 'skillcell/Nope-v0'; registered: .*PegInsert"):
+        scorer_for("skillcell/Nope-v0")
     assert score_episode(expert[0]).score > 0.8
 
 

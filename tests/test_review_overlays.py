@@ -77,8 +77,8 @@ def test_force_arrow_points_at_the_tcp_in_the_force_limit_colour(camera):
     try:
         cell = env.unwrapped
         info = _press_on_block(env, 21)
-        limit = cell.config.task.force_limit_n
-        assert info["contact_force_n"] > limit, "the arm presses harder than the force limit"
+        limit = cell.config.limits.rated_insertion_force_n
+        assert info["contact_force_n"] > limit, "the arm presses harder than the rated force"
         review = cell_review(env)
         arrow = SceneOverlays(review, trace=False, force=True)
         tail, head, rgba = arrow.force_arrow_world(cell)
@@ -151,18 +151,18 @@ def test_metric_strip_force_warning_and_limit_colours():
     env = make_review_env("skillcell/PegInsert-v0", {}, width=W, height=H)
     try:
         review = cell_review(env)
-        task = env.unwrapped.config.task
+        task, limit = env.unwrapped.config.task, env.unwrapped.config.limits.rated_insertion_force_n
     finally:
         env.close()
     spec = review.metric("contact_force_n")
     assert spec.status({"contact_force_n": task.jam_force_n / 2}) == "ok"
-    assert spec.status({"contact_force_n": (task.jam_force_n + task.force_limit_n) / 2}) == "warn"
-    assert spec.status({"contact_force_n": task.force_limit_n + 1}) == "bad"
+    assert spec.status({"contact_force_n": (task.jam_force_n + limit) / 2}) == "warn"
+    assert spec.status({"contact_force_n": limit + 1}) == "bad"
     assert spec.status({}) == "missing" and spec.text({}) == "|F| -"
     assert review.metric("jammed").status({"jammed": True}) == "bad"
     strip = MetricStrip(W, review.metrics, frame_height=H)
     index = review.metrics.index(spec)
-    image = strip.render({"contact_force_n": task.force_limit_n + 1})
+    image = strip.render({"contact_force_n": limit + 1})
     assert _cell_has_red(image, strip.cell_box(index)) > 0.4
     r0, r1, c0, c1 = strip.cell_box(index)
     amber = strip.render({"contact_force_n": task.jam_force_n + 1})[r0:r1, c0:c1].astype(int)

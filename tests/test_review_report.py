@@ -190,7 +190,7 @@ def test_out_of_spec_moments_are_bookmarked():
     env = make_review_env(ENV_ID, {}, width=160, height=128)
     try:
         review = cell_review(env)
-        limit = env.unwrapped.config.task.force_limit_n
+        limit = env.unwrapped.config.limits.rated_insertion_force_n
     finally:
         env.close()
     force = np.zeros(21)

@@ -17,10 +17,19 @@ from skillcell.envs.base import CellEnv, ObsField
 from skillcell.envs.cell import TOOL_PREFIX, CellConfig, load_cell_config
 from skillcell.envs.control import rotvec_from_quat
 
-__all__ = ["PegInsertConfig", "PegInsertEnv", "hole_boxes"]
+__all__ = ["FORCE_PENALTY_SATURATION", "FORCE_STOP_FACTOR", "PegInsertConfig", "PegInsertEnv", "hole_boxes"]
 
 PEG_LENGTH_M = 0.05  # the tool's peg: 50 mm long, 40 mm of it beyond the holder
 PEG_TIP_Z_M = 0.103  # peg tip (the TCP) along the tool axis; the peg's far end stays in the holder
+
+# Named rules: the numbers derived from ``limits.rated_insertion_force_n`` (the one declaration).
+#: the safety envelope's F/T stop (``limits.tool_force_stop_n``) over the rated force: the stop sits a
+#: quarter above the rating, so a push over the rating fails the gate's KPI (and shows red in a
+#: review video) before the runner's safety filter holds the arm
+FORCE_STOP_FACTOR = 1.25
+#: where the reward's force penalty saturates, over the rated force: it ramps from the jam force up
+#: to half again the rating, so a push past the rating still has a gradient back towards it
+FORCE_PENALTY_SATURATION = 1.5
 
 
 @dataclass(frozen=True)
@@ -58,8 +67,16 @@ class PegTaskConfig:
     success_depth_tolerance_mm: float = field(default=1.0, metadata=bounds(0.05, 5.0))
     penetration_budget: float = field(default=0.5, metadata=bounds(0.01, 1.0))
     jam_force_n: float = field(default=15.0, metadata=bounds(0.5, 500.0))
-    force_limit_n: float = field(default=60.0, metadata=bounds(1.0, 1000.0))
     terminate_on_success: bool = True
+
+
+@dataclass(frozen=True)
+class PegLimitsConfig:
+    """The cell's physical limits, each declared once (`skillcell.envs.limits`)."""
+
+    #: the press-in force the part and fixture are rated for: the gate's peak-force KPI limit, the
+    #: review's red band, the skill score's zero; the F/T stop and the reward's penalty derive from it
+    rated_insertion_force_n: float = field(default=40.0, metadata=bounds(1.0, 1000.0))
 
 
 @dataclass(frozen=True)
@@ -87,6 +104,7 @@ class PegInsertConfig(CellConfig):
     workpiece: WorkpieceConfig = WorkpieceConfig()
     fixture: FixtureConfig = FixtureConfig()
     task: PegTaskConfig = PegTaskConfig()
+    limits: PegLimitsConfig = PegLimitsConfig()
     randomization: PegRandomizationConfig = PegRandomizationConfig()
     reward: PegRewardConfig = PegRewardConfig()
 
@@ -173,7 +191,9 @@ class PegInsertEnv(CellEnv, EzPickle):
     weighted term is in ``info["reward_<term>"]``):
     ``align = 1 - tanh(lateral / 5 mm)``, ``orient = 1 - tanh(tilt / 2 deg)``,
     ``insert = align * clip((depth + 10 mm) / (hole depth + 10 mm), 0, 1)``,
-    ``force = -clip((|F| - jam force) / (force limit - jam force), 0, 1)``, ``success = 1`` when seated.
+    ``force = -clip((|F| - jam force) / (saturation - jam force), 0, 1)`` with the saturation at
+    `FORCE_PENALTY_SATURATION` (1.5) times ``limits.rated_insertion_force_n`` (40 N), ``success = 1``
+    when seated.
 
     ## Randomizations
     Per reset, uniform: hole position ``randomization.hole_pos_mm`` (default +-5 mm in x and y),
@@ -229,14 +249,25 @@ class PegInsertEnv(CellEnv, EzPickle):
                  camera: str = "overview", render_quality: str = "fast", tier: str | None = None):
         EzPickle.__init__(self, cell, overrides, clearance_mm, chamfer_mm, randomize, render_mode, width,
                           height, camera, render_quality, tier)
+        config = self.load_config(cell, overrides, clearance_mm=clearance_mm, chamfer_mm=chamfer_mm)
+        self.randomize = bool(randomize)
+        self._terminate_on_success = config.task.terminate_on_success
+        super().__init__(config, render_mode, width, height, camera, render_quality, tier=tier)
+
+    @classmethod
+    def load_config(cls, cell: str | Path | None = None, overrides: dict[str, Any] | None = None, *,
+                    clearance_mm: float | None = None, chamfer_mm: float | None = None,
+                    **env_kwargs: Any) -> PegInsertConfig:
         overrides = merge({}, overrides or {})
         for key, value in (("clearance_mm", clearance_mm), ("chamfer_mm", chamfer_mm)):
             if value is not None:
                 overrides.setdefault("workpiece", {})[key] = value
-        config = load_cell_config(PegInsertConfig, self.default_cell_yaml, cell, overrides)
-        self.randomize = bool(randomize)
-        self._terminate_on_success = config.task.terminate_on_success
-        super().__init__(config, render_mode, width, height, camera, render_quality, tier=tier)
+        return load_cell_config(PegInsertConfig, cls.default_cell_yaml, cell, overrides)
+
+    @property
+    def limits(self) -> dict[str, Any]:
+        rated = self.config.limits.rated_insertion_force_n
+        return {**super().limits, "tool_force_stop_n": FORCE_STOP_FACTOR * rated}
 
     # ------------------------------------------------------------------ world
 
@@ -393,7 +424,8 @@ class PegInsertEnv(CellEnv, EzPickle):
         approach_mm = 10.0
         insert = align * min(1.0, max(0.0, (metrics["depth_mm"] + approach_mm)
                                       / (self.hole_depth * 1e3 + approach_mm)))
-        excess = (metrics["contact_force_n"] - task.jam_force_n) / max(task.force_limit_n - task.jam_force_n, 1e-9)
+        saturation = FORCE_PENALTY_SATURATION * self.config.limits.rated_insertion_force_n
+        excess = (metrics["contact_force_n"] - task.jam_force_n) / max(saturation - task.jam_force_n, 1e-9)
         terms = {
             "reward_align": w.align * align,
             "reward_orient": w.orient * orient,

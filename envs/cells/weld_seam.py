@@ -181,11 +181,7 @@ class WeldSeamEnv(CellEnv, EzPickle):
                  camera: str = "overview", render_quality: str = "fast", tier: str | None = None):
         EzPickle.__init__(self, variant, cell, overrides, randomize, render_mode, width, height, camera,
                           render_quality, tier)
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        folder = assets.path("cells", "weld_seam")
-        layers = [folder / "cell.yaml"] + ([folder / f"{variant}.yaml"] if variant != "fillet" else [])
-        config = load_cell_config(WeldSeamConfig, layers, cell, overrides)
+        config = self.load_config(cell, overrides, variant=variant)
         self.variant = variant
         self.wps = load_wps(config.wps, Path(cell) if isinstance(cell, (str, Path)) else None)
         self.path = SeamPath(config.seam)
@@ -194,6 +190,20 @@ class WeldSeamEnv(CellEnv, EzPickle):
         self.R_task_tcp_nominal = torch_rotation(self.wps.nominal("work_angle_deg"),
                                                  self.wps.nominal("travel_angle_deg"))
         super().__init__(config, render_mode, width, height, camera, render_quality, tier)
+
+    @classmethod
+    def load_config(cls, cell: str | Path | None = None, overrides: dict[str, Any] | None = None, *,
+                    variant: str = "fillet", **env_kwargs: Any) -> WeldSeamConfig:
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        folder = assets.path("cells", "weld_seam")
+        layers = [folder / "cell.yaml"] + ([folder / f"{variant}.yaml"] if variant != "fillet" else [])
+        return load_cell_config(WeldSeamConfig, layers, cell, overrides)
+
+    @property
+    def limits(self) -> dict[str, Any]:
+        """The WPS's acceptance level; its bands are read from the WPS itself (`WPSConfig.band`)."""
+        return {**super().limits, "min_in_spec_fraction": self.wps.min_in_spec_fraction}
 
     # ------------------------------------------------------------------ world
 

@@ -43,7 +43,6 @@ from skillcell.demos.scores import (
     DatasetScores,
     SkillScore,
     filter_dataset,
-    register_scorer,
     score_dataset,
     score_episode,
 )
@@ -80,7 +79,6 @@ __all__ = [
     "import_capture",
     "load_episode",
     "read_capture",
-    "register_scorer",
     "replay_episode",
     "save_episode",
     "score_dataset",

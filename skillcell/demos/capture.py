@@ -66,6 +66,7 @@ from skillcell.demos.errors import (
     TruncatedCaptureError,
 )
 from skillcell.demos.recorder import EpisodeRecorder
+from skillcell.envs.registry import cell_spec
 
 __all__ = [
     "POSE_COLUMNS",
@@ -579,7 +580,9 @@ def import_capture(csv_path: str | Path, out: str | Path, *, sidecar: str | Path
         task_size = cell.action_space.shape[0] - 6
         task_columns = side.task_action_columns
         if task_columns is None:
-            task_columns = ("arc_on",) if task_size == 1 and "arc_on" in capture.signals else ()
+            # The cell's registration says which capture signal drives which task channel.
+            declared = cell_spec(side.cell_id).capture_signals
+            task_columns = declared if declared and all(c in capture.signals for c in declared) else ()
         if len(task_columns) not in (0, task_size):
             raise CaptureError(f"task_action_columns: {side.cell_id} has {task_size} task action channel(s), "
                                f"got {list(task_columns)}", capture.sidecar_path)

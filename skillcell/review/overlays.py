@@ -7,20 +7,24 @@ cells), then the tool trace (the TCP's path so far) and, for cells that push on 
 arrow for the force the tool applies.
 
 **The metric strip** is a band of text under each frame with the step's process metrics; a value
-outside its band (the WPS for welding, the force limit for assembly) is drawn on red, one past a
-warning level on amber. What a cell shows is its `CellReview` (`cell_review`); new cells get a
-generic one from their ``kpi_keys`` or register their own with `register_cell_review`.
+outside its band (the WPS for welding, the rated force for assembly: the numbers the gate judges)
+is drawn on red, one past a warning level (the jam force) on amber. What a cell shows is its
+`CellReview` (`cell_review`): the preset its `register_cell` line names (``review="module:name"``,
+a function ``cell -> CellReview`` such as `peg_review` and `weld_review`), else a generic one from
+its ``kpi_keys``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import mujoco
 import numpy as np
+
+from skillcell.envs.registry import UnknownCellError, spec_of
 
 __all__ = [
     "FORCE_RGBA",
@@ -31,8 +35,9 @@ __all__ = [
     "SceneOverlays",
     "block_pad",
     "cell_review",
+    "peg_review",
     "project_points",
-    "register_cell_review",
+    "weld_review",
 ]
 
 TRACE_RGBA = (0.15, 0.55, 1.0, 1.0)  # blue: no process colour (green/red/amber) is blue
@@ -133,29 +138,24 @@ class CellReview:
         return next((m for m in self.metrics if m.key == key), None)
 
 
-_REVIEWS: dict[type, Callable[[Any], CellReview]] = {}
-
-
-def register_cell_review(cell_class: type, make: Callable[[Any], CellReview]) -> None:
-    """Registers ``make(cell) -> CellReview`` for a `CellEnv` subclass (and its subclasses)."""
-    _REVIEWS[cell_class] = make
-
-
 def cell_review(cell) -> CellReview:
-    """The `CellReview` of a `CellEnv` (wrapped or not): the registered one, else a generic one."""
+    """The `CellReview` of a `CellEnv` (wrapped or not): the preset its registration names, else a
+    generic one (its KPIs, and a force arrow without colour bands: no limit is made up here)."""
     cell = getattr(cell, "unwrapped", cell)
-    _register_builtin()
-    for klass in type(cell).__mro__:
-        if klass in _REVIEWS:
-            return _REVIEWS[klass](cell)
+    try:
+        preset = spec_of(cell).review
+    except UnknownCellError:
+        preset = None
+    if preset is not None:
+        return preset(cell)
     keys = list(getattr(cell, "kpi_keys", ()))
     return CellReview(camera=getattr(cell, "camera", "overview"),
                       metrics=[MetricSpec(k, k.replace("_", " "), fmt="{:.3g}") for k in keys],
-                      series=keys, force_arrow=True, force_warn_n=50.0, force_limit_n=100.0,
-                      score_key=keys[0] if keys else None)
+                      series=keys, force_arrow=True, score_key=keys[0] if keys else None)
 
 
-def _weld_review(cell) -> CellReview:
+def weld_review(cell) -> CellReview:
+    """Welding: every WPS metric against its band while the arc burns, the bead's in-spec share."""
     from skillcell.envs.weld import METRIC_KEYS
 
     wps = cell.wps
@@ -176,9 +176,9 @@ def _weld_review(cell) -> CellReview:
                       score_key="in_spec_fraction")
 
 
-def _peg_review(cell) -> CellReview:
-    task = cell.config.task
-    limit, jam = task.force_limit_n, task.jam_force_n
+def peg_review(cell) -> CellReview:
+    """Assembly: forces red past the rated insertion force (the gate's limit), amber past the jam force."""
+    limit, jam = cell.config.limits.rated_insertion_force_n, cell.config.task.jam_force_n
     budget_mm = cell.penetration_budget * 1e3
     metrics = [
         MetricSpec("depth_mm", "depth", "mm"),
@@ -193,16 +193,6 @@ def _peg_review(cell) -> CellReview:
     return CellReview(camera="overview", metrics=metrics,
                       series=["depth_mm", "lateral_error_mm", "tilt_deg", "axial_force_n", "contact_force_n"],
                       force_arrow=True, force_warn_n=jam, force_limit_n=limit, score_key="peak_insertion_force_n")
-
-
-def _register_builtin() -> None:
-    if _REVIEWS:
-        return
-    from skillcell.envs.cells.peg_insert import PegInsertEnv
-    from skillcell.envs.cells.weld_seam import WeldSeamEnv
-
-    _REVIEWS.setdefault(WeldSeamEnv, _weld_review)
-    _REVIEWS.setdefault(PegInsertEnv, _peg_review)
 
 
 # ---------------------------------------------------------------------- scene overlays

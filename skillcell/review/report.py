@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from skillcell.envs.registry import cell_spec
+
 __all__ = ["MetricsTable", "ReportOptions", "ReportResult", "build_report", "find_datasets", "read_metrics_csv"]
 
 X_COLUMNS = ("env_steps", "timesteps", "total_timesteps", "num_timesteps", "time/total_timesteps", "env_step", "steps",
@@ -293,15 +295,6 @@ def _config_value(config: Any, keys: Sequence[str]) -> Any:
     from skillcell.review.cli import _find_key
 
     return _find_key(config, tuple(keys))
-
-
-def _env_class(env_id: str):
-    import gymnasium as gym
-
-    import skillcell  # noqa: F401  (registers the cells)
-
-    module, _, name = gym.spec(env_id).entry_point.partition(":")
-    return getattr(__import__(module, fromlist=[name]), name)
 
 
 # ---------------------------------------------------------------------- episodes
@@ -593,7 +586,7 @@ def _episode_sections(rows: list[_EpisodeRow], episodes_dir: Path, out: Path, fi
 
     parts = []
     env_id = rows[0].episode.env_id
-    kpi_keys = list(getattr(_env_class(env_id), "kpi_keys", ())) if env_id else []
+    kpi_keys = list(cell_spec(env_id).kpi_keys) if env_id else []
     successes = sum(r.episode.success for r in rows)
     low, high = wilson_interval(successes, len(rows))
     scored = all(r.score is not None for r in rows)

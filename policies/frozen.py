@@ -1,0 +1,71 @@
+"""Frozen policies named in a training config: DAgger's expert and residual RL's base.
+
+Either is given as text: ``scripted`` or ``scripted:<skill>`` (the cell's scripted expert,
+`skillcell.policies.scripted.make_expert`), or the path of an SB3 ``.zip`` (a ``vecnormalize.pkl``
+next to it is used, as ``skillcell eval`` does). Both become a `FrozenPolicy`: ``policy(obs) ->
+action`` for one raw env observation, and ``reset()`` at the start of every episode. SB3 files are
+read as data through `skillcell.policies.loading` (nothing in them is unpickled).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from skillcell.config import ConfigError
+
+__all__ = ["FrozenPolicy", "SB3Policy", "frozen_policy", "is_scripted"]
+
+
+@runtime_checkable
+class FrozenPolicy(Protocol):
+    def __call__(self, obs: np.ndarray) -> np.ndarray: ...
+
+    def reset(self) -> None: ...
+
+
+class SB3Policy:
+    """A loaded SB3 model's deterministic action (float32, clipped or unscaled as SB3 does) for one observation."""
+
+    def __init__(self, loaded: Any):
+        self.loaded = loaded
+        self.observation_shape = tuple(loaded.model.observation_space.shape)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return np.asarray(self.loaded.predict(np.asarray(obs, np.float32)), np.float32)
+
+    def reset(self) -> None:
+        """A feed-forward policy keeps nothing between episodes."""
+
+    def describe(self) -> str:
+        return f"{self.loaded.path} (sha256 {self.loaded.sha256[:12]})"
+
+
+def is_scripted(spec: str) -> bool:
+    return spec == "scripted" or spec.startswith("scripted:")
+
+
+def frozen_policy(spec: str, env: Any, *, seed: int = 0, where: str = "policy") -> FrozenPolicy:
+    """The `FrozenPolicy` ``spec`` names, for ``env`` (its observation size is checked); see the module docstring."""
+    if is_scripted(spec):
+        from skillcell.policies.scripted import make_expert
+
+        skill = spec.partition(":")[2] or "expert"
+        try:
+            return make_expert(env, skill=skill, seed=seed)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    from skillcell.policies.loading import load_sb3_model
+
+    path = Path(spec)
+    stats = path.parent / "vecnormalize.pkl"
+    try:
+        policy = SB3Policy(load_sb3_model(path, vecnormalize=stats if stats.is_file() else None))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if policy.observation_shape != tuple(env.observation_space.shape):
+        raise ConfigError(f"{where}: {path} observes {policy.observation_shape}, the env gives "
+                          f"{tuple(env.observation_space.shape)}")
+    return policy

@@ -1,0 +1,167 @@
+"""Residual RL: an SB3 policy learns a bounded correction on top of a frozen base policy.
+
+`ResidualAction` is a Gymnasium wrapper, so SB3's PPO and SAC train the residual unmodified.
+Every step the wrapper computes the base action from the observation (`skillcell.policies.frozen`:
+a BC model or any SB3 model, or the scripted expert), and executes
+
+    action = clip(base(o) + scale * r, -1, 1)
+
+for the policy's action ``r`` in [-1, 1] (SAC squashes it with tanh; PPO's Gaussian sample is
+clipped to the box by SB3 before the step), so the residual never moves an action channel by more
+than ``scale`` of its range. The residual policy observes ``[o, base(o)]``: what the base is about
+to do is what it corrects. `zero_action_head` sets the residual's output layer to zero, so
+training starts from the base policy exactly (``tanh(0) = 0`` for SAC, a zero Gaussian mean for
+PPO) and RL's early, noisy updates cannot start by destroying it.
+
+**Export** (`export_residual_onnx`): base and residual become ONE ONNX graph (observation ->
+base network -> residual network on ``[o, base]`` -> clipped sum -> command), with the same
+inputs, outputs and metadata as a plain export (`skillcell.policies.export`), so the runner and
+the gate treat it as any policy. Only a learned base can be exported that way: a scripted expert
+is Python code, not a network, and is refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from skillcell.policies.frozen import FrozenPolicy, SB3Policy
+
+__all__ = ["ResidualAction", "compose", "export_residual_onnx", "residual_parity", "zero_action_head"]
+
+
+def compose(base_action: np.ndarray, residual: np.ndarray, scale: float, low: np.ndarray,
+            high: np.ndarray) -> np.ndarray:
+    """The executed action (float32) for base action(s) and residual policy action(s)."""
+    r = np.clip(np.asarray(residual, np.float32), -1.0, 1.0)
+    return np.clip(np.asarray(base_action, np.float32) + np.float32(scale) * r, low, high)
+
+
+class ResidualAction(gym.Wrapper):
+    """The env as a residual policy sees it: observation ``[o, base(o)]``, action ``r`` in [-1, 1]."""
+
+    def __init__(self, env: gym.Env, base: FrozenPolicy, scale: float):
+        super().__init__(env)
+        obs, act = env.observation_space, env.action_space
+        if not (isinstance(obs, gym.spaces.Box) and isinstance(act, gym.spaces.Box) and len(obs.shape) == 1):
+            raise TypeError("ResidualAction needs flat Box observation and action spaces")
+        if not 0.0 < scale <= 2.0:
+            raise ValueError(f"residual scale must be in (0, 2] (a fraction of the action range), got {scale}")
+        self.base, self.scale = base, float(scale)
+        self.observation_space = gym.spaces.Box(np.concatenate([obs.low, act.low]).astype(np.float32),
+                                                np.concatenate([obs.high, act.high]).astype(np.float32),
+                                                dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, act.shape, np.float32)
+        self._low, self._high = act.low.astype(np.float32), act.high.astype(np.float32)
+        self._base_action = np.zeros(act.shape, np.float32)
+
+    def _observe(self, obs: np.ndarray) -> np.ndarray:
+        self._base_action = np.asarray(self.base(obs), np.float32)
+        return np.concatenate([np.asarray(obs, np.float32), self._base_action])
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.base.reset()
+        return self._observe(obs), info
+
+    def step(self, action):
+        executed = compose(self._base_action, action, self.scale, self._low, self._high)
+        obs, reward, terminated, truncated, info = self.env.step(executed)
+        info = {**info, "residual_max_abs": float(np.max(np.abs(executed - self._base_action)))}
+        return self._observe(obs), reward, terminated, truncated, info
+
+
+def zero_action_head(model: Any) -> None:
+    """Zeroes the output layer of an SB3 PPO or SAC actor: its deterministic action becomes exactly 0."""
+    import torch as th
+
+    head = getattr(model.policy, "action_net", None)  # PPO's Gaussian mean
+    if head is None:
+        head = model.actor.mu  # SAC's pre-tanh mean
+    with th.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+
+
+def _sb3_base(base: FrozenPolicy) -> SB3Policy:
+    if not isinstance(base, SB3Policy):
+        raise ValueError(f"residual export: the base is {type(base).__name__}, a scripted expert: Python code, not "
+                         "a network, so base + residual cannot become one ONNX policy; train the residual on a "
+                         "learned base (residual.base: bc or an SB3 model) to export it")
+    return base
+
+
+def _composite_module(residual_model: Any, base: SB3Policy, scale: float, action_space: Any,
+                      command_scale: np.ndarray):
+    import torch
+
+    from skillcell.policies.export import policy_module
+
+    ones = np.ones_like(command_scale)
+    base_module = policy_module(base.loaded.model.policy, base.loaded.obs_norm, ones)
+    residual_module = policy_module(residual_model.policy, None, ones)
+
+    class ResidualPolicy(torch.nn.Module):
+        """obs -> base action -> residual on [obs, base] -> clip(base + scale * residual) -> command."""
+
+        def __init__(self):
+            super().__init__()
+            self.base, self.residual, self.scale = base_module, residual_module, float(scale)
+            self.register_buffer("command_scale", torch.as_tensor(command_scale, dtype=torch.float32))
+            self.register_buffer("low", torch.as_tensor(action_space.low, dtype=torch.float32))
+            self.register_buffer("high", torch.as_tensor(action_space.high, dtype=torch.float32))
+
+        def forward(self, obs):
+            base_action = self.base(obs)[0]
+            residual = torch.clamp(self.residual(torch.cat([obs, base_action], dim=1))[0], -1.0, 1.0)
+            action = torch.clamp(base_action + self.scale * residual, self.low, self.high)
+            return action, action * self.command_scale
+
+    return ResidualPolicy().eval()
+
+
+def export_residual_onnx(residual_model: Any, base: FrozenPolicy, scale: float, env: Any, path: str | Path,
+                         env_id: str | None = None, source_sha256: str = ""):
+    """Exports base + residual for ``env``'s cell as one ONNX policy (see the module docstring)."""
+    from skillcell.policies.export import save_onnx
+    from skillcell.policies.runner import command_scale
+
+    base = _sb3_base(base)
+    u = env.unwrapped
+    (n,), (a,) = u.observation_space.shape, u.action_space.shape
+    if base.observation_shape != (n,):
+        raise ValueError(f"residual export: the base observes {base.observation_shape}, the env {(n,)}")
+    if tuple(residual_model.observation_space.shape) != (n + a,):
+        raise ValueError(f"residual export: the residual observes {residual_model.observation_space.shape}, "
+                         f"expected {(n + a,)} (observation + base action)")
+    residual_model.policy.set_training_mode(False)
+    base.loaded.model.policy.set_training_mode(False)
+    module = _composite_module(residual_model, base, scale, u.action_space, command_scale(env))
+    return save_onnx(module, env, path, {
+        "policy": "residual",
+        "residual_scale": repr(float(scale)),
+        "base_sha256": base.loaded.sha256,
+        "obs_normalization": "base: vecnormalize" if base.loaded.obs_norm is not None else "none",
+        "action_postprocess": "clip",
+        "source_sha256": source_sha256,
+    }, env_id=env_id)
+
+
+def residual_parity(residual_model: Any, base: FrozenPolicy, scale: float, onnx_path: str | Path,
+                    obs: np.ndarray, env: Any) -> dict[str, float]:
+    """Largest differences between the ONNX outputs and the Python composition (`ResidualAction`)."""
+    from skillcell.policies.runner import OnnxPolicy, command_scale
+
+    base = _sb3_base(base)
+    obs = np.asarray(obs, np.float32)
+    base_actions = np.stack([base(o) for o in obs])
+    residual, _ = residual_model.predict(np.concatenate([obs, base_actions], axis=1), deterministic=True)
+    space = env.unwrapped.action_space
+    reference = compose(base_actions, residual, scale, space.low, space.high).astype(np.float64)
+    action, command = OnnxPolicy(onnx_path).run(obs)
+    return {"action_max_abs_diff": float(np.max(np.abs(action - reference))),
+            "command_max_abs_diff": float(np.max(np.abs(command - reference * command_scale(env)))),
+            "observations": len(obs)}
