@@ -11,16 +11,21 @@ import math
 import mujoco
 import numpy as np
 
-__all__ = ["CartesianController", "quat_from_rotvec", "rotvec_from_quat"]
+__all__ = ["CartesianController", "index_of", "quat_from_rotvec", "rotvec_from_quat"]
 
 
 def quat_from_rotvec(rotvec: np.ndarray) -> np.ndarray:
     """``exp``: the unit quaternion of a rotation vector (axis times angle, radians)."""
-    angle = math.sqrt(float(rotvec @ rotvec))
+    return np.array(_quat_from_rotvec(*rotvec.tolist()))
+
+
+def _quat_from_rotvec(x: float, y: float, z: float) -> tuple[float, float, float, float]:
+    # On floats: numpy costs more than the arithmetic on three-element arrays (same IEEE results).
+    angle = math.sqrt(x * x + y * y + z * z)
     if angle < 1e-12:
-        return np.array([1.0, 0.0, 0.0, 0.0])
+        return 1.0, 0.0, 0.0, 0.0
     s = math.sin(0.5 * angle) / angle
-    return np.array([math.cos(0.5 * angle), s * rotvec[0], s * rotvec[1], s * rotvec[2]])
+    return math.cos(0.5 * angle), s * x, s * y, s * z
 
 
 def rotvec_from_quat(quat: np.ndarray) -> np.ndarray:
@@ -28,6 +33,20 @@ def rotvec_from_quat(quat: np.ndarray) -> np.ndarray:
     out = np.empty(3)
     mujoco.mju_quat2Vel(out, quat, 1.0)
     return out
+
+
+def index_of(adr: np.ndarray) -> slice | np.ndarray:
+    """``adr`` as a slice where it is a contiguous range (a view, no gather), else as is."""
+    adr = np.asarray(adr)
+    if len(adr) and np.array_equal(adr, np.arange(adr[0], adr[0] + len(adr))):
+        return slice(int(adr[0]), int(adr[0]) + len(adr))
+    return adr
+
+
+def _clip(x: float, low: float, high: float) -> float:
+    """``np.clip`` on one float, comparison for comparison."""
+    x = x if x > low else low
+    return x if x < high else high
 
 
 class CartesianController:
@@ -86,60 +105,104 @@ class CartesianController:
         self.servo_time_constant = float(np.median(kd / kp)) if np.all(kp > 0) else 0.0
         self.feedforward_time = velocity_feedforward * self.servo_time_constant
         self.control_dt = control_dt
+        self.p_world_cmd = np.zeros(3)
+        self.quat_world_cmd = np.array([1.0, 0.0, 0.0, 0.0])
+        # Hot path (once per control step): buffers allocated here, the TCP pose read through
+        # views into mjData (its arrays never move), 3-vectors handled as floats.
+        self._ff_gain = self.feedforward_time / control_dt
+        self._ws_min, self._ws_max = workspace_min.tolist(), workspace_max.tolist()
+        self._ctrl_bounds = list(zip(self.ctrl_low.tolist(), self.ctrl_high.tolist(), strict=True))
+        self._qpos_index, self._ctrl_index = index_of(qpos_adr), index_of(actuator_ids)
         self._jac = np.zeros((6, model.nv))
+        self._arm_dofs = index_of(dof_adr)
+        # The arm's columns in Fortran order, as numpy's gather `jac[:, dof_adr]` makes them: the
+        # layout picks OpenBLAS's kernels, and with them the rounding.
+        self._jac_arm = np.empty((6, 6), order="F")
+        self._jjt = np.empty((6, 6))
+        self._error = np.empty(6)
+        self._dq = np.empty(6)
+        self._xpos, self._xmat = data.site_xpos[tcp_site], data.site_xmat[tcp_site]
         self._quat_tcp = np.empty(4)
         self._quat_err = np.empty(4)
         self._quat_tcp_inv = np.empty(4)
-        self.p_world_cmd = np.zeros(3)
-        self.quat_world_cmd = np.array([1.0, 0.0, 0.0, 0.0])
+        self._quat_step = np.empty(4)
+        self._rot_err = np.empty(3)
 
     def reset(self) -> None:
         """Commands the current TCP pose."""
-        self.p_world_cmd[:] = self.data.site_xpos[self.tcp_site]
-        mujoco.mju_mat2Quat(self.quat_world_cmd, self.data.site_xmat[self.tcp_site])
+        self.p_world_cmd[:] = self._xpos
+        mujoco.mju_mat2Quat(self.quat_world_cmd, self._xmat)
+
+    def _rotation_error(self) -> list[float]:
+        """``log(q_cmd q_tcp^-1)`` (rad, world frame); leaves ``q_tcp`` in ``_quat_tcp``."""
+        mujoco.mju_mat2Quat(self._quat_tcp, self._xmat)
+        mujoco.mju_negQuat(self._quat_tcp_inv, self._quat_tcp)
+        mujoco.mju_mulQuat(self._quat_err, self.quat_world_cmd, self._quat_tcp_inv)
+        mujoco.mju_quat2Vel(self._rot_err, self._quat_err, 1.0)
+        return self._rot_err.tolist()
 
     def pose_error(self) -> np.ndarray:
         """``[p_cmd - p_tcp, log(q_cmd q_tcp^-1)]`` in the world frame (m, rad)."""
         error = np.empty(6)
-        error[:3] = self.p_world_cmd - self.data.site_xpos[self.tcp_site]
-        mujoco.mju_mat2Quat(self._quat_tcp, self.data.site_xmat[self.tcp_site])
-        mujoco.mju_negQuat(self._quat_tcp_inv, self._quat_tcp)
-        mujoco.mju_mulQuat(self._quat_err, self.quat_world_cmd, self._quat_tcp_inv)
-        mujoco.mju_quat2Vel(error[3:], self._quat_err, 1.0)
+        error[:3] = self.p_world_cmd - self._xpos
+        error[3:] = self._rotation_error()
         return error
 
     def command(self, action: np.ndarray) -> None:
         """Moves the commanded pose by a normalized action and writes joint targets to ``data.ctrl``."""
-        p_cmd = self.p_world_cmd
-        p_before = p_cmd.copy()
-        p_cmd += self.max_translation * action[:3]
-        np.clip(p_cmd, self.workspace_min, self.workspace_max, out=p_cmd)
-        rot = action[3:6] * self.max_rotation
-        if rot.any():
-            mujoco.mju_mulQuat(self.quat_world_cmd, quat_from_rotvec(rot), self.quat_world_cmd.copy())
+        a0, a1, a2, a3, a4, a5 = action[:6].tolist()
+        bx, by, bz = self.p_world_cmd.tolist()
+        t, (lx, ly, lz), (hx, hy, hz) = self.max_translation, self._ws_min, self._ws_max
+        px, py, pz = _clip(bx + t * a0, lx, hx), _clip(by + t * a1, ly, hy), _clip(bz + t * a2, lz, hz)
+        r = self.max_rotation
+        r0, r1, r2 = a3 * r, a4 * r, a5 * r
+        if r0 or r1 or r2:
+            self._quat_step[:] = _quat_from_rotvec(r0, r1, r2)
+            mujoco.mju_mulQuat(self.quat_world_cmd, self._quat_step, self.quat_world_cmd)
             mujoco.mju_normalize4(self.quat_world_cmd)
 
-        error = self.pose_error()
-        lead = math.sqrt(float(error[:3] @ error[:3]))
-        if lead > self.max_lead_translation:
-            error[:3] *= self.max_lead_translation / lead
-            p_cmd[:] = self.data.site_xpos[self.tcp_site] + error[:3]
-        lead = math.sqrt(float(error[3:] @ error[3:]))
-        if lead > self.max_lead_rotation:
-            error[3:] *= self.max_lead_rotation / lead
-            mujoco.mju_mulQuat(self.quat_world_cmd, quat_from_rotvec(error[3:]), self._quat_tcp)
+        tx, ty, tz = self._xpos.tolist()
+        ex, ey, ez = px - tx, py - ty, pz - tz
+        e3, e4, e5 = self._rotation_error()
+        limit = self.max_lead_translation
+        lead = math.sqrt(ex * ex + ey * ey + ez * ez)
+        if lead > limit:
+            f = limit / lead
+            ex, ey, ez = ex * f, ey * f, ez * f
+            px, py, pz = tx + ex, ty + ey, tz + ez
+        limit = self.max_lead_rotation
+        lead = math.sqrt(e3 * e3 + e4 * e4 + e5 * e5)
+        if lead > limit:
+            f = limit / lead
+            e3, e4, e5 = e3 * f, e4 * f, e5 * f
+            self._quat_step[:] = _quat_from_rotvec(e3, e4, e5)
+            mujoco.mju_mulQuat(self.quat_world_cmd, self._quat_step, self._quat_tcp)
+        self.p_world_cmd[:] = px, py, pz
 
-        gain = self.feedforward_time / self.control_dt
-        error[:3] += gain * (p_cmd - p_before)
-        error[3:] += gain * rot
-        for part, limit in ((error[:3], self.max_lead_translation), (error[3:], self.max_lead_rotation)):
-            norm = math.sqrt(float(part @ part))
-            if norm > limit:
-                part *= limit / norm
+        gain = self._ff_gain
+        ex, ey, ez = ex + gain * (px - bx), ey + gain * (py - by), ez + gain * (pz - bz)
+        e3, e4, e5 = e3 + gain * r0, e4 + gain * r1, e5 + gain * r2
+        limit = self.max_lead_translation
+        norm = math.sqrt(ex * ex + ey * ey + ez * ez)
+        if norm > limit:
+            f = limit / norm
+            ex, ey, ez = ex * f, ey * f, ez * f
+        limit = self.max_lead_rotation
+        norm = math.sqrt(e3 * e3 + e4 * e4 + e5 * e5)
+        if norm > limit:
+            f = limit / norm
+            e3, e4, e5 = e3 * f, e4 * f, e5 * f
+        error = self._error
+        error[:] = ex, ey, ez, e3, e4, e5
 
-        jac = self._jac
-        mujoco.mj_jacSite(self.model, self.data, jac[:3], jac[3:], self.tcp_site)
-        j = jac[:, self.dof_adr]
-        dq = j.T @ np.linalg.solve(j @ j.T + self._damping_eye, error)
-        target = self.data.qpos[self.qpos_adr] + dq
-        self.data.ctrl[self.actuator_ids] = np.clip(target, self.ctrl_low, self.ctrl_high)
+        # The damped least-squares solve stays in numpy/LAPACK: OpenBLAS's kernels fuse
+        # multiply-adds, so no other formulation gives the same bits.
+        j = self._jac_arm
+        mujoco.mj_jacSite(self.model, self.data, self._jac[:3], self._jac[3:], self.tcp_site)
+        j[...] = self._jac[:, self._arm_dofs]
+        np.matmul(j, j.T, out=self._jjt)
+        self._jjt += self._damping_eye
+        np.matmul(j.T, np.linalg.solve(self._jjt, error), out=self._dq)
+        q = self.data.qpos[self._qpos_index].tolist()
+        self.data.ctrl[self._ctrl_index] = [_clip(qi + dqi, low, high) for qi, dqi, (low, high)
+                                            in zip(q, self._dq.tolist(), self._ctrl_bounds, strict=True)]
