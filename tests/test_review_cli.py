@@ -78,7 +78,7 @@ def test_render_an_sb3_model_and_a_run_directory(tmp_path):
     (["expert"], "--env"),
     (["expert", "--env", ENV_ID, "--camera", "ceiling"], "overview, side, tool/closeup"),
     (["expert:wizard", "--env", ENV_ID], "skill levels"),
-    (["no_such_model.zip", "--env", ENV_ID], "neither"),
+    (["no_such_model.zip", "--env", ENV_ID], "no_such_model.zip: no such file or folder"),
     (["expert", "--env", "skillcell/Nope-v0"], "unknown env"),
 ])
 def test_render_input_errors_say_what_is_wrong(tmp_path, capsys, argv, message):
