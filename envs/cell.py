@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import mujoco
 
 from skillcell import assets
-from skillcell.config import ConfigError, bounds, from_mapping, load_yaml, merge
+from skillcell.config import ConfigError, bounds, from_mapping, load_yaml, merge, quote
 
 __all__ = [
     "ROBOT_PREFIX",
@@ -136,7 +136,7 @@ def _asset_file(relative: str, key: str) -> Path:
     if not path.is_absolute():
         path = assets.path(*path.parts)
     if not path.is_file():
-        raise ConfigError(f"{key}: file not found: {path}")
+        raise ConfigError(f"{key}: file not found: {quote(str(path))}")
     return path
 
 
@@ -188,15 +188,15 @@ def compose_cell(config: CellConfig) -> mujoco.MjSpec:
 
     flange = scene.site(ROBOT_PREFIX + config.robot.flange_site)
     if flange is None:
-        raise ConfigError(f"robot.flange_site: the robot has no site {config.robot.flange_site!r}")
+        raise ConfigError(f"robot.flange_site: the robot has no site {quote(config.robot.flange_site)}")
     tool_body = tool.body(config.tool.body)
     if tool_body is None:
-        raise ConfigError(f"tool.body: {config.tool.mjcf} has no body {config.tool.body!r}")
+        raise ConfigError(f"tool.body: {config.tool.mjcf} has no body {quote(config.tool.body)}")
     flange.attach_body(tool_body, prefix=TOOL_PREFIX)
 
     for key in ("tcp_site", "ft_site"):
         name = getattr(config.tool, key)
         if scene.site(TOOL_PREFIX + name) is None:
-            raise ConfigError(f"tool.{key}: {config.tool.mjcf} has no site {name!r}")
+            raise ConfigError(f"tool.{key}: {config.tool.mjcf} has no site {quote(name)}")
     return scene
 

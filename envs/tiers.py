@@ -32,7 +32,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from skillcell.config import ConfigError, bounds, from_mapping, load_yaml, to_mapping
+from skillcell.config import ConfigError, bounds, from_mapping, load_yaml, quote, to_mapping
 from skillcell.envs.cell import ROBOT_PREFIX, TOOL_PREFIX
 
 __all__ = ["BUILTIN_TIERS", "ObsNoise", "Tier", "TierConfig", "TierRuntime", "TierSample", "load_tiers",
@@ -128,11 +128,11 @@ def _obs_noise_entries(value: Any, where: str) -> list[dict[str, Any]]:
     """``{block: std}`` in YAML -> ``[{"block": ..., "std": ...}]`` for `from_mapping`, naming bad keys."""
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: expected a mapping of observation block to standard deviation, "
-                          f"got {value!r}")
+                          f"got {quote(value)}")
     entries = []
     for block, std in value.items():
         if isinstance(std, bool) or not isinstance(std, (int, float)) or not np.isfinite(std) or std < 0:
-            raise ConfigError(f"{where}.{block}: expected a standard deviation >= 0, got {std!r}")
+            raise ConfigError(f"{where}.{block}: expected a standard deviation >= 0, got {quote(std)}")
         entries.append({"block": str(block), "std": float(std)})
     return entries
 
@@ -167,7 +167,7 @@ def resolve_tier(tiers_yaml: Path | None, name: str | None, randomize: bool, cel
     if name is None:
         name = "D1" if randomize else "D0"
     if not isinstance(name, str) or name not in tiers:
-        raise ConfigError(f"tier: {cell} has no tier {name!r}; declared: {', '.join(tiers)} ({source})")
+        raise ConfigError(f"tier: {cell} has no tier {quote(name)}; declared: {', '.join(tiers)} ({source})")
     config = tiers[name]
     if not randomize and config.randomize:
         raise ConfigError(f"tier: randomize=False contradicts tier {name!r}, which randomizes; "

@@ -284,9 +284,9 @@ class TrainConfig:
         if isinstance(self.rl.sac.ent_coef, str) and not re.fullmatch(r"auto(_\d*\.?\d+(e-?\d+)?)?",
                                                                       self.rl.sac.ent_coef):
             raise ConfigError(f"rl.sac.ent_coef: a number, 'auto' or 'auto_<initial value>', "
-                              f"got {self.rl.sac.ent_coef!r}")
+                              f"got {quote(self.rl.sac.ent_coef)}")
         if any(w < 1 for w in self.rl.net_arch):
-            raise ConfigError(f"rl.net_arch: layer widths must be positive, got {list(self.rl.net_arch)}")
+            raise ConfigError(f"rl.net_arch: layer widths must be positive, got {quote(list(self.rl.net_arch))}")
         if self.dagger is not None and not self.bc.enabled:
             raise ConfigError("dagger: retrains the behaviour-cloned learner each round; set bc.enabled: true")
         r = self.residual
