@@ -20,10 +20,9 @@ The exporter is PyTorch's ``torch.export``-based one (``torch.onnx.export(..., d
 the default since PyTorch 2.9; it needs ``onnxscript``). The TorchScript-based exporter still
 works in PyTorch 2.13 but is deprecated, as TorchScript itself is.
 
-**Only load trusted models.** An SB3 ``.zip`` stores classes and schedules with cloudpickle, and
-a ``VecNormalize`` file is a pickle: loading either executes whatever code it contains (SB3
-issue #2281). The gate loads them once, on the development machine, and the robot gets the ONNX
-file, whose SHA-256 ``gate.yaml`` records. Algorithm detection reads the zip's JSON only.
+Models come in through `skillcell.policies.loading`, which reads an SB3 ``.zip`` and its
+``VecNormalize`` file as data unless they are declared trusted (their pickles would run code).
+The robot gets the ONNX file, whose SHA-256 ``gate.yaml`` records.
 """
 
 from __future__ import annotations
@@ -34,38 +33,26 @@ import json
 import logging
 import math
 import os
-import pickle
 import tempfile
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from skillcell.policies.loading import LoadedModel, ObsNormalization
 from skillcell.policies.runner import command_scale, sha256_file
 
 __all__ = [
-    "ALGORITHMS",
-    "TRUST_NOTE",
     "ExportResult",
-    "LoadedModel",
-    "ObsNormalization",
     "atomic_write_bytes",
-    "detect_algorithm",
     "export_onnx",
-    "load_sb3",
     "onnx_parity",
+    "policy_module",
+    "save_onnx",
     "sb3_actions",
 ]
-
-TRUST_NOTE = ("SB3 .zip models and VecNormalize files are unpickled when loaded, which executes any code "
-              "they contain: load only models from a trusted source. Deploy the exported ONNX file, "
-              "checked against its recorded SHA-256.")
-
-#: algorithms the gate can load, by the name ``--algo`` takes
-ALGORITHMS = ("ppo", "sac", "a2c", "td3")
 
 OPSET = 18
 
@@ -89,93 +76,6 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-@dataclass(frozen=True)
-class ObsNormalization:
-    """`VecNormalize` observation statistics, applied as SB3 applies them."""
-
-    mean: np.ndarray
-    var: np.ndarray
-    epsilon: float
-    clip_obs: float
-
-    def apply(self, obs: np.ndarray) -> np.ndarray:
-        """``VecNormalize.normalize_obs`` for a Box observation."""
-        out = np.clip((obs - self.mean) / np.sqrt(self.var + self.epsilon), -self.clip_obs, self.clip_obs)
-        return out.astype(np.float32)
-
-
-@dataclass
-class LoadedModel:
-    """An SB3 model loaded for export, with its provenance."""
-
-    model: Any
-    algorithm: str
-    path: Path
-    sha256: str
-    obs_norm: ObsNormalization | None = None
-    vecnormalize_path: Path | None = None
-    vecnormalize_sha256: str | None = None
-
-    def provenance(self) -> dict[str, Any]:
-        return {"kind": "sb3", "path": str(self.path), "algorithm": self.algorithm, "sha256": self.sha256,
-                "policy_class": type(self.model.policy).__name__,
-                "vecnormalize": None if self.vecnormalize_path is None else
-                {"path": str(self.vecnormalize_path), "sha256": self.vecnormalize_sha256}}
-
-
-def detect_algorithm(path: str | Path) -> str:
-    """The SB3 algorithm of a ``.zip``, from its JSON ``data`` member (nothing is unpickled)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            data = json.loads(archive.read("data"))
-    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not a stable-baselines3 model zip ({exc})") from None
-    module = str(data.get("policy_class", {}).get("__module__", ""))
-    if module.startswith("stable_baselines3.sac"):
-        return "sac"
-    if module.startswith("stable_baselines3.td3"):
-        return "td3"
-    if module.startswith("stable_baselines3.common.policies"):
-        return "ppo" if "clip_range" in data else "a2c"
-    raise ValueError(f"{path}: cannot tell the algorithm from policy module {module!r}; pass --algo")
-
-
-def load_sb3(path: str | Path, algorithm: str = "auto", vecnormalize: str | Path | None = None) -> LoadedModel:
-    """Loads a trusted SB3 ``.zip`` (PPO, SAC, A2C, TD3) and optionally its ``VecNormalize`` stats.
-
-    Unpickles: see `TRUST_NOTE`.
-    """
-    import stable_baselines3 as sb3
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such model file")
-    algorithm = detect_algorithm(path) if algorithm == "auto" else algorithm.lower()
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {ALGORITHMS} or auto, got {algorithm!r}")
-    cls = getattr(sb3, algorithm.upper())
-    model = cls.load(path, device="cpu")
-    loaded = LoadedModel(model, algorithm, path, sha256_file(path))
-    if vecnormalize is not None:
-        from stable_baselines3.common.vec_env import VecNormalize
-
-        vn_path = Path(vecnormalize)
-        if not vn_path.is_file():
-            raise ValueError(f"{vn_path}: no such VecNormalize file")
-        with open(vn_path, "rb") as f:
-            stats = pickle.load(f)  # executes code from the file: trusted files only (TRUST_NOTE)
-        if not isinstance(stats, VecNormalize):
-            raise ValueError(f"{vn_path}: expected a pickled VecNormalize, got {type(stats).__name__}")
-        if stats.norm_obs:
-            if isinstance(stats.obs_rms, dict):
-                raise ValueError(f"{vn_path}: dict observations are not supported")
-            loaded.obs_norm = ObsNormalization(np.asarray(stats.obs_rms.mean, np.float64),
-                                               np.asarray(stats.obs_rms.var, np.float64),
-                                               float(stats.epsilon), float(stats.clip_obs))
-        loaded.vecnormalize_path, loaded.vecnormalize_sha256 = vn_path, sha256_file(vn_path)
-    return loaded
 
 
 def _check_spaces(model: Any, env: Any, obs_norm: ObsNormalization | None) -> None:

@@ -71,7 +71,6 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "evaluate_model",
-    "load_model",
     "load_train_config",
     "steps_to_success",
     "train",
@@ -532,53 +531,20 @@ def build_model(config: TrainConfig, venv, *, demo_buffer: bool):
                seed=config.seed, device="cpu", policy_kwargs={"net_arch": arch, "activation_fn": activation}, **kwargs)
 
 
-def _detect_algorithm(path: Path) -> str:
-    from skillcell.policies.export import detect_algorithm
-
-    algo = detect_algorithm(path)
-    if algo not in ("ppo", "sac"):
-        raise ValueError(f"{path}: not a PPO or SAC model ({algo}); pass --algo")
-    return algo
-
-
-def load_model(path: str | Path, algo: str = "auto", vecnormalize: str | Path | None = None):
-    """Loads a PPO or SAC ``.zip`` (and a `VecNormalize` pickle) for evaluation; ``(model, vec_normalize)``.
-
-    SB3 zips and VecNormalize files are unpickled when loaded, which runs their code: trusted files only.
-    """
-    from stable_baselines3 import PPO, SAC
-    from stable_baselines3.common.vec_env import VecNormalize
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such model file")
-    algo = _detect_algorithm(path) if algo == "auto" else algo.lower()
-    if algo not in ("ppo", "sac"):
-        raise ValueError(f"--algo must be ppo, sac or auto, got {algo!r}")
-    model = (PPO if algo == "ppo" else SAC).load(path, device="cpu")
-    vn = None
-    if vecnormalize is not None:
-        import pickle
-
-        with open(vecnormalize, "rb") as f:
-            vn = pickle.load(f)  # trusted files only (see the docstring)
-        if not isinstance(vn, VecNormalize):
-            raise ValueError(f"{vecnormalize}: expected a pickled VecNormalize, got {type(vn).__name__}")
-        vn.training = False
-    return model, vn
-
-
-def evaluate_model(model, env, episodes: int, seed: int, vec_normalize=None, progress: bool = False):
+def evaluate_model(model, env, episodes: int, seed: int, normalize: Callable[[np.ndarray], np.ndarray] | None = None,
+                   progress: bool = False):
     """`skillcell.evaluation.run_episodes` with ``model.predict(..., deterministic=True)``.
 
-    Observations go through ``vec_normalize`` (default: the model's own env's, if it has one).
+    Observations go through ``normalize`` (a loaded model's `LoadedModel.normalize`; default: the
+    model's own env's `VecNormalize`, if it has one).
     """
     from skillcell.evaluation import run_episodes
 
-    vn = vec_normalize if vec_normalize is not None else model.get_vec_normalize_env()
+    if normalize is None and model.get_vec_normalize_env() is not None:
+        normalize = model.get_vec_normalize_env().normalize_obs
 
     def policy(obs: np.ndarray) -> np.ndarray:
-        o = vn.normalize_obs(np.asarray(obs, np.float32)) if vn is not None else obs
+        o = normalize(np.asarray(obs, np.float32)) if normalize is not None else obs
         return model.predict(o, deterministic=True)[0]
 
     return run_episodes(env, policy, episodes, seed=seed, progress=progress)

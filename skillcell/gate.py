@@ -21,8 +21,8 @@
    ``DIR/report.md`` atomically, and exits 0 if every criterion passes, 1 otherwise, naming each
    failed criterion (2 for usage and configuration errors).
 
-Loading an SB3 ``.zip`` or ``VecNormalize`` file executes pickled code: gate trusted models only
-(`skillcell.policies.export.TRUST_NOTE`).
+SB3 ``.zip`` and ``VecNormalize`` files are read as data, never unpickled, unless ``trusted``
+(``--trust-model``) says they come from a trusted source (`skillcell.policies.loading`).
 """
 
 from __future__ import annotations
@@ -489,15 +489,16 @@ def run_gate(model: str | Path, env_id: str, out_dir: str | Path, *, criteria: G
              criteria_file: str | Path | None = None, criteria_overrides: dict[str, Any] | None = None,
              tiers: list[str] | None = None, algorithm: str = "auto", vecnormalize: str | Path | None = None,
              envelope_file: str | Path | None = None, env_kwargs: dict[str, Any] | None = None,
-             progress: bool = False, log: Callable[[str], None] | None = None) -> GateResult:
+             trusted: bool = False, progress: bool = False, log: Callable[[str], None] | None = None) -> GateResult:
     """Runs the gate and writes ``out_dir/gate.yaml`` and ``report.md`` (and ``policy.onnx``).
 
-    ``model``: an SB3 ``.zip`` (trusted only: it is unpickled) or ``scripted[:skill]``. ``tiers``
+    ``model``: an SB3 ``.zip`` (unpickled only when ``trusted``) or ``scripted[:skill]``. ``tiers``
     restricts the evaluated tiers to some of the criteria's (the record says the gate is then
     incomplete). Configuration mistakes raise `ConfigError`; a failing policy does not raise.
     """
     from skillcell.policies.envelope import load_envelope
-    from skillcell.policies.export import TRUST_NOTE, atomic_write_bytes, export_onnx, load_sb3, onnx_parity
+    from skillcell.policies.export import atomic_write_bytes, export_onnx, onnx_parity
+    from skillcell.policies.loading import TRUST_NOTE, load_sb3_model
 
     log = log or (lambda _msg: None)
     env_kwargs = dict(env_kwargs or {})
@@ -533,9 +534,9 @@ def run_gate(model: str | Path, env_id: str, out_dir: str | Path, *, criteria: G
 
     onnx_record: dict[str, Any] | None = None
     if kind == "sb3":
-        log(f"loading {what} (SB3 zips are unpickled: trusted models only)")
+        log(f"loading {what}" + (" (trusted: unpickled)" if trusted else " (as data, nothing unpickled)"))
         try:
-            loaded = load_sb3(what, algorithm, vecnormalize)
+            loaded = load_sb3_model(what, algorithm=algorithm, trusted=trusted, vecnormalize=vecnormalize)
         except ValueError as exc:
             raise ConfigError(f"model: {exc}") from None
         export_env = _make_env(env_id, evaluated[0], env_kwargs)
@@ -659,7 +660,8 @@ def _describe_model(model: dict[str, Any]) -> str:
         return f"scripted {model['skill']} (no exported artifact: not a hardware candidate)"
     vn = model["vecnormalize"]
     return (f"{model['algorithm'].upper()} `{model['path']}` (SHA-256 `{model['sha256']}`)"
-            + (f" with VecNormalize `{vn['path']}`" if vn else ""))
+            + (f" with VecNormalize `{vn['path']}`" if vn else "")
+            + (", loaded trusted (unpickled)" if model["trusted"] else ", read as data (nothing unpickled)"))
 
 
 # ---------------------------------------------------------------------- command line
@@ -667,13 +669,16 @@ def _describe_model(model: dict[str, Any]) -> str:
 
 def add_arguments(parser) -> None:
     """The ``skillcell gate`` options (the CLI calls this)."""
-    parser.add_argument("model", help="SB3 .zip (PPO, SAC, A2C, TD3; trusted files only: loading unpickles) "
-                                      "or scripted[:skill] for the cell's scripted expert")
+    from skillcell.policies.loading import ALGORITHMS, TRUST_MODEL_HELP
+
+    parser.add_argument("model", help="SB3 .zip (PPO, SAC, A2C, TD3, DDPG) or scripted[:skill] for the cell's "
+                                      "scripted expert")
+    parser.add_argument("--trust-model", action="store_true", help=TRUST_MODEL_HELP)
     parser.add_argument("--env", required=True, dest="env_id", metavar="ENV_ID")
     parser.add_argument("--out", required=True, metavar="DIR", help="writes DIR/gate.yaml, report.md, policy.onnx")
     parser.add_argument("--force", action="store_true", help="overwrite the files of an earlier gate in DIR")
     parser.add_argument("--vecnormalize", metavar="PKL", help="VecNormalize statistics saved with the model")
-    parser.add_argument("--algo", default="auto", help="ppo, sac, a2c, td3 or auto (read from the zip's JSON)")
+    parser.add_argument("--algo", default="auto", help=f"{', '.join(ALGORITHMS)} or auto (read from the zip's JSON)")
     parser.add_argument("--criteria", metavar="YAML", help="criteria laid over the defaults and the cell's")
     parser.add_argument("--envelope", metavar="YAML", help="safety envelope instead of the cell's envelope.yaml")
     parser.add_argument("--tiers", metavar="D0,D1", help="evaluate only these tiers (the gate is then incomplete)")
@@ -705,6 +710,7 @@ def main(args, parse_set: Callable[[list[str]], dict[str, Any]]) -> int:
     result = run_gate(args.model, args.env_id, args.out, criteria_file=args.criteria,
                       criteria_overrides=overrides or None, tiers=tiers, algorithm=args.algo,
                       vecnormalize=args.vecnormalize, envelope_file=args.envelope, env_kwargs=env_kwargs,
+                      trusted=args.trust_model,
                       progress=not args.no_progress, log=lambda msg: print(f"gate: {msg}", file=sys.stderr))
     for r in result.results:
         status = {True: "PASS", False: "FAIL", None: "n/a "}[r.passed]

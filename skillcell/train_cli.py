@@ -36,7 +36,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch as th
 
     from skillcell.cli import _env_kwargs, _make_env
-    from skillcell.policies.train import evaluate_model, load_model
+    from skillcell.policies.loading import load_sb3_model
+    from skillcell.policies.train import evaluate_model
 
     th.set_num_threads(1)  # one small MLP forward per step: extra threads only contend
     vecnormalize = args.vecnormalize
@@ -44,17 +45,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
         # A run directory keeps the observation normalization next to the model; use it.
         vecnormalize = str(Path(args.model).parent / "vecnormalize.pkl")
     try:
-        model, vn = load_model(args.model, args.algo, vecnormalize)
+        loaded = load_sb3_model(args.model, algorithm=args.algo, trusted=args.trust_model, vecnormalize=vecnormalize)
     except ValueError as exc:
         print(f"skillcell: {exc}", file=sys.stderr)
         return 2
+    model = loaded.model
     env = _make_env(args.env, **_env_kwargs(args))
     try:
         if model.observation_space.shape != env.observation_space.shape:
             print(f"skillcell: {args.model} takes observations of shape {model.observation_space.shape}; "
                   f"{args.env} gives {env.observation_space.shape}", file=sys.stderr)
             return 2
-        summary = evaluate_model(model, env, args.episodes, args.seed, vn, progress=not args.no_progress)
+        summary = evaluate_model(model, env, args.episodes, args.seed, loaded.normalize, progress=not args.no_progress)
         kpi_keys = env.unwrapped.kpi_keys
     finally:
         env.close()
@@ -103,6 +105,7 @@ def quickstart_learning(env_id: str, episodes: int, rl_steps: int, out: str | No
 def add_commands(subparsers) -> None:
     """Adds ``train`` and ``eval`` to the ``skillcell`` parser's subparsers."""
     from skillcell.cli import _add_env_options
+    from skillcell.policies.loading import ALGORITHMS, TRUST_MODEL_HELP
 
     p = subparsers.add_parser("train", help="demonstrations -> behaviour cloning -> RL, into a run directory")
     p.add_argument("--config", required=True, metavar="YAML", help="training config (examples/train_*.yaml)")
@@ -114,12 +117,13 @@ def add_commands(subparsers) -> None:
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser("eval", help="evaluate an SB3 model: success with a 95%% Wilson interval, process KPIs")
-    p.add_argument("model", help="SB3 .zip (PPO or SAC); a vecnormalize.pkl next to it is used")
+    p.add_argument("model", help="SB3 .zip (PPO, SAC, ...); a vecnormalize.pkl next to it is used")
     p.add_argument("--env", required=True, metavar="ENV_ID")
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--seed", type=int, default=100_000, help="first episode's seed; the next ones count up")
-    p.add_argument("--algo", default="auto", choices=("auto", "ppo", "sac"))
+    p.add_argument("--algo", default="auto", choices=("auto", *ALGORITHMS))
     p.add_argument("--vecnormalize", metavar="PKL", help="VecNormalize statistics (default: next to the model)")
+    p.add_argument("--trust-model", action="store_true", help=TRUST_MODEL_HELP)
     p.add_argument("--no-progress", action="store_true")
     _add_env_options(p)
     p.set_defaults(func=cmd_eval)

@@ -6,14 +6,8 @@ import pytest
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-from skillcell.policies.export import (
-    ObsNormalization,
-    detect_algorithm,
-    export_onnx,
-    load_sb3,
-    onnx_parity,
-    sb3_actions,
-)
+from skillcell.policies.export import export_onnx, onnx_parity, sb3_actions
+from skillcell.policies.loading import ObsNormalization, detect_algorithm, load_sb3_model
 from skillcell.policies.runner import OnnxPolicy, command_scale, sha256_file
 
 PEG = "skillcell/PegInsert-v0"
@@ -64,7 +58,7 @@ def sac(tmp_path_factory):
 
 def test_ppo_with_vecnormalize_matches_sb3(env, observations, ppo_with_vecnormalize, tmp_path):
     model, venv, folder = ppo_with_vecnormalize
-    loaded = load_sb3(folder / "ppo.zip", vecnormalize=folder / "vecnormalize.pkl")
+    loaded = load_sb3_model(folder / "ppo.zip", vecnormalize=folder / "vecnormalize.pkl")
     assert loaded.algorithm == "ppo" and loaded.obs_norm is not None
     result = export_onnx(loaded, env, tmp_path / "ppo.onnx", env_id=PEG)
     policy = OnnxPolicy(result.path, expected_sha256=result.sha256)
@@ -81,7 +75,7 @@ def test_ppo_with_vecnormalize_matches_sb3(env, observations, ppo_with_vecnormal
 
 def test_sac_matches_sb3(env, observations, sac, tmp_path):
     model, folder = sac
-    loaded = load_sb3(folder / "sac.zip")
+    loaded = load_sb3_model(folder / "sac.zip")
     assert loaded.algorithm == "sac" and loaded.obs_norm is None
     result = export_onnx(loaded, env, tmp_path / "sac.onnx")
     action, _ = OnnxPolicy(result.path).run(observations)
@@ -107,7 +101,7 @@ def test_clipped_actions_are_exported_even_for_a_saturating_policy(env, observat
 
 def test_metadata_units_and_checksum(env, sac, tmp_path):
     _, folder = sac
-    result = export_onnx(load_sb3(folder / "sac.zip"), env, tmp_path / "policy.onnx", env_id=PEG)
+    result = export_onnx(load_sb3_model(folder / "sac.zip"), env, tmp_path / "policy.onnx", env_id=PEG)
     assert result.sha256 == sha256_file(result.path)
     meta = OnnxPolicy(result.path).metadata
     assert meta["env_id"] == PEG and meta["control_dt_s"] == "0.05"

@@ -55,14 +55,14 @@ def test_unsafe_policy_fails_naming_the_violated_limits(unsafe_zip, tmp_path):
     assert {"D1.success", "D1.kpi.peak_insertion_force_n", "runner"} <= failed
     assert "envelope.tool_speed" not in failed and "onnx.parity" not in failed
     assert "[FAIL] envelope.tool_force: " in result.stdout and " N (D1: " in result.stdout
-    assert "trusted models only" in result.stderr
+    assert "as data, nothing unpickled" in result.stderr
 
     record = yaml.safe_load((out / "gate.yaml").read_text())
     assert record["verdict"] == "fail" and set(record["failed"]) == failed
     assert record["onnx"]["sha256"] == sha256_file(out / "policy.onnx")
     assert record["onnx"]["parity"]["action_max_abs_diff"] <= 1e-5
     assert record["model"]["sha256"] == sha256_file(unsafe_zip) and record["model"]["algorithm"] == "ppo"
-    assert "unpickled" in record["trust"]
+    assert record["model"]["trusted"] is False and "--trust-model" in record["trust"]
     assert record["tiers"]["D1"]["envelope_violations"]["tool_force"]["worst"] > 100.0
     assert record["runner"]["interventions"]["tool_force"] > 0
     report = (out / "report.md").read_text()
@@ -132,9 +132,9 @@ def test_unknown_tier_and_model_are_named(tmp_path, capsys):
 def test_parity_observations_are_real(unsafe_zip):
     """The parity batch comes from rollouts: finite, varied, in the env's observation layout."""
     from skillcell.gate import _parity_observations
-    from skillcell.policies.export import load_sb3
+    from skillcell.policies.loading import load_sb3_model
 
-    obs = _parity_observations(PEG, ["D0", "D2"], {}, load_sb3(unsafe_zip), 20)
+    obs = _parity_observations(PEG, ["D0", "D2"], {}, load_sb3_model(unsafe_zip), 20)
     assert obs.shape == (20, *gym.make(PEG).observation_space.shape)
     assert np.isfinite(obs).all() and obs.std(axis=0).max() > 0
 

@@ -174,7 +174,8 @@ class _Side:
             seed = 0 if seed is None else seed
         try:
             if self.episode is None:
-                policy = load_policy(self.model, env, seed=seed, deterministic=not args.stochastic, algo=args.algo)
+                policy = load_policy(self.model, env, seed=seed, deterministic=not args.stochastic, algo=args.algo,
+                                     trusted=args.trust_model)
                 source = RolloutSource(env, policy, seed=seed, start_state=start_state, max_steps=args.max_steps,
                                        label=label or policy.name)
             renderer = FrameRenderer(env, args.camera, overlays=not args.no_overlays, strip=not args.no_strip,
@@ -232,6 +233,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from skillcell.review.report import ReportOptions, build_report
 
     options = ReportOptions(episodes=args.eval_dir, dataset=args.dataset, rollouts=args.rollouts, env_id=args.env,
+                            trust_model=args.trust_model,
                             videos=not args.no_video, embed_videos=args.embed_videos, camera=args.camera,
                             width=args.width, height=args.height, quality=args.quality,
                             progress=not args.no_progress)
@@ -260,14 +262,15 @@ def _add_render_size(p: argparse.ArgumentParser) -> None:
 def add_commands(subparsers) -> None:
     """Adds ``render`` and ``report`` to the ``skillcell`` command line."""
     from skillcell.cli import _add_env_options
+    from skillcell.policies.loading import TRUST_MODEL_HELP
 
     p = subparsers.add_parser(
         "render", help="review video of an episode (state replay) or a policy rollout, with overlays",
         description="Renders SOURCE to an mp4: an episode file or dataset folder (state replay), or a policy "
                     "(a stable-baselines3 .zip, a `skillcell train` run directory, or 'expert' / 'expert:novice' "
                     "for the scripted expert). With --vs, a second source side by side, time-aligned; a policy "
-                    "paired with an episode starts from the episode's seed and first state. Loading an SB3 "
-                    "model executes pickled code: render trusted models only.")
+                    "paired with an episode starts from the episode's seed and first state. SB3 models and "
+                    "their VecNormalize files are read as data unless --trust-model.")
     p.add_argument("source", metavar="(EPISODE|MODEL)")
     p.add_argument("--out", required=True, help="output .mp4")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
@@ -285,6 +288,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--no-strip", action="store_true", help="no metric strip under the frame")
     p.add_argument("--algo", help="the SB3 algorithm when the model file does not say (PPO, SAC, TD3, A2C, DDPG)")
     p.add_argument("--stochastic", action="store_true", help="sample the policy's actions instead of the mean")
+    p.add_argument("--trust-model", action="store_true", help=TRUST_MODEL_HELP)
     _add_render_size(p)
     _add_env_options(p)
     p.set_defaults(func=cmd_render)
@@ -306,5 +310,6 @@ def add_commands(subparsers) -> None:
     p.add_argument("--env", help="the cell, when the run's config does not name it")
     p.add_argument("--no-video", action="store_true", help="no best/worst episode videos")
     p.add_argument("--embed-videos", action="store_true", help="embed videos in the page (one file, larger)")
+    p.add_argument("--trust-model", action="store_true", help=TRUST_MODEL_HELP)
     _add_render_size(p)
     p.set_defaults(func=cmd_report)

@@ -60,6 +60,7 @@ class ReportOptions:
     height: int = 480
     quality: str = "fast"
     progress: bool = False
+    trust_model: bool = False  # unpickle the run's model (runs code from it): trusted runs only
     max_video_frames: int = 400  # longer episodes are rendered every k-th step (still real time)
 
 
@@ -334,7 +335,7 @@ def _load_episodes(path: Path) -> list[_EpisodeRow]:
 
 
 def _roll_out(model: Path, env_id: str, env_kwargs: dict, episodes: int, seed: int, out: Path,
-              progress: bool) -> Path:
+              progress: bool, trusted: bool) -> Path:
     """Rolls the run's final model out for ``episodes`` episodes (seeds ``seed``..) into a dataset at ``out``.
 
     ``out`` is the report's own folder: a previous report's rollouts there are replaced, not added to.
@@ -350,7 +351,7 @@ def _roll_out(model: Path, env_id: str, env_kwargs: dict, episodes: int, seed: i
         shutil.rmtree(out)
     env = gym.make(env_id, **env_kwargs)
     try:
-        policy = load_policy(model, env)
+        policy = load_policy(model, env, trusted=trusted)
         recorder = EpisodeRecorder(env, out, source="policy", provenance=scripted_provenance(f"policy-{model.stem}"),
                                    policy={"name": policy.name, "file": str(model)})
         from tqdm.auto import tqdm
@@ -553,7 +554,7 @@ def build_report(run_dir: str | Path, out: str | Path, options: ReportOptions | 
         seed = int(evaluation.get("seed", 0)) if isinstance(evaluation, dict) else 0
         kwargs = run_env_kwargs if env_id == run_env_id else {}
         episodes_dir = _roll_out(model, env_id, kwargs, options.rollouts, seed, files_dir / "rollouts",
-                                 options.progress)
+                                 options.progress, options.trust_model)
         notes.append(f"rolled out {model.name} for {options.rollouts} episodes into {episodes_dir}")
     rows = _load_episodes(episodes_dir) if episodes_dir is not None else []
     if episodes_dir is not None and not rows:

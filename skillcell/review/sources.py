@@ -15,10 +15,8 @@ step's state, so the renderer, the overlays and the metric strip read it from th
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
-import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,31 +164,6 @@ class Policy:
         return self._act(obs)
 
 
-_SB3_ALGOS = ("PPO", "SAC", "TD3", "A2C", "DDPG")
-
-
-def _sb3_algo_name(path: Path) -> str | None:
-    """Guesses the SB3 algorithm of a saved model from the hyperparameters in its ``data`` member."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            data = json.loads(archive.read("data"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return None
-    module = str(data.get("policy_class", {}).get("__module__", ""))
-    for name in ("sac", "td3", "ddpg"):
-        if f".{name}." in module:
-            return "TD3" if name == "ddpg" and "policy_delay" in data else name.upper()
-    if "clip_range" in data:
-        return "PPO"
-    if "target_entropy" in data:
-        return "SAC"
-    if "policy_delay" in data:
-        return "TD3"
-    if "normalize_advantage" in data or "use_rms_prop" in data:
-        return "A2C"
-    return None
-
-
 def _find_vecnormalize(model: Path) -> Path | None:
     """``vecnormalize.pkl`` of a training run: next to the model, or one folder up (checkpoints/)."""
     for folder in (model.parent, model.parent.parent):
@@ -200,15 +173,16 @@ def _find_vecnormalize(model: Path) -> Path | None:
 
 
 def load_policy(spec: str | Path, env, *, seed: int = 0, deterministic: bool = True,
-                algo: str | None = None, vecnormalize: str | Path | bool | None = True) -> Policy:
+                algo: str | None = None, vecnormalize: str | Path | bool | None = True,
+                trusted: bool = False) -> Policy:
     """A policy for ``env`` from ``spec``.
 
     - ``expert`` or ``expert:<skill>`` (``expert:novice``): the cell's scripted expert;
     - a stable-baselines3 ``.zip`` (PPO, SAC, TD3, A2C, DDPG; ``algo`` names it when the file's
-      hyperparameters do not). A training run's ``vecnormalize.pkl`` (next to the model or one
+      policy module does not). A training run's ``vecnormalize.pkl`` (next to the model or one
       folder up; ``vecnormalize`` names another, ``False`` ignores it) normalizes the observations
-      as in training. **Loading a model or a VecNormalize pickle executes pickled code: trusted
-      files only.**
+      as in training. Both are read as data, nothing unpickled, unless ``trusted``
+      (`skillcell.policies.loading.load_sb3_model`).
     """
     text = str(spec)
     if text == "expert" or text.startswith("expert:"):
@@ -224,36 +198,19 @@ def load_policy(spec: str | Path, env, *, seed: int = 0, deterministic: bool = T
         raise ValueError(f"{text!r} is neither 'expert[:skill]' nor an existing model file")
     if path.suffix != ".zip":
         raise ValueError(f"{path}: models are stable-baselines3 .zip files")
-    import stable_baselines3
+    from skillcell.policies.loading import load_sb3_model
 
-    name = (algo or _sb3_algo_name(path) or "").upper()
-    if name not in _SB3_ALGOS:
-        raise ValueError(f"{path}: cannot tell which stable-baselines3 algorithm saved it; pass --algo "
-                         f"({', '.join(_SB3_ALGOS)})")
-    model = getattr(stable_baselines3, name).load(path, device="cpu")
-    expected, got = env.observation_space.shape, model.observation_space.shape
+    norm_path = _find_vecnormalize(path) if vecnormalize is True else (Path(vecnormalize) if vecnormalize else None)
+    loaded = load_sb3_model(path, algorithm=algo or "auto", trusted=trusted, vecnormalize=norm_path)
+    expected, got = env.observation_space.shape, loaded.model.observation_space.shape
     if expected != got:
         raise ValueError(f"{path}: the model observes shape {got}, the env {expected}: trained on another cell")
-    norm_path = _find_vecnormalize(path) if vecnormalize is True else (Path(vecnormalize) if vecnormalize else None)
-    normalizer = None
-    if norm_path is not None:
-        import pickle
-
-        from stable_baselines3.common.vec_env import VecNormalize
-
-        with open(norm_path, "rb") as f:
-            normalizer = pickle.load(f)  # trusted files only (see the docstring)
-        if not isinstance(normalizer, VecNormalize):
-            raise ValueError(f"{norm_path}: expected a pickled VecNormalize, got {type(normalizer).__name__}")
-        normalizer.training = False
 
     def act(obs: np.ndarray) -> np.ndarray:
-        if normalizer is not None:
-            obs = normalizer.normalize_obs(np.asarray(obs, np.float32))
-        action, _ = model.predict(obs, deterministic=deterministic)
-        return action
+        return loaded.predict(obs, deterministic=deterministic)
 
-    return Policy(act, f"{name} {path.stem}" + (" (normalized obs)" if normalizer is not None else ""))
+    return Policy(act, f"{loaded.algorithm.upper()} {path.stem}"
+                  + (" (normalized obs)" if loaded.obs_norm is not None else ""))
 
 
 class RolloutSource:
