@@ -244,6 +244,16 @@ def test_a_long_value_is_quoted_in_at_most_200_characters(capsys):
     assert len(str(caught.value)) < MAX_QUOTED_CHARS + 50
 
 
+def test_every_yaml_read_goes_through_the_one_loader():
+    """`skillcell.config.parse_yaml` is the only reader of YAML in the package; new code must not go around it."""
+    root = Path(__file__).resolve().parents[1]
+    readers = [f"{p.relative_to(root)}:{i}" for folder in ("skillcell", "envs", "policies")
+               for p in (root / folder).rglob("*.py") if p.name != "config.py"
+               for i, line in enumerate(p.read_text().splitlines(), 1)
+               if any(call in line for call in ("yaml.safe_load", "yaml.load(", "yaml.full_load", "yaml.unsafe_load"))]
+    assert readers == []
+
+
 def test_anchors_and_merges_for_shared_settings_still_work():
     data = parse_yaml("base: &base {clearance_mm: 0.3, chamfer_mm: 0.5}\n"
                       "tight:\n  <<: *base\n  clearance_mm: 0.15\n")
