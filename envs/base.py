@@ -19,7 +19,7 @@ import numpy as np
 
 from skillcell.config import to_mapping
 from skillcell.envs.cell import ROBOT_PREFIX, TOOL_PREFIX, CellConfig, compose_cell
-from skillcell.envs.control import CartesianController, rotvec_from_quat
+from skillcell.envs.control import CartesianController, index_of, rotate_transposed
 from skillcell.envs.tiers import TierRuntime, resolve_tier
 
 __all__ = ["CellEnv", "ObsField", "RenderUnavailableError"]
@@ -142,6 +142,25 @@ class CellEnv(gym.Env):
         self._renderer: mujoco.Renderer | None = None
         self._needs_reset = True
         self.wrench_tool = np.zeros(6)
+        self._setup_hot_path()
+
+    def _setup_hot_path(self) -> None:
+        """Views and buffers for `step`: what it reads and writes every control step, found once."""
+        d = self.data
+        # mjData's arrays never move, so views into them stay valid for the env's lifetime.
+        self._qpos, self._qvel, self._warnings = d.qpos, d.qvel, d.warning.number
+        self._arm_qpos, self._arm_qvel = index_of(self.arm_qpos_adr), index_of(self.arm_dof_adr)
+        self._ft_xmat, self._sensordata = d.site_xmat[self.ft_site], d.sensordata
+        self._force_slice = slice(self._force_adr, self._force_adr + 3)
+        self._torque_slice = slice(self._torque_adr, self._torque_adr + 3)
+        self._action_shape = self.action_space.shape
+        self._obs_views = {name: self._obs_raw[sl] for name, sl in self.obs_slices.items()}
+        self._task_obs_view = self._obs_raw[self._task_obs_start:]
+        # A transposed view, not a copy: the operands' layout picks OpenBLAS's kernel (and rounding).
+        self._R_nominal_T = self.R_task_tcp_nominal.T
+        self._R_obs = np.empty((3, 3))
+        self._quat_obs = np.empty(4)
+        self._lead = np.empty(6)
 
     # ------------------------------------------------------------------ setup
 
@@ -391,21 +410,21 @@ class CellEnv(gym.Env):
             a = np.asarray(action, dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"action must be numeric, got {action!r}") from exc
-        if a.shape != self.action_space.shape:
-            raise ValueError(f"action must have shape {self.action_space.shape}, got {a.shape}")
-        finite = np.isfinite(a)
-        if not finite.all():
-            raise ValueError(f"action has non-finite values at indices {np.flatnonzero(~finite).tolist()}: "
+        if a.shape != self._action_shape:
+            raise ValueError(f"action must have shape {self._action_shape}, got {a.shape}")
+        if not _all_finite(a):
+            raise ValueError(f"action has non-finite values at indices {np.flatnonzero(~np.isfinite(a)).tolist()}: "
                              f"{a.tolist()}; nothing was applied")
-        return np.clip(a, -1.0, 1.0)
+        # np.clip's Python wrapper costs more than the two ufuncs (same values: the bounds are +-1).
+        return np.minimum(np.maximum(a, -1.0), 1.0)
 
     def _instability(self) -> str:
-        d = self.data
-        counts = d.warning.number
-        if counts.any():
+        counts = self._warnings
+        if any(counts.tolist()):
+            d = self.data
             return "; ".join(f"{mujoco.mjtWarning(i).name} x{counts[i]} (info {d.warning.lastinfo[i]})"
                              for i in np.flatnonzero(counts))
-        if not (np.isfinite(d.qpos).all() and np.isfinite(d.qvel).all()):
+        if not (_all_finite(self._qpos) and _all_finite(self._qvel)):
             return "non-finite state"
         return ""
 
@@ -417,40 +436,39 @@ class CellEnv(gym.Env):
         contact force :math:`f_c` on the tool, so :math:`f = f_s + R^\\top m g`, and likewise
         :math:`\\tau = \\tau_s + c \\times R^\\top m g`, both in the F/T (flange) frame.
         """
-        d = self.data
-        gx, gy, gz = d.site_xmat[self.ft_site].reshape(3, 3).T @ self._payload_force_world
-        cx, cy, cz = self._payload_com_ft
-        w = self.wrench_tool
-        w[:3] = d.sensordata[self._force_adr:self._force_adr + 3]
-        w[3:] = d.sensordata[self._torque_adr:self._torque_adr + 3]
-        # Hand-written cross product: np.cross costs more than the rest of this method.
-        w += (gx, gy, gz, cy * gz - cz * gy, cz * gx - cx * gz, cx * gy - cy * gx)
+        # On floats, in numpy's order of operations: on 3-vectors numpy costs more than the arithmetic.
+        gx, gy, gz = rotate_transposed(self._ft_xmat, self._payload_force_world.tolist())
+        cx, cy, cz = self._payload_com_ft.tolist()
+        fx, fy, fz = self._sensordata[self._force_slice].tolist()
+        tx, ty, tz = self._sensordata[self._torque_slice].tolist()
+        self.wrench_tool[:] = (fx + gx, fy + gy, fz + gz, tx + (cy * gz - cz * gy), ty + (cz * gx - cx * gz),
+                               tz + (cx * gy - cy * gx))
 
     def tcp_pose_task(self) -> tuple[np.ndarray, np.ndarray]:
         """``(p_task_tcp, R_task_tcp)``: the TCP in the task frame."""
         d = self.data
         R_world_task = d.site_xmat[self.task_site].reshape(3, 3)
-        p_task_tcp = R_world_task.T @ (d.site_xpos[self.tcp_site] - d.site_xpos[self.task_site])
+        p_task_tcp = np.array(rotate_transposed(R_world_task, (d.site_xpos[self.tcp_site] -
+                                                               d.site_xpos[self.task_site]).tolist()))
         R_task_tcp = R_world_task.T @ d.site_xmat[self.tcp_site].reshape(3, 3)
         return p_task_tcp, R_task_tcp
 
     def _get_obs(self) -> np.ndarray:
-        d, raw, sl = self.data, self._obs_raw, self.obs_slices
-        raw[sl["joint_pos"]] = d.qpos[self.arm_qpos_adr]
-        raw[sl["joint_vel"]] = d.qvel[self.arm_dof_adr]
+        raw, view = self._obs_raw, self._obs_views
+        view["joint_pos"][:] = self._qpos[self._arm_qpos]
+        view["joint_vel"][:] = self._qvel[self._arm_qvel]
         p_task_tcp, R_task_tcp = self.tcp_pose_task()
-        raw[sl["tcp_pos_task"]] = p_task_tcp
-        quat = np.empty(4)
-        mujoco.mju_mat2Quat(quat, (self.R_task_tcp_nominal.T @ R_task_tcp).ravel())
-        raw[sl["tcp_rot_task"]] = rotvec_from_quat(quat)
+        view["tcp_pos_task"][:] = p_task_tcp
+        mujoco.mju_mat2Quat(self._quat_obs, np.matmul(self._R_nominal_T, R_task_tcp, out=self._R_obs).ravel())
+        mujoco.mju_quat2Vel(view["tcp_rot_task"], self._quat_obs, 1.0)
         # The commanded pose relative to the measured one: with it a policy knows where it has
         # sent the tool, not only where the tool is (what a latency- or lag-aware policy aims).
-        lead = self.controller.pose_error()
-        raw[sl["tcp_lead"]] = lead[:3]
-        raw[sl["tcp_lead_rot"]] = lead[3:]
-        raw[sl["force_tool"]] = self.wrench_tool[:3]
-        raw[sl["torque_tool"]] = self.wrench_tool[3:]
-        self._task_obs(raw[self._task_obs_start:])
+        lead = self.controller.pose_error(out=self._lead)
+        view["tcp_lead"][:] = lead[:3]
+        view["tcp_lead_rot"][:] = lead[3:]
+        view["force_tool"][:] = self.wrench_tool[:3]
+        view["torque_tool"][:] = self.wrench_tool[3:]
+        self._task_obs(self._task_obs_view)
         self._tier_runtime.perturb_obs(raw, self.np_random)
         return (raw * self._obs_scale).astype(np.float32)
 
@@ -494,3 +512,8 @@ class CellEnv(gym.Env):
         self._needs_reset = False
         self._evaluate()  # as reset() does: a cell's observation may use this step's metrics
         return self._get_obs()
+
+
+def _all_finite(x: np.ndarray) -> bool:
+    # x @ x is finite exactly when every entry is, unless it overflows; only then look entry by entry.
+    return math.isfinite(x @ x) or bool(np.isfinite(x).all())
