@@ -106,25 +106,38 @@ class WeldSeamEnv(CellEnv, EzPickle):
     fraction of the seam length.
 
     ## Action space
-    ``Box(-1, 1, (7,), float32)``: channels 0-5 as in `CellEnv` (TCP pose delta in the cell
-    frame, 5 mm and 3 deg per step at 1.0); channel 6 switches the arc on when positive.
+    ``Box(-1, 1, (7,), float32)``: the delta of the commanded tool pose in the cell frame per
+    control step (20 Hz), as in `CellEnv`, then the arc.
+
+    | index | meaning             | scale at 1.0                          |
+    |-------|---------------------|---------------------------------------|
+    | 0-2   | TCP translation xyz | ``control.max_translation_mm`` (5 mm) |
+    | 3-5   | TCP rotation vector | ``control.max_rotation_deg`` (3 deg)  |
+    | 6     | arc                 | on while positive                     |
 
     ## Observation space
-    ``Box(-inf, inf, (43,), float32)``: the `CellEnv` blocks (joint_pos, joint_vel, tcp_pos_task,
-    tcp_rot_task, tcp_lead, tcp_lead_rot, force_tool, torque_tool; see `PegInsertEnv`), where the
-    task frame is the seam frame at the point nearest the aim point and ``tcp_pos_task`` is the
-    aim point in it (zero on a perfect pass), ``tcp_rot_task`` the torch's rotation from the WPS's
-    nominal work and travel angles, ``tcp_lead`` and ``tcp_lead_rot`` the commanded TCP pose
-    relative to the measured one (cell frame); then:
+    ``Box(-inf, inf, (43,), float32)``; each block is the physical value times a fixed scale
+    (`decode_obs` returns the physical values). The task frame is the seam frame at the seam point
+    nearest the aim point (the wire tip at the nominal CTWD).
 
-    | block       | size | unit | scale   | meaning                                              |
-    |-------------|------|------|---------|------------------------------------------------------|
-    | seam_ahead  | 6    | m    | 1/0.03  | seam points 10 and 30 mm ahead, from the aim point, seam frame |
-    | seam_rot    | 3    | rad  | 1       | seam frame orientation in the cell frame (rotation vector) |
-    | progress    | 1    | -    | 1       | arc length of the aim point over the seam length      |
-    | arc_on      | 1    | -    | 1       | 1 while the arc is on                                 |
-    | speed       | 1    | m/s  | 1/0.01  | travel speed along the seam                           |
-    | ctwd_error  | 1    | m    | 1/0.005 | ray-cast CTWD minus nominal (clipped at +-50 mm)      |
+    | block        | size | unit  | scale   | meaning                                              |
+    |--------------|------|-------|---------|------------------------------------------------------|
+    | joint_pos    | 6    | rad   | 1/pi    | UR5e joint positions                                 |
+    | joint_vel    | 6    | rad/s | 1/pi    | joint velocities                                     |
+    | tcp_pos_task | 3    | m     | 1/0.05  | aim point in the seam frame (zero on a perfect pass) |
+    | tcp_rot_task | 3    | rad   | 1/0.1   | torch rotation from the WPS's nominal work and travel angles |
+    | tcp_lead     | 3    | m     | 1/lead  | commanded minus measured TCP position (cell frame)   |
+    | tcp_lead_rot | 3    | rad   | 1/lead  | commanded from measured TCP orientation (rot. vector)|
+    | force_tool   | 3    | N     | 1/50    | force the torch applies, F/T frame, zeroed at reset  |
+    | torque_tool  | 3    | N*m   | 1/5     | torque the torch applies, F/T frame                  |
+    | seam_ahead   | 6    | m     | 1/0.03  | seam points 10 and 30 mm ahead, from the aim point, seam frame |
+    | seam_rot     | 3    | rad   | 1       | seam frame orientation in the cell frame (rotation vector) |
+    | progress     | 1    | -     | 1       | arc length of the aim point over the seam length     |
+    | arc_on       | 1    | -     | 1       | 1 while the arc is on                                |
+    | speed        | 1    | m/s   | 1/0.01  | travel speed along the seam                          |
+    | ctwd_error   | 1    | m     | 1/0.005 | ray-cast CTWD minus nominal (clipped at +-50 mm)     |
+
+    ``lead`` is ``control.max_lead_mm`` and ``control.max_lead_deg``.
 
     ## Rewards
     ``weld`` (``reward.weld`` times the seam fraction welded in spec this step), ``track``
