@@ -15,8 +15,8 @@ divided by the control period, which the exported model records (``control_dt_s`
 
 Every period, `PolicyRunner.tick`:
 
-1. takes the freshest command, if it is not older than ``timeout_s`` (its stamp is the stamp of
-   the observation it answers, on the driver's clock);
+1. takes the freshest command, if it is not older than ``timeout_s``: its age is the driver-clock
+   time since the observation it answers plus the policy's latency (see "Clocks");
 2. passes it through `SafetyEnvelope.filter` (speed, joint, workspace limits; force, torque,
    clearance and non-finite values make it a hold) and sends it;
 3. without a fresh command, sends a zero delta (the commanded pose is kept, task channels off)
@@ -25,15 +25,32 @@ Every period, `PolicyRunner.tick`:
    off. A tripped watchdog latches: it holds until `PolicyRunner.rearm` (an operator's decision),
    even if commands come back.
 
-Only trusted policies may be loaded: an SB3 ``.zip`` executes pickled code when loaded, which is
-why the runner executes the exported ONNX file (`OnnxPolicy`) and checks its SHA-256 against the
-one the gate recorded.
+`PolicyRunner.run` calls the policy in a worker thread under a deadline of ``timeout_s`` from
+the observation's read: a policy that stalls gets no command through (the period keeps, then the
+watchdog holds), and the answer of a call that missed its deadline is dropped when it comes, never
+sent (`RunnerStats.late`). A late call still running at the next period is waited for within that
+period's deadline before the new observation is submitted (one policy call at a time, as on a
+robot PC's inference thread); an exception raised by the policy, late or not, ends the run holding.
+
+**Clocks.** Ages are measured on two clocks, each where it is the true one. Watchdog expiry is on
+the driver's clock (``RobotState.stamp_s``), i.e. robot time: a hardware driver's controller
+clock; `SimDriver`'s simulation time, which advances one control period per ``send``/``hold``.
+The policy's latency is measured on ``time.monotonic`` in the runner and added to the command's
+age (`Command.latency_s`): on a robot the controller clock runs on while the policy computes, but
+a simulation waits for the runner, so without it a stalled policy would look instantaneous in
+simulation. The runner ticks with the state read before the policy ran, so the driver-clock part
+of a fresh command's age is zero and the latency is counted once, on either.
+
+The runner executes the exported ONNX file (`OnnxPolicy`), whose SHA-256 it checks against the one
+the gate recorded; SB3 models are read as data by `skillcell.policies.loading`.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import math
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -80,10 +97,16 @@ def command_scale(env: Any) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Command:
-    """A command in physical units (see the module docstring) and the stamp of its observation."""
+    """A command in physical units (see the module docstring), the driver-clock stamp of its
+    observation and the policy's latency on the monotonic clock (module docstring, "Clocks")."""
 
     values: np.ndarray
     stamp_s: float
+    latency_s: float = 0.0
+
+    def age_s(self, now_s: float) -> float:
+        """Seconds since the observation, ``now_s`` on the driver's clock."""
+        return now_s - self.stamp_s + self.latency_s
 
 
 @runtime_checkable
@@ -133,17 +156,19 @@ class TickResult:
 
 @dataclass
 class RunnerStats:
-    """Counts over a run: periods by outcome, envelope interventions by limit, watchdog trips."""
+    """Counts over a run: periods by outcome, envelope interventions by limit, watchdog trips, and
+    policy calls that missed their deadline (``late``: their answers were dropped)."""
 
     sent: int = 0
     kept: int = 0
     held: int = 0
     watchdog_trips: int = 0
+    late: int = 0
     interventions: Counter = field(default_factory=Counter)
 
     def to_mapping(self) -> dict[str, Any]:
         return {"sent": self.sent, "kept": self.kept, "held": self.held, "watchdog_trips": self.watchdog_trips,
-                "interventions": dict(sorted(self.interventions.items()))}
+                "late": self.late, "interventions": dict(sorted(self.interventions.items()))}
 
 
 class PolicyRunner:
@@ -166,7 +191,7 @@ class PolicyRunner:
     def tick(self, command: Command | None, state: RobotState) -> TickResult:
         """One control period, ``state`` being the measured state read at its start."""
         now = state.stamp_s
-        fresh = command is not None and now - command.stamp_s <= self.watchdog.timeout_s
+        fresh = command is not None and command.age_s(now) <= self.watchdog.timeout_s
         if fresh and not self.tripped:
             self.watchdog.feed(command.stamp_s)
             result = self.envelope.filter(command.values, state, self.driver.control_dt)
@@ -198,16 +223,39 @@ class PolicyRunner:
     def run(self, source: Callable[[np.ndarray], np.ndarray | None], steps: int,
             done: Callable[[], bool] | None = None) -> RunnerStats:
         """Runs ``source`` (observation -> physical command, or None when none arrives) for
-        ``steps`` periods or until ``done()``; whatever happens, the driver is left holding."""
+        ``steps`` periods or until ``done()``, each call under the deadline of the module docstring
+        (``source`` runs in a worker thread); whatever happens, the driver is left holding."""
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="skillcell-policy")
+        pending: concurrent.futures.Future | None = None  # a call that missed its deadline, still running
         try:
             for _ in range(steps):
                 if done is not None and done():
                     break
                 obs, state = self.driver.read()
-                values = source(obs)
-                command = None if values is None else Command(np.asarray(values, dtype=np.float64), state.stamp_s)
+                start = time.monotonic()
+                deadline = start + self.watchdog.timeout_s
+                command = None
+                if pending is not None:
+                    try:
+                        pending.result(timeout=max(0.0, deadline - time.monotonic()))  # its answer is dropped
+                        pending = None
+                    except concurrent.futures.TimeoutError:
+                        pass
+                if pending is None:
+                    future = pool.submit(source, obs)
+                    try:
+                        values = future.result(timeout=max(0.0, deadline - time.monotonic()))
+                    except concurrent.futures.TimeoutError:
+                        pending = future
+                        self.stats.late += 1
+                    else:
+                        if values is not None:
+                            command = Command(np.asarray(values, dtype=np.float64), state.stamp_s,
+                                              latency_s=time.monotonic() - start)
                 self.tick(command, state)
         finally:
+            # A stalled call cannot be interrupted; its thread ends when the call returns, unheard.
+            pool.shutdown(wait=False, cancel_futures=True)
             if done is None or not done():
                 self.driver.hold()
         return self.stats
@@ -215,6 +263,11 @@ class PolicyRunner:
 
 class SimDriver:
     """`RobotDriver` on a skillcell env: one `send` or `hold` steps the env by one control period.
+
+    Its clock (``RobotState.stamp_s``) is the simulation time: it advances one control period per
+    `send` or `hold` and stands still in between, so the simulated robot waits however long the
+    policy computes. `PolicyRunner` adds the policy's wall-clock latency to command ages, so a
+    command that would be stale on the robot is stale here too (module docstring, "Clocks").
 
     ``send`` converts the physical command back to the env's normalized action (clipped to
     ``[-1, 1]``, as the robot controller's own per-period limits would); ``hold`` commands the

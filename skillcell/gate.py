@@ -383,6 +383,7 @@ def _runner_check(env_id, env_kwargs, envelope, candidate, criteria):
             total.kept += stats.kept
             total.held += stats.held
             total.watchdog_trips += stats.watchdog_trips
+            total.late += stats.late
             total.interventions.update(stats.interventions)
     finally:
         env.close()
@@ -649,6 +650,7 @@ def _report(record: dict[str, Any], results: list[CriterionResult]) -> str:
         lines += ["", "## Exported runner", "",
                   f"{r['episodes']} episodes in {r['tier']}: {r['successes']} successes; periods sent {r['sent']}, "
                   f"kept {r['kept']}, held {r['held']}; watchdog trips {r['watchdog_trips']}; "
+                  f"late policy answers dropped {r['late']}; "
                   f"filter interventions {r['interventions'] or 'none'}."]
     lines += ["", "## Trust", "", record["trust"], "", "## Versions", ""]
     lines += [f"- {k}: {v}" for k, v in record["versions"].items()]

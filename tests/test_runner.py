@@ -1,5 +1,7 @@
 """The exported-policy runner: driver interface, envelope filter in the loop, watchdog."""
 
+import time
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -86,6 +88,81 @@ def test_stale_commands_are_not_executed(env):
     assert runner.tripped
 
 
+def test_a_command_that_took_too_long_is_not_sent(env):
+    """The age counts the policy's latency: the simulated clock does not move while the policy computes."""
+    driver = SimDriver(env)
+    driver.reset(seed=0)
+    runner = PolicyRunner(driver, load_envelope(env), timeout_s=0.125)
+    _, state = driver.read()
+    assert runner.tick(Command(FAST_X, state.stamp_s, latency_s=0.1), state).action == "send"
+    _, state = driver.read()
+    late = runner.tick(Command(FAST_X, state.stamp_s, latency_s=0.2), state)
+    assert late.action == "keep" and not late.command.any()
+
+
+class _Spy:
+    """A driver wrapper that records every command sent."""
+
+    def __init__(self, driver):
+        self.driver, self.sent = driver, []
+        self.control_dt = driver.control_dt
+
+    def read(self):
+        return self.driver.read()
+
+    def send(self, command):
+        self.sent.append(np.array(command))
+        self.driver.send(command)
+
+    def hold(self):
+        self.driver.hold()
+
+
+FAST_Y = np.array([0.0, 0.005, 0.0, 0.0, 0.0, 0.0])
+
+
+def _slow_on_call(n, seconds, answered):
+    """FAST_X at once, except call ``n``, which answers FAST_Y after ``seconds``."""
+    calls = []
+
+    def source(obs):
+        calls.append(1)
+        if len(calls) == n:
+            time.sleep(seconds)
+            answered.append(time.monotonic())
+            return FAST_Y
+        return FAST_X
+
+    return source
+
+
+def test_a_stalled_policy_trips_the_watchdog_and_holds(env):
+    spy = _Spy(SimDriver(env))
+    spy.driver.reset(seed=0)
+    runner = PolicyRunner(spy, load_envelope(env), timeout_s=0.125)
+    answered = []
+    stats = runner.run(_slow_on_call(4, 1.0, answered), steps=12)
+    # 3 periods sent; the stall: 2 periods keep the commanded pose, then the watchdog trips and
+    # holds (latched: the policy answers again after the stall, still held).
+    assert (stats.sent, stats.kept, stats.held, stats.watchdog_trips, stats.late) == (3, 2, 7, 1, 1)
+    assert runner.tripped and spy.driver._holding
+    assert answered, "the stalled call returned during the run"
+    assert len(spy.sent) == 5 and not any(np.array_equal(c, FAST_Y) for c in spy.sent)  # its answer never sent
+    assert np.linalg.norm(spy.driver.read()[1].tcp_lin_vel) < 1e-3
+
+
+def test_a_late_answer_is_dropped_and_the_runner_carries_on(env):
+    spy = _Spy(SimDriver(env))
+    spy.driver.reset(seed=0)
+    runner = PolicyRunner(spy, load_envelope(env), timeout_s=0.125)
+    answered = []
+    stats = runner.run(_slow_on_call(4, 0.16, answered), steps=10)
+    # The late call's period keeps; its answer (FAST_Y) comes during the next period and is dropped.
+    assert (stats.sent, stats.kept, stats.late, stats.watchdog_trips) == (9, 1, 1, 0), stats
+    assert answered and not any(np.array_equal(c, FAST_Y) for c in spy.sent)
+    assert not runner.tripped
+
+
 def test_watchdog_timeout_is_on_the_driver_clock():
     dog = Watchdog(0.125)
     assert dog.expired(0.0)  # never fed
@@ -107,6 +184,7 @@ def test_runner_filters_commands_through_the_envelope(env):
     assert result.command[0] == pytest.approx(0.020 * 0.05)
     stats = runner.run(lambda obs: FAST_X, steps=20)
     assert stats.interventions["tool_speed"] == 21
+    assert stats.sent == 21 and stats.late == 0 and not runner.tripped  # a prompt policy: every period sent
     # Filtered, the tool never exceeds the tighter limit.
     assert "tool_speed" not in driver.info["envelope_violations"]
 
