@@ -20,8 +20,8 @@ class VideoWriter:
     """An mp4 (H.264) written atomically: ``with VideoWriter(path, fps) as w: w.add(frame)``.
 
     Frames must all have the same size, a multiple of 16 in both directions (review frames are
-    padded by `skillcell.review.overlays.block_pad`), so the encoder never rescales them. On an exception inside the ``with`` block the partial file is
-    deleted and the target is left as it was.
+    padded by `skillcell.review.overlays.block_pad`), so the encoder never rescales them. On an
+    exception inside the ``with`` block the partial file is deleted and the target is left as it was.
 
     ``threaded`` hands frames to ffmpeg from a background thread (a short queue), so piping a
     frame overlaps with rendering the next one; an encoder error surfaces at the next `add` or

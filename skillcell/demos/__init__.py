@@ -6,7 +6,7 @@
   into an executed robot episode with a feasibility report.
 - `replay_episode` checks episodes: ``state`` (bit-exact physics) or ``action`` (drift).
 - `score_dataset` / `filter_dataset` score demonstrations per episode and per operator.
-- `export_minari` writes a Minari dataset.
+- `export_minari` writes a Minari dataset, `export_lerobot` a LeRobot v3.0 dataset.
 
 ``skillcell demos ...`` is the command line over these.
 """
@@ -36,6 +36,7 @@ from skillcell.demos.errors import (
     TimestampError,
     TruncatedCaptureError,
 )
+from skillcell.demos.lerobot_io import export_lerobot
 from skillcell.demos.minari_io import export_minari
 from skillcell.demos.recorder import EpisodeRecorder, generate_demos
 from skillcell.demos.replay import ReplayReport, replay_episode
@@ -73,6 +74,7 @@ __all__ = [
     "SkillScore",
     "TimestampError",
     "TruncatedCaptureError",
+    "export_lerobot",
     "export_minari",
     "filter_dataset",
     "generate_demos",

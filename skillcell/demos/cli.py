@@ -115,11 +115,33 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.out is not None:
         check_output(args.out, folder=True)
+    if args.format == "lerobot":
+        return _export_lerobot(args)
+    if args.repo_id or args.cameras:
+        return _fail("--repo-id and --cameras belong to --format lerobot")
     dataset_id, root = export_minari(args.dir, out=args.out, dataset_id=args.dataset_id, min_score=args.min_score,
                                      progress=not args.no_progress, overwrite=args.force)
     print(f"Minari dataset {dataset_id} written under {root}")
     setting = "" if args.out is None else f"MINARI_DATASETS_PATH={root} "  # a root Minari does not look in
     print(f"open it with: {setting}python -c \"import minari; print(minari.load_dataset('{dataset_id}'))\"")
+    return 0
+
+
+def _export_lerobot(args: argparse.Namespace) -> int:
+    from skillcell.demos.lerobot_io import export_lerobot
+
+    if args.dataset_id:
+        return _fail("--dataset-id names a Minari dataset; a LeRobot one is named by --repo-id")
+    cameras = [c.strip() for c in (args.cameras or "").split(",") if c.strip()]
+    result = export_lerobot(args.dir, out=args.out, repo_id=args.repo_id, cameras=cameras, width=args.width,
+                            height=args.height, task=args.task, min_score=args.min_score, overwrite=args.force,
+                            progress=not args.no_progress)
+    videos = f", videos {', '.join(result.video_keys)}" if result.video_keys else ""
+    print(f"LeRobot dataset {result.repo_id}: {result.episodes} episodes, {result.frames} frames{videos}; "
+          f"written to {result.path}")
+    root = "" if args.out is None else f", root='{result.path}'"  # a root LeRobot does not look in
+    print(f"open it with: python -c \"from lerobot.datasets.lerobot_dataset import LeRobotDataset; "
+          f"print(LeRobotDataset('{result.repo_id}'{root}))\"")
     return 0
 
 
@@ -183,13 +205,20 @@ def add_commands(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run(cmd_score))
 
-    p = sub.add_parser("export", help="export a dataset (Minari)")
+    p = sub.add_parser("export", help="export a dataset (Minari, LeRobot v3.0)")
     p.add_argument("dir", help="dataset folder")
-    p.add_argument("--format", choices=("minari",), required=True)
-    p.add_argument("--out", help="Minari datasets root to write under instead of Minari's own (MINARI_DATASETS_PATH, "
-                                 "else ~/.minari/datasets)")
+    p.add_argument("--format", choices=("minari", "lerobot"), required=True)
+    p.add_argument("--out", help="root to write under instead of the format's own: Minari's (MINARI_DATASETS_PATH, "
+                                 "else ~/.minari/datasets), LeRobot's (HF_LEROBOT_HOME, else "
+                                 "~/.cache/huggingface/lerobot); a LeRobot dataset lands in OUT/<repo-id>")
     p.add_argument("--dataset-id", help="Minari id, namespace/env_name/name-vN; default skillcell/<cell>/<dir>-v0")
+    p.add_argument("--repo-id", help="LeRobot repo id, owner/name; default skillcell/<dir>")
+    p.add_argument("--cameras", help="LeRobot: cameras of the cell to render into videos, comma-separated "
+                                     "(e.g. overview,tool/closeup)")
+    p.add_argument("--width", type=int, default=320, help="LeRobot video width in pixels, a multiple of 16")
+    p.add_argument("--height", type=int, default=240, help="LeRobot video height in pixels, a multiple of 16")
+    p.add_argument("--task", help="LeRobot task text of every episode (default: the cell's one-line description)")
     p.add_argument("--min-score", type=float, help="export only episodes scoring at least this")
-    p.add_argument("--force", action="store_true", help="replace a Minari dataset of the same id")
+    p.add_argument("--force", action="store_true", help="replace a dataset of the same id")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run(cmd_export))

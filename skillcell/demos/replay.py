@@ -34,11 +34,12 @@ from skillcell.demos.episode import Episode, load_episode, model_hash
 from skillcell.demos.errors import DemoError, ModelMismatchWarning, ReplayVersionWarning
 from skillcell.demos.recorder import start_episode_from_state
 
-__all__ = ["DEFAULT_DRIFT_THRESHOLD_MM", "ReplayReport", "replay_episode"]
+__all__ = ["DEFAULT_DRIFT_THRESHOLD_MM", "RENDER_KWARGS", "ReplayReport", "replay_episode"]
 
 #: action replays drifting further than this (TCP position, mm) fail
 DEFAULT_DRIFT_THRESHOLD_MM = 0.5
-_RENDER_KWARGS = ("render_mode", "width", "height", "camera", "render_quality")
+#: env kwargs that only affect rendering: a stored episode's values give way to the renderer's
+RENDER_KWARGS = ("render_mode", "width", "height", "camera", "render_quality")
 
 
 @dataclass
@@ -80,7 +81,7 @@ class ReplayReport:
 
 
 def _make_env(episode: Episode, render: bool, width: int, height: int, camera: str | None) -> gym.Env:
-    kwargs = {k: v for k, v in episode.env_kwargs.items() if k not in _RENDER_KWARGS}
+    kwargs = {k: v for k, v in episode.env_kwargs.items() if k not in RENDER_KWARGS}
     if render:
         kwargs.update(render_mode="rgb_array", width=width, height=height)
         if camera is not None:
