@@ -105,18 +105,23 @@ class JointConfig:
 
 @dataclass(frozen=True)
 class WPSConfig:
-    """A welding procedure spec: the tolerance band ``[low, high]`` of every process metric."""
+    """A welding procedure spec: the tolerance band ``[low, high]`` of every process metric.
 
+    The WPS YAML is the one declaration of the bands (no defaults here): the bead metrics, the
+    reward, the review's colour bands and the gate's in-spec criterion
+    (``limits.min_in_spec_fraction``) all read it.
+    """
+
+    travel_speed_mm_s: tuple[float, float] = field(metadata=bounds(0.0, 200.0))
+    work_angle_deg: tuple[float, float] = field(metadata=bounds(0.0, 180.0))
+    travel_angle_deg: tuple[float, float] = field(metadata=bounds(-45.0, 45.0))
+    ctwd_mm: tuple[float, float] = field(metadata=bounds(1.0, 40.0))
+    lateral_deviation_mm: tuple[float, float] = field(metadata=bounds(-20.0, 20.0))
+    vertical_deviation_mm: tuple[float, float] = field(metadata=bounds(-20.0, 20.0))
+    weave_width_mm: tuple[float, float] = field(metadata=bounds(0.0, 30.0))
+    min_in_spec_fraction: float = field(metadata=bounds(0.0, 1.0))
     name: str = ""
     process: str = "GMAW"
-    travel_speed_mm_s: tuple[float, float] = field(default=(6.0, 10.0), metadata=bounds(0.0, 200.0))
-    work_angle_deg: tuple[float, float] = field(default=(40.0, 50.0), metadata=bounds(0.0, 180.0))
-    travel_angle_deg: tuple[float, float] = field(default=(5.0, 15.0), metadata=bounds(-45.0, 45.0))
-    ctwd_mm: tuple[float, float] = field(default=(10.0, 13.0), metadata=bounds(1.0, 40.0))
-    lateral_deviation_mm: tuple[float, float] = field(default=(-1.0, 1.0), metadata=bounds(-20.0, 20.0))
-    vertical_deviation_mm: tuple[float, float] = field(default=(-1.0, 1.0), metadata=bounds(-20.0, 20.0))
-    weave_width_mm: tuple[float, float] = field(default=(0.0, 6.0), metadata=bounds(0.0, 30.0))
-    min_in_spec_fraction: float = field(default=0.9, metadata=bounds(0.0, 1.0))
 
     def __post_init__(self) -> None:
         for key in METRIC_KEYS:

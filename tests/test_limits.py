@@ -13,7 +13,7 @@ import pytest
 import skillcell  # noqa: F401  (registers the cells)
 from skillcell.config import ConfigError
 from skillcell.demos import EpisodeRecorder, Provenance, score_episode
-from skillcell.envs.cells.peg_insert import FORCE_PENALTY_SATURATION, FORCE_STOP_FACTOR
+from skillcell.envs.cells.peg_insert import FORCE_PENALTY_SATURATION, FORCE_STOP_FACTOR, PENETRATION_KPI_FRACTION
 from skillcell.envs.limits import resolve_limits
 from skillcell.gate import load_criteria
 from skillcell.policies import make_expert
@@ -63,7 +63,8 @@ def expert_episode():
 def test_the_packaged_limit_and_its_named_rules():
     env = gym.make(ENV_ID)
     try:
-        assert env.unwrapped.limits == {"rated_insertion_force_n": 40.0, "tool_force_stop_n": 50.0}
+        assert env.unwrapped.limits == {"rated_insertion_force_n": 40.0, "tool_force_stop_n": 50.0,
+                                        "max_penetration_kpi_mm": pytest.approx(0.1)}
         assert _readers(env) == {"envelope": 50.0, "gate": 40.0, "review_arrow": 40.0, "review_strip": 40.0}
     finally:
         env.close()
@@ -102,3 +103,15 @@ def test_an_unknown_limit_name_is_an_error_naming_the_key():
         resolve_limits({"kpis": [{"max": "limits.nope"}]}, {"rated_insertion_force_n": 40.0, "tool_force_stop_n": 50.0})
     with pytest.raises(ConfigError, match=r"refers to a cell's limits"):
         load_criteria(gym.make(ENV_ID).unwrapped.cell_file("criteria.yaml"))
+
+
+def test_the_penetration_kpi_follows_the_clearance():
+    env = gym.make(ENV_ID, clearance_mm=0.2)
+    try:
+        cell = env.unwrapped
+        criteria = load_criteria(cell.cell_file("criteria.yaml"), limits=cell.limits)
+        kpi = next(c.max for c in criteria.kpis if c.key == "max_penetration_mm")
+        assert kpi == pytest.approx(PENETRATION_KPI_FRACTION * cell.penetration_budget * 1e3) == pytest.approx(0.05)
+        assert cell_review(env).metric("penetration_mm").band == (0.0, pytest.approx(0.1))  # the budget itself
+    finally:
+        env.close()

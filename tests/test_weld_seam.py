@@ -6,7 +6,9 @@ import re
 import gymnasium as gym
 import numpy as np
 import pytest
+import yaml
 
+from skillcell import assets
 from skillcell.config import ConfigError
 from skillcell.envs.cells.weld_seam import WeldSeamEnv
 from skillcell.envs.weld import SeamConfig, SeamPath, SegmentConfig, torch_rotation
@@ -119,10 +121,13 @@ def test_invalid_seam_and_joint_yaml_name_the_key(overrides, message):
     ("ctwd: [10, 12]\n", r"ctwd: unknown key"),
     ("travel_speed_mm_s: fast\n", r"travel_speed_mm_s: expected a list"),
     ("min_in_spec_fraction: 1.5\n", r"min_in_spec_fraction: must be in \[0.0, 1.0\]"),
+    ("weave_width_mm: null\n", r"weave_width_mm: required key is missing"),  # a WPS declares every band
 ])
 def test_invalid_wps_yaml_names_the_key(tmp_path, content, message):
+    data = {**yaml.safe_load(assets.path("cells", "weld_seam", "wps_fillet.yaml").read_text()),
+            **yaml.safe_load(content)}
     wps = tmp_path / "my_wps.yaml"
-    wps.write_text(content)
+    wps.write_text(yaml.safe_dump({k: v for k, v in data.items() if v is not None}))
     cell = tmp_path / "cell.yaml"
     cell.write_text("wps: my_wps.yaml\n")
     with pytest.raises(ConfigError, match=r"wps \(.*my_wps\.yaml\): " + message):

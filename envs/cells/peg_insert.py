@@ -17,7 +17,8 @@ from skillcell.envs.base import CellEnv, ObsField
 from skillcell.envs.cell import TOOL_PREFIX, CellConfig, load_cell_config
 from skillcell.envs.control import rotvec_from_quat
 
-__all__ = ["FORCE_PENALTY_SATURATION", "FORCE_STOP_FACTOR", "PegInsertConfig", "PegInsertEnv", "hole_boxes"]
+__all__ = ["FORCE_PENALTY_SATURATION", "FORCE_STOP_FACTOR", "PENETRATION_KPI_FRACTION", "PegInsertConfig",
+           "PegInsertEnv", "hole_boxes"]
 
 PEG_LENGTH_M = 0.05  # the tool's peg: 50 mm long, 40 mm of it beyond the holder
 PEG_TIP_Z_M = 0.103  # peg tip (the TCP) along the tool axis; the peg's far end stays in the holder
@@ -30,6 +31,10 @@ FORCE_STOP_FACTOR = 1.25
 #: where the reward's force penalty saturates, over the rated force: it ramps from the jam force up
 #: to half again the rating, so a push past the rating still has a gradient back towards it
 FORCE_PENALTY_SATURATION = 1.5
+#: the gate's limit on the deepest peg-wall penetration (``limits.max_penetration_kpi_mm``) over the
+#: physics-validity budget (``task.penetration_budget`` times the clearance): contact softness must
+#: stay well inside what ends an episode as physically invalid
+PENETRATION_KPI_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -267,7 +272,8 @@ class PegInsertEnv(CellEnv, EzPickle):
     @property
     def limits(self) -> dict[str, Any]:
         rated = self.config.limits.rated_insertion_force_n
-        return {**super().limits, "tool_force_stop_n": FORCE_STOP_FACTOR * rated}
+        return {**super().limits, "tool_force_stop_n": FORCE_STOP_FACTOR * rated,
+                "max_penetration_kpi_mm": PENETRATION_KPI_FRACTION * self.penetration_budget * 1e3}
 
     # ------------------------------------------------------------------ world
 
