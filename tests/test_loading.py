@@ -211,3 +211,21 @@ def test_eval_and_render_read_a_run_directory_as_data(models, tmp_path, capsys):
     assert cli_main(["eval", str(run / "model.zip"), "--env", PEG, "--episodes", "1", "--no-progress",
                      "--trust-model"]) in (0, 1)
     assert marker.exists()
+
+
+def test_render_of_a_crafted_model_runs_none_of_it(models, tmp_path, capsys):
+    _, path = models["ppo"]
+    marker = tmp_path / "pwned"
+    crafted = _with_serialized_payload(path, tmp_path / "crafted.zip", "action_space", marker)
+    size = ["--width", "96", "--height", "72", "--no-progress"]
+    assert cli_main(["render", str(crafted), "--env", PEG, "--out", str(tmp_path / "m.mp4"), "--max-steps", "2",
+                     *size]) == 0
+    assert (tmp_path / "m.mp4").stat().st_size > 0 and not marker.exists()
+    data = json.loads(zipfile.ZipFile(path).read("data"))
+    data["policy_class"]["__module__"] = "evil.policies"
+    crafted = _rewrite(path, tmp_path / "evil.zip", "data", json.dumps(data).encode())
+    # auto detection already refuses an unknown policy module; named, the safe load refuses it
+    assert cli_main(["render", str(crafted), "--env", PEG, "--algo", "PPO", "--out", str(tmp_path / "e.mp4"),
+                     *size]) == 2
+    err = capsys.readouterr().err
+    assert "'evil.policies'" in err and "--trust-model" in err and not (tmp_path / "e.mp4").exists()
