@@ -11,7 +11,7 @@ import math
 import mujoco
 import numpy as np
 
-__all__ = ["CartesianController", "index_of", "quat_from_rotvec", "rotate_transposed", "rotvec_from_quat"]
+__all__ = ["CartesianController", "clip_float", "index_of", "quat_from_rotvec", "rotate_transposed", "rotvec_from_quat"]
 
 
 def quat_from_rotvec(rotvec: np.ndarray) -> np.ndarray:
@@ -51,8 +51,10 @@ def index_of(adr: np.ndarray) -> slice | np.ndarray:
     return adr
 
 
-def _clip(x: float, low: float, high: float) -> float:
-    """``np.clip`` on one float, comparison for comparison."""
+def clip_float(x: float, low: float, high: float) -> float:
+    """``np.clip`` on one float, comparison for comparison (NaN stays NaN)."""
+    if x != x:
+        return x
     x = x if x > low else low
     return x if x < high else high
 
@@ -160,7 +162,7 @@ class CartesianController:
         a0, a1, a2, a3, a4, a5 = action[:6].tolist()
         bx, by, bz = self.p_world_cmd.tolist()
         t, (lx, ly, lz), (hx, hy, hz) = self.max_translation, self._ws_min, self._ws_max
-        px, py, pz = _clip(bx + t * a0, lx, hx), _clip(by + t * a1, ly, hy), _clip(bz + t * a2, lz, hz)
+        px, py, pz = clip_float(bx + t * a0, lx, hx), clip_float(by + t * a1, ly, hy), clip_float(bz + t * a2, lz, hz)
         r = self.max_rotation
         r0, r1, r2 = a3 * r, a4 * r, a5 * r
         if r0 or r1 or r2:
@@ -212,5 +214,5 @@ class CartesianController:
         self._jjt += self._damping_eye
         np.matmul(j.T, np.linalg.solve(self._jjt, error), out=self._dq)
         q = self.data.qpos[self._qpos_index].tolist()
-        self.data.ctrl[self._ctrl_index] = [_clip(qi + dqi, low, high) for qi, dqi, (low, high)
+        self.data.ctrl[self._ctrl_index] = [clip_float(qi + dqi, low, high) for qi, dqi, (low, high)
                                             in zip(q, self._dq.tolist(), self._ctrl_bounds, strict=True)]

@@ -32,6 +32,7 @@ import mujoco
 import numpy as np
 
 from skillcell.config import ConfigError, bounds
+from skillcell.envs.control import clip_float
 
 __all__ = [
     "METRIC_KEYS",
@@ -271,6 +272,11 @@ class WeldMetrics:
     `reset` places the seam in the world (the workpiece pose of this episode); `measure` takes the
     TCP pose and returns the step's metrics; the bead record (which seam samples were welded, and
     whether in spec) accumulates until the next reset.
+
+    `measure` runs every control step, so it costs little: the bead is kept as running counts
+    and sums (no full-length masks per step), the seam point is searched near the last one, the
+    weave window is a sliding buffer, and 3-vectors are handled as floats in the order of
+    operations numpy used, which keeps every result bit-identical to the array formulation.
     """
 
     def __init__(self, path: SeamPath, wps: WPSConfig, model: mujoco.MjModel, data: mujoco.MjData,
@@ -281,7 +287,9 @@ class WeldMetrics:
         self._geomgroup = np.zeros(6, np.uint8)
         self._geomgroup[plate_group] = 1
         self._geomid = np.zeros(1, np.int32)
-        self._bands = np.array([wps.band(k) for k in METRIC_KEYS])
+        self._bands = [wps.band(k) for k in METRIC_KEYS]
+        self._summary_columns = [(key, METRIC_KEYS.index(key))
+                                 for key in ("travel_speed_mm_s", "work_angle_deg", "travel_angle_deg", "ctwd_mm")]
         self._window = max(2, round(weave_window_s / control_dt))
         n = len(path.s)
         self._s_list = path.s.tolist()  # bisect on a list beats numpy for one lookup per call
@@ -290,18 +298,35 @@ class WeldMetrics:
         self.normal_world = np.zeros(3)
         self.welded = np.zeros(n, bool)
         self.in_spec = np.zeros(n, bool)
+        #: the seam frame at the aim point of the last `measure` (updated in place)
+        self.p_world_seam = np.zeros(3)
+        self.R_world_seam = np.eye(3)
+        self._search = np.empty((n, 3))
+        self._ray_vec = np.empty(3)
+        # The lateral deviations in the weave window, oldest first, in a buffer twice the window:
+        # appending slides the window and only copies it back once per window length.
+        self._lateral = np.zeros(2 * self._window)
+        self._centred = np.empty(self._window)
 
     def reset(self, p_world_workpiece: np.ndarray, R_world_workpiece: np.ndarray) -> None:
         self.points_world[:] = self.path.points @ R_world_workpiece.T + p_world_workpiece
         self.tangents_world[:] = self.path.tangents @ R_world_workpiece.T
         self.normal_world[:] = R_world_workpiece[:, 2]
+        self._points, self._tangents = self.points_world.tolist(), self.tangents_world.tolist()
+        self._normal = self.normal_world.tolist()
         self.welded[:] = False
         self.in_spec[:] = False
+        #: how many seam samples are welded, and welded in spec (the counts of `welded`, `in_spec`)
+        self.welded_count = self.in_spec_count = 0
         self.index = 0
         self.s = None
-        self.lateral_history: list[float] = []
+        #: the aim point of the last `measure` (world frame, m)
+        self.aim: tuple[float, float, float] | None = None
+        self._lateral_start = self._lateral_size = 0
+        self._weave_cache = (0.0, 0.0)
         self.arc_steps = 0
-        self.sums = np.zeros((2, len(METRIC_KEYS)))
+        self._sum = [0.0] * len(METRIC_KEYS)
+        self._sum_sq = [0.0] * len(METRIC_KEYS)
 
     def _piece(self, s: float) -> tuple[int, float]:
         """Sample index ``k`` and fraction ``u`` with ``s`` between samples ``k`` and ``k + 1``."""
@@ -309,46 +334,62 @@ class WeldMetrics:
         k = min(bisect.bisect_right(self._s_list, s) - 1, len(self._s_list) - 2)
         return k, (s - self._s_list[k]) / max(self._s_list[k + 1] - self._s_list[k], 1e-12)
 
+    def _point(self, s: float) -> tuple[float, float, float]:
+        k, u = self._piece(s)
+        (ax, ay, az), (bx, by, bz) = self._points[k], self._points[k + 1]
+        return ax + u * (bx - ax), ay + u * (by - ay), az + u * (bz - az)
+
     def point(self, s: float) -> np.ndarray:
         """``p_world_seam`` at arc length ``s`` (metres), clamped to the seam."""
+        return np.array(self._point(s))
+
+    def _frame(self, s: float) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+        """Point, travel direction and left direction (``n x t``) at ``s``, tangent interpolated."""
         k, u = self._piece(s)
-        return self.points_world[k] + u * (self.points_world[k + 1] - self.points_world[k])
+        (ax, ay, az), (bx, by, bz) = self._points[k], self._points[k + 1]
+        (tx, ty, tz), (ux, uy, uz) = self._tangents[k], self._tangents[k + 1]
+        tx, ty, tz = tx + u * (ux - tx), ty + u * (uy - ty), tz + u * (uz - tz)
+        norm = math.sqrt(tx * tx + ty * ty + tz * tz)
+        tx, ty, tz = tx / norm, ty / norm, tz / norm
+        n0, n1, n2 = self._normal
+        left = (n1 * tz - n2 * ty, n2 * tx - n0 * tz, n0 * ty - n1 * tx)
+        return (ax + u * (bx - ax), ay + u * (by - ay), az + u * (bz - az)), (tx, ty, tz), left
 
     def frame(self, s: float) -> tuple[np.ndarray, np.ndarray]:
         """``(p_world_seam, R_world_seam)`` at arc length ``s`` (metres), tangent interpolated."""
-        k, u = self._piece(s)
-        p = self.points_world[k] + u * (self.points_world[k + 1] - self.points_world[k])
-        t = self.tangents_world[k] + u * (self.tangents_world[k + 1] - self.tangents_world[k])
-        t /= math.sqrt(float(t @ t))
-        n = self.normal_world
+        p, t, left = self._frame(s)
         R = np.empty((3, 3))
-        R[:, 0], R[:, 2] = t, n
-        R[:, 1] = (n[1] * t[2] - n[2] * t[1], n[2] * t[0] - n[0] * t[2], n[0] * t[1] - n[1] * t[0])
-        return p, R
+        R.T[:] = t, left, self.normal_world
+        return np.array(p), R
 
-    def locate(self, p_world: np.ndarray) -> float:
+    def locate(self, p_world) -> float:
         """Arc length of the seam point closest to ``p_world``, searched near the last one."""
         pts = self.points_world
         if self.s is None:
             lo, hi = 0, len(pts)
         else:
             lo, hi = max(0, self.index - 30), min(len(pts), self.index + 60)
-        d2 = ((pts[lo:hi] - p_world) ** 2).sum(axis=1)
-        k = lo + int(np.argmin(d2))
+        diff = np.subtract(pts[lo:hi], p_world, out=self._search[:hi - lo])
+        d2 = np.add.reduce(np.square(diff, out=diff), axis=1)
+        k = lo + int(d2.argmin())
         # Refine on the neighbouring piece that the point projects onto.
-        best_s, best_d2 = self.path.s[k], d2[k - lo]
+        px, py, pz = p_world
+        s_list, points = self._s_list, self._points
+        best_s, best_d2 = s_list[k], float(d2[k - lo])
         for a in (k - 1, k):
-            if 0 <= a < len(pts) - 1:
-                seg = pts[a + 1] - pts[a]
-                u = float(np.clip((p_world - pts[a]) @ seg / (seg @ seg), 0.0, 1.0))
-                q = pts[a] + u * seg
-                dist2 = float(((p_world - q) ** 2).sum())
+            if 0 <= a < len(points) - 1:
+                (ax, ay, az), (bx, by, bz) = points[a], points[a + 1]
+                sx, sy, sz = bx - ax, by - ay, bz - az
+                u = ((px - ax) * sx + (py - ay) * sy + (pz - az) * sz) / (sx * sx + sy * sy + sz * sz)
+                u = clip_float(u, 0.0, 1.0)
+                dx, dy, dz = px - (ax + u * sx), py - (ay + u * sy), pz - (az + u * sz)
+                dist2 = dx * dx + dy * dy + dz * dz
                 if dist2 < best_d2:
-                    best_d2, best_s = dist2, self.path.s[a] + u * (self.path.s[a + 1] - self.path.s[a])
+                    best_d2, best_s = dist2, s_list[a] + u * (s_list[a + 1] - s_list[a])
         self.index = k
-        return float(best_s)
+        return best_s
 
-    def ray_ctwd(self, p_tcp: np.ndarray, axis: np.ndarray, p_seam: np.ndarray) -> float:
+    def ray_ctwd(self, p_tcp: np.ndarray, axis: np.ndarray, p_seam) -> float:
         """Contact-tip-to-work distance (m) along the torch axis; inf if the torch points away.
 
         A ray cast to the plates; where it slips through a root gap (or hits nothing), the
@@ -356,47 +397,50 @@ class WeldMetrics:
         arc would burn.
         """
         distance = mujoco.mj_ray(self.model, self.data, p_tcp, axis, self._geomgroup, 1, -1, self._geomid)
-        facing = float(axis @ self.normal_world)
-        plane = float((p_seam - p_tcp) @ self.normal_world) / facing if facing < -1e-6 else math.inf
+        (px, py, pz), (ax, ay, az), (qx, qy, qz) = p_tcp.tolist(), axis.tolist(), p_seam
+        n0, n1, n2 = self._normal
+        facing = ax * n0 + ay * n1 + az * n2
+        plane = ((qx - px) * n0 + (qy - py) * n1 + (qz - pz) * n2) / facing if facing < -1e-6 else math.inf
         if distance < 0 or distance > plane:
             return plane
         return distance
 
     def measure(self, p_tcp: np.ndarray, R_world_tcp: np.ndarray, arc_on: bool) -> dict[str, float]:
         """The step's metrics for a TCP pose; with the arc on, it also deposits bead up to here."""
-        axis = R_world_tcp[:, 2]
-        aim = p_tcp + self.ctwd_nominal * axis
+        px, py, pz = p_tcp.tolist()
+        _, _, ax, _, _, ay, _, _, az = R_world_tcp.ravel().tolist()
+        c = self.ctwd_nominal
+        aim = self.aim = (px + c * ax, py + c * ay, pz + c * az)
         s_previous = self.s
         s = self.locate(aim)
-        p_seam, R_world_seam = self.frame(s)
-        self.p_world_seam, self.R_world_seam = p_seam, R_world_seam
-        t, y, n = R_world_seam.T
-        offset = aim - p_seam
-        lateral = float(offset @ y)
-        vertical = float(offset @ n)
-        back = -axis
-        work = 90.0 - math.degrees(math.atan2(float(back @ -y), float(back @ n)))
-        travel = math.degrees(math.asin(max(-1.0, min(1.0, float(axis @ t)))))
-        ctwd = self.ray_ctwd(p_tcp, axis, p_seam)
+        p_seam, (tx, ty, tz), (yx, yy, yz) = self._frame(s)
+        sx, sy, sz = p_seam
+        n0, n1, n2 = self._normal
+        self.p_world_seam[:] = p_seam
+        self.R_world_seam.T[:] = (tx, ty, tz), (yx, yy, yz), (n0, n1, n2)
+        ox, oy, oz = aim[0] - sx, aim[1] - sy, aim[2] - sz
+        lateral = ox * yx + oy * yy + oz * yz
+        vertical = ox * n0 + oy * n1 + oz * n2
+        bx, by, bz = -ax, -ay, -az
+        work = 90.0 - math.degrees(math.atan2(bx * -yx + by * -yy + bz * -yz, bx * n0 + by * n1 + bz * n2))
+        travel = math.degrees(math.asin(max(-1.0, min(1.0, ax * tx + ay * ty + az * tz))))
+        self._ray_vec[:] = ax, ay, az
+        ctwd = self.ray_ctwd(p_tcp, self._ray_vec, p_seam)
         speed = 0.0 if s_previous is None else (s - s_previous) / self.dt
         self.s = s
 
         if arc_on:
-            self.lateral_history.append(lateral)
-            if len(self.lateral_history) > self._window:
-                del self.lateral_history[0]
-        weave_width, weave_hz = self._weave()
-        values = np.array([speed * 1e3, work, travel, ctwd * 1e3, lateral * 1e3, vertical * 1e3,
-                           weave_width * 1e3])
-        in_spec = bool(np.all((values >= self._bands[:, 0]) & (values <= self._bands[:, 1])))
+            self._append_lateral(lateral)
+        weave_width, weave_hz = self._weave_cache
+        values = (speed * 1e3, work, travel, ctwd * 1e3, lateral * 1e3, vertical * 1e3, weave_width * 1e3)
+        in_spec = all(low <= v <= high for v, (low, high) in zip(values, self._bands, strict=True))
         if arc_on:
             self.arc_steps += 1
-            self.sums += (values, values**2)
+            for i, v in enumerate(values):
+                self._sum[i] += v
+                self._sum_sq[i] += v * v
             if s_previous is not None:
-                lo, hi = sorted((s_previous, s))
-                covered = (self.path.s >= lo) & (self.path.s <= hi) & ~self.welded
-                self.welded |= covered
-                self.in_spec |= covered & in_spec
+                self._deposit(min(s_previous, s), max(s_previous, s), in_spec)
         return {
             "travel_speed_mm_s": values[0], "work_angle_deg": work, "travel_angle_deg": travel,
             "ctwd_mm": values[3], "lateral_deviation_mm": values[4], "vertical_deviation_mm": values[5],
@@ -404,30 +448,57 @@ class WeldMetrics:
             "seam_position_mm": s * 1e3,
         }
 
+    def _deposit(self, lo: float, hi: float, in_spec: bool) -> None:
+        """Welds the samples with ``lo <= s <= hi`` that are not welded yet (in spec or not)."""
+        welded, spec = self.welded, self.in_spec
+        for i in range(bisect.bisect_left(self._s_list, lo), bisect.bisect_right(self._s_list, hi)):
+            if not welded[i]:
+                welded[i] = True
+                self.welded_count += 1
+                if in_spec:
+                    spec[i] = True
+                    self.in_spec_count += 1
+
+    def _append_lateral(self, lateral: float) -> None:
+        buffer, window = self._lateral, self._window
+        start, size = self._lateral_start, self._lateral_size
+        if start + size == len(buffer):
+            buffer[:size] = buffer[start:start + size]
+            start = 0
+        buffer[start + size] = lateral
+        if size == window:
+            start += 1
+        else:
+            size += 1
+        self._lateral_start, self._lateral_size = start, size
+        self._weave_cache = self._weave()
+
     def _weave(self) -> tuple[float, float]:
         """Peak-to-peak width (m) and frequency (Hz) of the lateral oscillation in the window."""
-        history = self.lateral_history
-        if len(history) < 4:
+        size = self._lateral_size
+        if size < 4:
             return 0.0, 0.0
-        h = np.asarray(history)
-        centred = h - h.mean()
-        width = float(h.max() - h.min())
-        crossings = int(np.count_nonzero(np.diff(np.signbit(centred))))
-        return width, crossings / (2.0 * len(h) * self.dt)
+        h = self._lateral[self._lateral_start:self._lateral_start + size]
+        # np.mean's own arithmetic (a pairwise sum over the window, oldest first, then one division).
+        mean = float(np.add.reduce(h)) / size
+        below = np.signbit(np.subtract(h, mean, out=self._centred[:size]))
+        width = float(np.maximum.reduce(h) - np.minimum.reduce(h))
+        crossings = int(np.count_nonzero(below[1:] != below[:-1]))
+        return width, crossings / (2.0 * size * self.dt)
 
     def bead_summary(self) -> dict[str, float]:
         """Whole-bead figures: coverage, in-spec fractions, means and standard deviations."""
-        n = len(self.path.s)
-        welded = int(self.welded.sum())
+        n = len(self._s_list)
+        welded, in_spec = self.welded_count, self.in_spec_count
         out = {
             "arc_coverage": welded / n,
-            "in_spec_fraction": int(self.in_spec.sum()) / n,
-            "bead_in_spec_fraction": int(self.in_spec.sum()) / welded if welded else 0.0,
+            "in_spec_fraction": in_spec / n,
+            "bead_in_spec_fraction": in_spec / welded if welded else 0.0,
         }
-        if self.arc_steps:
-            mean = self.sums[0] / self.arc_steps
-            std = np.sqrt(np.maximum(self.sums[1] / self.arc_steps - mean**2, 0.0))
-            for key in ("travel_speed_mm_s", "work_angle_deg", "travel_angle_deg", "ctwd_mm"):
-                i = METRIC_KEYS.index(key)
-                out[f"bead_{key}_mean"], out[f"bead_{key}_std"] = float(mean[i]), float(std[i])
+        steps = self.arc_steps
+        if steps:
+            for key, i in self._summary_columns:
+                mean = self._sum[i] / steps
+                out[f"bead_{key}_mean"] = mean
+                out[f"bead_{key}_std"] = math.sqrt(max(self._sum_sq[i] / steps - mean * mean, 0.0))
         return out

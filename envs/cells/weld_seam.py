@@ -15,7 +15,7 @@ from skillcell import assets
 from skillcell.config import ConfigError, bounds, from_mapping, load_yaml
 from skillcell.envs.base import CellEnv, ObsField
 from skillcell.envs.cell import TOOL_PREFIX, CellConfig, load_cell_config
-from skillcell.envs.control import rotvec_from_quat
+from skillcell.envs.control import clip_float, rotate_transposed
 from skillcell.envs.weld import (
     METRIC_KEYS,
     JointConfig,
@@ -254,6 +254,14 @@ class WeldSeamEnv(CellEnv, EzPickle):
         self._start_pos_range = np.array(rnd.start_pos_mm) * 1e-3
         self.metrics = WeldMetrics(self.path, self.wps, m, self.data, PLATE_GROUP, self.dt)
         self._arc_on = False
+        # What every step reads: views into mjData (its arrays never move) and constants.
+        self._tcp_xpos, self._tcp_xmat = self.data.site_xpos[self.tcp_site], self.data.site_xmat[self.tcp_site]
+        self._quat_seam = np.empty(4)
+        self._end_mm = self.path.length * 1e3 - self.config.task.end_tolerance_mm
+        self._band_centres = []  # (key, middle, half width) of each WPS band
+        for key in METRIC_KEYS:
+            low, high = self.wps.band(key)
+            self._band_centres.append((key, (low + high) / 2, (high - low) / 2))
         plates = [g for g in range(m.ngeom) if int(m.geom_group[g]) == PLATE_GROUP]
         torch = [g for g in range(m.ngeom) if m.geom(g).name.startswith(TOOL_PREFIX + "nozzle")]
         self._clearance_pairs = [(a, b) for a in torch for b in plates]
@@ -324,12 +332,12 @@ class WeldSeamEnv(CellEnv, EzPickle):
 
     def tcp_pose_task(self) -> tuple[np.ndarray, np.ndarray]:
         """``(p_seam_aim, R_seam_tcp)``: the aim point and the torch in the seam frame at the aim."""
-        d, metrics = self.data, self.metrics
-        R_world_tcp = d.site_xmat[self.tcp_site].reshape(3, 3)
-        aim = d.site_xpos[self.tcp_site] + metrics.ctwd_nominal * R_world_tcp[:, 2]
-        # `_evaluate` measured this step already; its seam frame is the one at the aim point.
-        p_seam, R_world_seam = metrics.p_world_seam, metrics.R_world_seam
-        return R_world_seam.T @ (aim - p_seam), R_world_seam.T @ R_world_tcp
+        # `_evaluate` measured this step already: its aim point, and its seam frame there.
+        metrics = self.metrics
+        (ax, ay, az), (sx, sy, sz) = metrics.aim, metrics.p_world_seam.tolist()
+        R_world_seam = metrics.R_world_seam
+        return (np.array(rotate_transposed(R_world_seam, (ax - sx, ay - sy, az - sz))),
+                R_world_seam.T @ self._tcp_xmat.reshape(3, 3))
 
     def _task_obs_fields(self) -> list[ObsField]:
         return [ObsField("seam_ahead", 6, 1 / 0.03, "m"), ObsField("seam_rot", 3, 1.0, "rad"),
@@ -337,20 +345,18 @@ class WeldSeamEnv(CellEnv, EzPickle):
                 ObsField("speed", 1, 1 / 0.01, "m/s"), ObsField("ctwd_error", 1, 1 / 0.005, "m")]
 
     def _task_obs(self, out: np.ndarray) -> None:
-        d, metrics = self.data, self.metrics
-        R_world_tcp = d.site_xmat[self.tcp_site].reshape(3, 3)
-        aim = d.site_xpos[self.tcp_site] + metrics.ctwd_nominal * R_world_tcp[:, 2]
-        s, R_world_seam = metrics.s, metrics.R_world_seam
+        metrics = self.metrics
+        (ax, ay, az), s, R_world_seam = metrics.aim, metrics.s, metrics.R_world_seam
         for i, ahead in enumerate(LOOKAHEAD_M):
-            out[3 * i:3 * i + 3] = R_world_seam.T @ (metrics.point(s + ahead) - aim)
-        quat = np.empty(4)
-        mujoco.mju_mat2Quat(quat, R_world_seam.ravel())
-        out[6:9] = rotvec_from_quat(quat)
+            px, py, pz = metrics.point(s + ahead).tolist()
+            out[3 * i:3 * i + 3] = rotate_transposed(R_world_seam, (px - ax, py - ay, pz - az))
+        mujoco.mju_mat2Quat(self._quat_seam, R_world_seam.ravel())
+        mujoco.mju_quat2Vel(out[6:9], self._quat_seam, 1.0)
         out[9] = s / self.path.length
         out[10] = float(self._arc_on)
         out[11] = self._last.get("travel_speed_mm_s", 0.0) * 1e-3
         ctwd = self._last.get("ctwd_mm", math.inf) * 1e-3
-        out[12] = float(np.clip(ctwd - metrics.ctwd_nominal, -0.05, 0.05))
+        out[12] = clip_float(ctwd - metrics.ctwd_nominal, -0.05, 0.05)
 
     def _episode_start(self) -> None:
         self.metrics.reset(*self._part_pose())
@@ -359,13 +365,11 @@ class WeldSeamEnv(CellEnv, EzPickle):
         self._engaged = False  # leaving the seam ends the episode once the arc has been struck
 
     def _evaluate(self) -> dict[str, Any]:
-        d = self.data
-        step = self.metrics.measure(d.site_xpos[self.tcp_site].copy(), d.site_xmat[self.tcp_site].reshape(3, 3),
-                                    self._arc_on)
+        step = self.metrics.measure(self._tcp_xpos, self._tcp_xmat, self._arc_on)
         self._last = step
         bead = self.metrics.bead_summary()
         aim_offset_mm = math.hypot(step["lateral_deviation_mm"], step["vertical_deviation_mm"])
-        reached_end = step["seam_position_mm"] >= self.path.length * 1e3 - self.config.task.end_tolerance_mm
+        reached_end = step["seam_position_mm"] >= self._end_mm
         self._engaged |= self._arc_on
         left = self._engaged and aim_offset_mm > self.config.task.leave_distance_mm
         success = reached_end and bead["in_spec_fraction"] >= self.wps.min_in_spec_fraction
@@ -376,19 +380,17 @@ class WeldSeamEnv(CellEnv, EzPickle):
 
     def _reward(self, metrics: dict[str, Any], action: np.ndarray) -> tuple[float, dict[str, float]]:
         w = self.config.reward
-        welded_in_spec = int(self.metrics.in_spec.sum())
+        welded_in_spec = self.metrics.in_spec_count
         newly = welded_in_spec - self._welded_in_spec
         self._welded_in_spec = welded_in_spec
         excess = 0.0
         if metrics["arc_on"]:
-            for key in METRIC_KEYS:
-                low, high = self.wps.band(key)
+            for key, middle, half in self._band_centres:
                 value = metrics[key]
-                half = (high - low) / 2
                 if not math.isfinite(value):
                     excess += 1.0
                     continue
-                excess += min(1.0, max(0.0, abs(value - (low + high) / 2) - half) / half)
+                excess += min(1.0, max(0.0, abs(value - middle) - half) / half)
             excess /= len(METRIC_KEYS)
         terms = {
             "reward_weld": w.weld * newly / len(self.path.s),
