@@ -239,6 +239,46 @@ def test_existing_dataset_is_kept_unless_forced(demos, tmp_path):
     assert sorted(p.name for p in (tmp_path / "acme").iterdir()) == ["peg"]
 
 
+def test_files_roll_over_at_the_size_limits(demos, tmp_path, monkeypatch):
+    from skillcell.demos import lerobot_io
+
+    # every episode past the first starts a new data file and a new video file
+    monkeypatch.setattr(lerobot_io, "DATA_FILES_SIZE_IN_MB", 1e-6)
+    monkeypatch.setattr(lerobot_io, "VIDEO_FILES_SIZE_IN_MB", 1e-6)
+    result = export_lerobot(demos, out=tmp_path, repo_id="acme/small", cameras=["side"], width=W, height=H)
+    info = json.loads((result.path / "meta" / "info.json").read_text())
+    episodes = _read(result.path / "meta" / "episodes", "*/*.parquet").to_pylist()
+    key = "observation.images.side"
+    assert [(r["data/chunk_index"], r["data/file_index"]) for r in episodes] == [(0, 0), (0, 1)]
+    assert [(r[f"videos/{key}/file_index"], r[f"videos/{key}/from_timestamp"]) for r in episodes] == [(0, 0.0),
+                                                                                                      (1, 0.0)]
+    for row, episode in zip(episodes, DemoDataset(demos), strict=True):
+        frames = pq.read_table(result.path / info["data_path"].format(chunk_index=0, file_index=row["data/file_index"]))
+        np.testing.assert_array_equal(_column(frames, "observation.state"), episode.observations[:-1])
+        np.testing.assert_array_equal(_column(frames, "index"),
+                                      np.arange(row["dataset_from_index"], row["dataset_to_index"]))
+        video = result.path / info["video_path"].format(video_key=key, chunk_index=0,
+                                                        file_index=row[f"videos/{key}/file_index"])
+        with imageio.get_reader(video, "ffmpeg") as reader:
+            assert sum(1 for _ in reader.iter_data()) == episode.steps
+
+
+def test_episodes_of_another_layout_are_refused(demos, tmp_path):
+    from dataclasses import replace
+
+    from skillcell.demos import DatasetWriter
+
+    first = DemoDataset(demos)[0]
+    mixed = tmp_path / "mixed"
+    writer = DatasetWriter(mixed)
+    writer.add(first)
+    size = first.obs_fields[-1]["size"]  # as if recorded with a cell that observes one block less
+    writer.add(replace(first, observations=first.observations[:, :-size], obs_fields=first.obs_fields[:-1]))
+    with pytest.raises(DemoError, match="another observation layout"):
+        export_lerobot(mixed, out=tmp_path / "root", repo_id="acme/mixed")
+    assert not (tmp_path / "root" / "acme" / "mixed").exists() and not list((tmp_path / "root" / "acme").iterdir())
+
+
 def test_every_cell_names_each_action_channel():
     for env_id in skillcell.skillcell_env_ids():
         env = gym.make(env_id)

@@ -362,7 +362,7 @@ class _DatasetWriter:
 
     # ---------------------------------------------------------------- every episode
 
-    def add(self, entry: EpisodeEntry, episode: Episode, score) -> None:
+    def add(self, entry: EpisodeEntry, episode: Episode) -> None:
         n = episode.steps
         if n == 0:
             raise DemoError(f"episode {entry.id} has no steps; a LeRobot episode needs at least one frame")
@@ -409,7 +409,7 @@ class _DatasetWriter:
         row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
         for feature, feature_stats in stats.items():
             row.update({f"stats/{feature}/{k}": v.tolist() for k, v in feature_stats.items()})
-        row.update(_provenance_columns(entry, episode, score))
+        row.update(_provenance_columns(entry, episode, _score(episode)))
         self.rows.append(row)
         for key, array in values.items():
             self.columns.setdefault(key, []).append(array)
@@ -557,8 +557,8 @@ def export_lerobot(path: str | Path, *, out: str | Path | None = None, repo_id: 
         min_score: export only episodes with at least this skill score (`skillcell.demos.scores`).
         overwrite: replace a dataset already in the folder (once the new one is complete).
 
-    Episodes of several cells can share a dataset when their observation layout, action size
-    and control rate agree (the WeldSeam variants); each cell is then its own task.
+    Every episode must have the first one's observation layout, action and reward types and
+    control rate (one LeRobot dataset has one feature set and one fps); env kwargs may differ.
     """
     from tqdm.auto import tqdm
 
@@ -592,7 +592,7 @@ def export_lerobot(path: str | Path, *, out: str | Path | None = None, repo_id: 
     try:
         for entry in tqdm(entries, desc="lerobot export", unit="ep", disable=not progress, leave=False):
             episode = dataset.load(entry)
-            writer.add(entry, episode, _score(episode))
+            writer.add(entry, episode)
         writer.finish(Path(path).resolve())
         replaced = final.parent / f".{final.name}.replaced-{os.getpid()}"
         if final.exists():  # the old dataset moves aside only now that the new one is complete
