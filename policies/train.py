@@ -70,6 +70,7 @@ __all__ = [
     "SACConfig",
     "TrainConfig",
     "TrainResult",
+    "check_run_dir",
     "evaluate_model",
     "load_train_config",
     "steps_to_success",
@@ -590,6 +591,14 @@ class EvaluateEvery(BaseCallback):
         return True
 
 
+def check_run_dir(run_dir: str | Path, overwrite: bool = False) -> Path:
+    """Raises `FileExistsError` if ``run_dir`` holds a run (a ``metrics.csv``), unless ``overwrite``."""
+    run_dir = Path(run_dir)
+    if (run_dir / "metrics.csv").exists() and not overwrite:
+        raise FileExistsError(f"{run_dir} already holds a run (metrics.csv); choose another out or pass --overwrite")
+    return run_dir
+
+
 def train(config: TrainConfig, out: str | Path | None = None, *, overwrite: bool = False,
           log=print) -> TrainResult:
     """Runs ``config`` into the run directory ``out`` (default ``config.out``); see the module docstring."""
@@ -599,9 +608,7 @@ def train(config: TrainConfig, out: str | Path | None = None, *, overwrite: bool
     from skillcell.policies.finetune import BCRegularizer, CriticWarmup
 
     start = time.perf_counter()
-    run_dir = Path(out if out is not None else config.out)
-    if (run_dir / "metrics.csv").exists() and not overwrite:
-        raise FileExistsError(f"{run_dir} already holds a run (metrics.csv); choose another out or pass --overwrite")
+    run_dir = check_run_dir(out if out is not None else config.out, overwrite)
     if config.torch_threads > 0:
         # SB3's small networks on a few cores: one thread per process beats contended intra-op threads.
         th.set_num_threads(config.torch_threads)

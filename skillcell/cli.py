@@ -118,8 +118,13 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
     if args.out is not None:
         from skillcell.paths import check_output
+        from skillcell.policies.train import check_run_dir
 
-        check_output(args.out, folder=True)
+        try:
+            check_run_dir(check_output(args.out, folder=True), args.overwrite)
+        except FileExistsError as exc:
+            print(f"skillcell: {exc}", file=sys.stderr)
+            return 2
     start = time.perf_counter()
     env = _make_env(args.env)
     build = time.perf_counter() - start
@@ -134,7 +139,8 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         # Those expert episodes become demonstrations -> behaviour cloning -> short RL -> evaluation.
         from skillcell.train_cli import quickstart_learning
 
-        quickstart_learning(args.env, args.episodes, args.rl_steps, args.out, not args.no_progress)
+        quickstart_learning(args.env, args.episodes, args.rl_steps, args.out, not args.no_progress,
+                            overwrite=args.overwrite)
     print(f"wall time {time.perf_counter() - start:.1f} s")
     return 0 if summary.success_rate > 0 else 1
 
@@ -174,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rl-steps", type=int, default=4096,
                    help="PPO env steps after behaviour cloning (0: cloning only; -1: no learning)")
     p.add_argument("--out", help="keep the run directory here (default: a temporary one)")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in an --out that holds a run")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_quickstart)
     __import__("skillcell.train_cli", fromlist=["add_commands"]).add_commands(sub)  # train, eval

@@ -70,10 +70,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0 if summary.successes > 0 else 1
 
 
-def quickstart_learning(env_id: str, episodes: int, rl_steps: int, out: str | None, progress: bool) -> dict:
+def quickstart_learning(env_id: str, episodes: int, rl_steps: int, out: str | None, progress: bool, *,
+                        overwrite: bool = False) -> dict:
     """The learning half of ``skillcell quickstart``: the expert's ``episodes`` (seeds 0..) as
     demonstrations, behaviour cloning into a PPO policy, ``rl_steps`` of PPO fine-tuning, and an
-    evaluation on as many unseen episodes (seeds 100000..). Returns the final metrics row."""
+    evaluation on as many unseen episodes (seeds 100000..). Returns the final metrics row. An
+    ``out`` that holds a run is replaced only with ``overwrite``."""
     import tempfile
 
     from skillcell.config import from_mapping
@@ -94,7 +96,7 @@ def quickstart_learning(env_id: str, episodes: int, rl_steps: int, out: str | No
             if out or not message.startswith("run directory"):  # a temporary one is gone when this returns
                 print(f"  {message}")
 
-        result = train(config, out=out or tmp, overwrite=True, log=log)
+        result = train(config, out=out or tmp, overwrite=overwrite or out is None, log=log)
     row = result.metrics[-1]
     print(f"learned policy (BC + {int(row['env_steps'])} PPO env steps), {episodes} unseen randomized episodes: "
           f"success {row['success_rate']:.1%} (95% CI {row['success_ci_low']:.1%}-{row['success_ci_high']:.1%})"

@@ -335,6 +335,17 @@ def test_an_existing_minari_export_is_only_replaced_with_force(dataset, exported
     assert not [p for p in exported.iterdir() if p.name.startswith(".staging")]
 
 
+def test_quickstart_into_a_run_directory_needs_overwrite(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.csv").write_text("phase,env_steps\nrl,4096\n")
+    before = snapshot(run_dir)
+    code, err, _ = run(capsys, "quickstart", "--episodes", "1", "--out", run_dir, "--no-progress")
+    assert code == 2 and err == f"skillcell: {run_dir} already holds a run (metrics.csv); choose another out or " \
+                                "pass --overwrite"
+    assert snapshot(run_dir) == before
+
+
 def test_report_with_force_replaces_the_page(dataset, tmp_path, capsys):
     page = tmp_path / "report.html"
     page.write_text("last week's\n")
