@@ -57,9 +57,10 @@ def _make_env(env_id: str, **kwargs):
     import gymnasium as gym
 
     import skillcell
+    from skillcell.config import ConfigError, quote
 
-    if env_id not in skillcell.skillcell_env_ids():
-        raise SystemExit(f"unknown env {env_id!r}; registered: {', '.join(skillcell.skillcell_env_ids())}")
+    if env_id not in skillcell.skillcell_env_ids():  # bad input: one line and exit 2, as every other mistake
+        raise ConfigError(f"unknown env {quote(env_id)}; registered: {', '.join(skillcell.skillcell_env_ids())}")
     return gym.make(env_id, **kwargs)
 
 

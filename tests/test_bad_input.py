@@ -353,6 +353,18 @@ def test_report_with_force_replaces_the_page(dataset, tmp_path, capsys):
     assert page.read_text().startswith("<!DOCTYPE html>")
 
 
+@pytest.mark.parametrize("argv", [
+    ["check", "skillcell/Nope-v0"],
+    ["expert", "skillcell/Nope-v0", "--episodes", "1"],
+    ["demos", "generate", "skillcell/Nope-v0", "--out", "x"],
+], ids=["check", "expert", "demos-generate"])
+def test_an_unknown_env_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, argv):
+    monkeypatch.chdir(tmp_path)
+    code, err, _ = run(capsys, *argv)
+    assert code == 2 and err.startswith("skillcell: ") and "unknown env 'skillcell/Nope-v0'; registered: " in err
+    assert ENV_ID in err and not any(tmp_path.iterdir())
+
+
 def test_render_of_a_missing_file_says_it_does_not_exist(tmp_path, capsys):
     code, err, _ = run(capsys, "render", tmp_path / "missing.npz", "--out", tmp_path / "video.mp4", "--no-progress")
     assert code == 2 and err.startswith(f"skillcell: {tmp_path / 'missing.npz'}: no such file or folder")
