@@ -1,7 +1,8 @@
 """``skillcell demos ...``: generate, import, replay, score and export demonstrations.
 
 Exit codes: 0 done (and, for import and replay, passed), 1 done but failed a check (an import
-that is not feasible, a replay that diverged), 2 bad input (nothing was written).
+that is not feasible, a replay that diverged), 2 bad input (nothing was written), 3 no OpenGL
+to render with (``export --cameras``; nothing was written).
 """
 
 from __future__ import annotations
@@ -129,13 +130,19 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _export_lerobot(args: argparse.Namespace) -> int:
     from skillcell.demos.lerobot_io import export_lerobot
+    from skillcell.envs.base import RenderUnavailableError
+    from skillcell.review.cli import EXIT_NO_GL
 
     if args.dataset_id:
         return _fail("--dataset-id names a Minari dataset; a LeRobot one is named by --repo-id")
     cameras = [c.strip() for c in (args.cameras or "").split(",") if c.strip()]
-    result = export_lerobot(args.dir, out=args.out, repo_id=args.repo_id, cameras=cameras, width=args.width,
-                            height=args.height, task=args.task, min_score=args.min_score, overwrite=args.force,
-                            progress=not args.no_progress)
+    try:
+        result = export_lerobot(args.dir, out=args.out, repo_id=args.repo_id, cameras=cameras, width=args.width,
+                                height=args.height, task=args.task, min_score=args.min_score, overwrite=args.force,
+                                progress=not args.no_progress)
+    except RenderUnavailableError as exc:
+        print(f"skillcell: {exc}", file=sys.stderr)
+        return EXIT_NO_GL
     videos = f", videos {', '.join(result.video_keys)}" if result.video_keys else ""
     print(f"LeRobot dataset {result.repo_id}: {result.episodes} episodes, {result.frames} frames{videos}; "
           f"written to {result.path}")
