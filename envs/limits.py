@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from skillcell.config import ConfigError
+from skillcell.config import ConfigError, quote
 
 __all__ = ["LIMIT_PREFIX", "has_limit_refs", "resolve_limits"]
 
@@ -46,7 +46,7 @@ def resolve_limits(data: Any, limits: Mapping[str, Any], where: str = "") -> Any
     if _is_ref(data):
         name = data[len(LIMIT_PREFIX):]
         if name not in limits:
-            raise ConfigError(f"{where or 'value'}: {data!r} is not a limit of this cell "
+            raise ConfigError(f"{where or 'value'}: {quote(data)} is not a limit of this cell "
                               f"(its limits: {', '.join(sorted(limits)) or 'none'})")
         return limits[name]
     return data
