@@ -4,7 +4,7 @@ Either is given as text: ``scripted`` or ``scripted:<skill>`` (the cell's script
 `skillcell.policies.scripted.make_expert`), or the path of an SB3 ``.zip`` (a ``vecnormalize.pkl``
 next to it is used, as ``skillcell eval`` does). Both become a `FrozenPolicy`: ``policy(obs) ->
 action`` for one raw env observation, and ``reset()`` at the start of every episode. SB3 files are
-read as data through `skillcell.policies.loading` (nothing in them is unpickled).
+read as data through `skillcell.policies.loading` (nothing in them is unpickled unless ``trusted``).
 """
 
 from __future__ import annotations
@@ -47,8 +47,10 @@ def is_scripted(spec: str) -> bool:
     return spec == "scripted" or spec.startswith("scripted:")
 
 
-def frozen_policy(spec: str, env: Any, *, seed: int = 0, where: str = "policy") -> FrozenPolicy:
-    """The `FrozenPolicy` ``spec`` names, for ``env`` (its observation size is checked); see the module docstring."""
+def frozen_policy(spec: str, env: Any, *, seed: int = 0, where: str = "policy", trusted: bool = False) -> FrozenPolicy:
+    """The `FrozenPolicy` ``spec`` names, for ``env`` (its observation size is checked); see the module docstring.
+
+    ``trusted``: unpickle an SB3 model (`skillcell.policies.loading.load_sb3_model`; runs code from it)."""
     if is_scripted(spec):
         from skillcell.policies.scripted import make_expert
 
@@ -62,7 +64,7 @@ def frozen_policy(spec: str, env: Any, *, seed: int = 0, where: str = "policy") 
     path = Path(spec)
     stats = path.parent / "vecnormalize.pkl"
     try:
-        policy = SB3Policy(load_sb3_model(path, vecnormalize=stats if stats.is_file() else None))
+        policy = SB3Policy(load_sb3_model(path, trusted=trusted, vecnormalize=stats if stats.is_file() else None))
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     if policy.observation_shape != tuple(env.observation_space.shape):

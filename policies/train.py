@@ -468,7 +468,7 @@ def _make_env(env_id: str, env_kwargs: dict[str, Any]):
         raise ConfigError(f"env.overrides: {exc}") from None
 
 
-def _train_env_spec(config: TrainConfig):
+def _train_env_spec(config: TrainConfig, trusted: bool = False):
     """The `TrainEnvSpec` of the RL envs (a residual on a ``bc`` base gets its base once it is trained)."""
     from skillcell.policies.train_env import TrainEnvSpec
 
@@ -477,7 +477,7 @@ def _train_env_spec(config: TrainConfig):
     return TrainEnvSpec(config.env.id, kwargs, config.env.tiers, config.env.history,
                         None if penalty is None else (penalty.weight, penalty.start_fraction),
                         residual.base if residual is not None and residual.base != "bc" else None,
-                        residual.scale if residual is not None else 0.2, config.seed)
+                        residual.scale if residual is not None else 0.2, config.seed, trusted)
 
 
 def _eval_env(config: TrainConfig, spec):
@@ -599,9 +599,13 @@ def check_run_dir(run_dir: str | Path, overwrite: bool = False) -> Path:
     return run_dir
 
 
-def train(config: TrainConfig, out: str | Path | None = None, *, overwrite: bool = False,
+def train(config: TrainConfig, out: str | Path | None = None, *, overwrite: bool = False, trusted: bool = False,
           log=print) -> TrainResult:
-    """Runs ``config`` into the run directory ``out`` (default ``config.out``); see the module docstring."""
+    """Runs ``config`` into the run directory ``out`` (default ``config.out``); see the module docstring.
+
+    ``trusted``: SB3 models the config names (DAgger's expert, a residual's base) are unpickled,
+    which runs code from them; by default they are read as data (`skillcell.policies.loading`).
+    """
     import torch as th
 
     from skillcell.policies.bc import behaviour_clone, demo_vec_normalize, expert_demos, load_demos
@@ -613,7 +617,7 @@ def train(config: TrainConfig, out: str | Path | None = None, *, overwrite: bool
         # SB3's small networks on a few cores: one thread per process beats contended intra-op threads.
         th.set_num_threads(config.torch_threads)
     env_kwargs = _env_kwargs(config.env)
-    spec = _train_env_spec(config)
+    spec = _train_env_spec(config, trusted)
     eval_env = _eval_env(config, spec)  # checks the cell overrides (and a residual's base) before anything is written
     kpi_keys = list(eval_env.unwrapped.kpi_keys)
     dagger_env = dagger_expert = None
@@ -621,7 +625,8 @@ def train(config: TrainConfig, out: str | Path | None = None, *, overwrite: bool
         from skillcell.policies.frozen import frozen_policy
 
         dagger_env = spec.cell_env(spec.tiers[0])
-        dagger_expert = frozen_policy(config.dagger.expert, dagger_env, seed=config.seed, where="dagger.expert")
+        dagger_expert = frozen_policy(config.dagger.expert, dagger_env, seed=config.seed, where="dagger.expert",
+                                      trusted=trusted)
     # Demonstrations before anything is written: a damaged dataset must not cost the previous run.
     demos = heldout = None
     if config.demos.source != "none":

@@ -33,6 +33,7 @@ class TrainEnvSpec:
     residual_base: str | None = None
     residual_scale: float = 0.2
     seed: int = 0
+    trusted: bool = False  # unpickle an SB3 residual base (`skillcell.policies.loading`)
 
     def cell_env(self, tier: str | None):
         """The cell at ``tier``, through ``gym.make`` (TimeLimit and the env checker as registered)."""
@@ -66,7 +67,7 @@ class TrainEnvSpec:
             from skillcell.policies.frozen import frozen_policy
             from skillcell.policies.residual import ResidualAction
 
-            base = frozen_policy(self.residual_base, env, seed=self.seed, where="residual.base")
+            base = frozen_policy(self.residual_base, env, seed=self.seed, where="residual.base", trusted=self.trusted)
             env = ResidualAction(env, base, self.residual_scale)
         return env
 

@@ -23,7 +23,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         config = dataclasses.replace(config, progress=False)
     try:
-        train(config, out=args.out, overwrite=args.overwrite)
+        train(config, out=args.out, overwrite=args.overwrite, trusted=args.trust_model)
     except FileExistsError as exc:
         print(f"skillcell: {exc}", file=sys.stderr)
         return 2
@@ -115,6 +115,8 @@ def add_commands(subparsers) -> None:
                    help="override a config key, e.g. --set rl.steps=20000 --set rl.ppo.target_kl=0.01")
     p.add_argument("--out", help="run directory (default: the config's out)")
     p.add_argument("--overwrite", action="store_true", help="start afresh in a run directory that holds a run")
+    p.add_argument("--trust-model", action="store_true",
+                   help=f"{TRUST_MODEL_HELP}; for the models a config names (DAgger's expert, a residual's base)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
 

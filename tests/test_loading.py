@@ -229,3 +229,24 @@ def test_render_of_a_crafted_model_runs_none_of_it(models, tmp_path, capsys):
                      *size]) == 2
     err = capsys.readouterr().err
     assert "'evil.policies'" in err and "--trust-model" in err and not (tmp_path / "e.mp4").exists()
+
+
+def test_training_reads_the_models_a_config_names_as_data(models, env, tmp_path, observations):
+    """DAgger's expert and a residual's base come in through `frozen_policy`: the same loader, the same default."""
+    from skillcell.config import ConfigError
+    from skillcell.policies.frozen import frozen_policy
+
+    cls, path = models["sac"]
+    marker = tmp_path / "pwned"
+    crafted = _with_serialized_payload(path, tmp_path / "crafted.zip", "lr_schedule", marker)
+    policy = frozen_policy(str(crafted), env, where="dagger.expert")
+    assert not marker.exists()
+    reference = cls.load(path, device="cpu").predict(observations[0], deterministic=True)[0]
+    assert np.array_equal(policy(observations[0]), reference)
+    frozen_policy(str(crafted), env, where="dagger.expert", trusted=True)
+    assert marker.exists()
+    data = json.loads(zipfile.ZipFile(path).read("data"))
+    data["policy_kwargs"]["features_extractor_class"] = "<class 'evil.Extractor'>"
+    bad = _rewrite(path, tmp_path / "bad.zip", "data", json.dumps(data).encode())
+    with pytest.raises(ConfigError, match=r"residual.base: .*evil.Extractor, which a safe load does not construct"):
+        frozen_policy(str(bad), env, where="residual.base")
