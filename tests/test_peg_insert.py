@@ -133,7 +133,7 @@ def test_hole_boxes_leave_the_opening_free_and_chamfer_on_the_edge():
 def test_mating_geoms_have_no_margin():
     env = make()
     m = env.model
-    mating = [m.geom("tool/peg").id, *np.flatnonzero(env._is_fixture_geom)]
+    mating = [m.geom("tool/peg").id, *env._fixture_geoms]
     assert all(m.geom_margin[g] == 0 for g in mating)
 
 

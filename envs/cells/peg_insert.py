@@ -15,7 +15,6 @@ from skillcell import assets
 from skillcell.config import ConfigError, bounds, merge
 from skillcell.envs.base import CellEnv, ObsField
 from skillcell.envs.cell import TOOL_PREFIX, CellConfig, load_cell_config
-from skillcell.envs.control import rotvec_from_quat
 
 __all__ = ["FORCE_PENALTY_SATURATION", "FORCE_STOP_FACTOR", "PENETRATION_KPI_FRACTION", "PegInsertConfig",
            "PegInsertEnv", "hole_boxes"]
@@ -308,7 +307,11 @@ class PegInsertEnv(CellEnv, EzPickle):
         self._hole_pos_nominal = m.body_pos[fixture].copy()
         self._hole_quat_nominal = m.body_quat[fixture].copy()
         self._peg_geom = m.geom(TOOL_PREFIX + "peg").id
-        self._is_fixture_geom = m.geom_bodyid == fixture
+        self._fixture_geoms = frozenset(np.flatnonzero(m.geom_bodyid == fixture).tolist())
+        # What every step reads: views into mjData (its arrays never move).
+        d = self.data
+        self._task_xmat, self._task_xpos = d.site_xmat[self.task_site], d.site_xpos[self.task_site]
+        self._tcp_xpos = d.site_xpos[self.tcp_site]
         wp, task = self.config.workpiece, self.config.task
         self.clearance = wp.clearance_mm * 1e-3
         self.hole_depth = wp.hole_depth_mm * 1e-3
@@ -357,8 +360,8 @@ class PegInsertEnv(CellEnv, EzPickle):
 
     def _task_obs(self, out: np.ndarray) -> None:
         d = self.data
-        out[0:3] = d.mocap_pos[self._mocap_id] - self._hole_pos_nominal
-        out[3:6] = rotvec_from_quat(d.mocap_quat[self._mocap_id])
+        np.subtract(d.mocap_pos[self._mocap_id], self._hole_pos_nominal, out=out[0:3])
+        mujoco.mju_quat2Vel(out[3:6], d.mocap_quat[self._mocap_id], 1.0)
         out[6] = self._depth
 
     def _episode_start(self) -> None:
@@ -368,45 +371,45 @@ class PegInsertEnv(CellEnv, EzPickle):
         self._depth = self._previous_depth = self._measure_depth()
 
     def _measure_depth(self) -> float:
-        d = self.data
-        axis = d.site_xmat[self.task_site].reshape(3, 3)[:, 2]
-        return float(axis @ (d.site_xpos[self.task_site] - d.site_xpos[self.tcp_site]))
+        _, _, ax, _, _, ay, _, _, az = self._task_xmat.tolist()
+        (hx, hy, hz), (tx, ty, tz) = self._task_xpos.tolist(), self._tcp_xpos.tolist()
+        return ax * (hx - tx) + ay * (hy - ty) + az * (hz - tz)
 
     def peg_penetration(self) -> float:
         """Deepest penetration (m) between the peg and the fixture, over current contacts."""
         d = self.data
         if d.ncon == 0:
             return 0.0
-        geom = d.contact.geom
-        mating = ((geom[:, 0] == self._peg_geom) & self._is_fixture_geom[geom[:, 1]]) | \
-                 ((geom[:, 1] == self._peg_geom) & self._is_fixture_geom[geom[:, 0]])
-        if not mating.any():
-            return 0.0
-        return max(0.0, -float(d.contact.dist[mating].min()))
+        contact, peg, fixture = d.contact, self._peg_geom, self._fixture_geoms
+        # A handful of contacts: a loop over floats costs less than masks over them.
+        dists = [dist for (a, b), dist in zip(contact.geom.tolist(), contact.dist.tolist(), strict=True)
+                 if (a == peg and b in fixture) or (b == peg and a in fixture)]
+        return max(0.0, -min(dists)) if dists else 0.0
 
     def _evaluate(self) -> dict[str, Any]:
         task = self.config.task
         p_task_tcp, R_task_tcp = self.tcp_pose_task()
         self._previous_depth, self._depth = self._depth, self._measure_depth()
         depth = self._depth
-        lateral = math.hypot(p_task_tcp[0], p_task_tcp[1])
-        tilt = math.degrees(math.acos(max(-1.0, min(1.0, -R_task_tcp[2, 2]))))
-        force = self.wrench_tool[:3]
-        contact_force = math.sqrt(float(force @ force))
-        axial_force = float(force[2])
+        px, py, _ = p_task_tcp.tolist()
+        lateral = math.hypot(px, py)
+        tilt = math.degrees(math.acos(max(-1.0, min(1.0, -float(R_task_tcp[2, 2])))))
+        fx, fy, axial_force = self.wrench_tool[:3].tolist()
+        contact_force = math.sqrt(fx * fx + fy * fy + axial_force * axial_force)
         self._peak_force = max(self._peak_force, contact_force)
         penetration = self.peg_penetration()
         self._max_penetration = max(self._max_penetration, penetration)
         # Square hole: the max-norm of the tip's offset says whether it is over (or in) the opening.
-        offset = max(abs(p_task_tcp[0]), abs(p_task_tcp[1]))
+        offset = max(abs(px), abs(py))
         inside = offset < self._hole_half_width
         seated = inside and depth >= self.hole_depth - task.success_depth_tolerance_mm * 1e-3
-        depth_rate = (depth - self._previous_depth) / self.control_dt
+        dt = self.dt
+        depth_rate = (depth - self._previous_depth) / dt
         over_opening = offset < self._opening_half_width
         jammed = (not seated and over_opening and axial_force > task.jam_force_n
                   and abs(depth_rate) < 1e-3)
         if jammed:
-            self._jam_time += self.control_dt
+            self._jam_time += dt
         physics_invalid = self._max_penetration > self.penetration_budget
         return {
             "is_success": bool(seated and not physics_invalid),
