@@ -1,7 +1,18 @@
 """Scripted experts: hand-written controllers that act through the env's own action interface.
 
 They read only the observation (decoded to physical units with `CellEnv.decode_obs`), so what
-they do is what a learned policy could do, and their rollouts are valid demonstrations.
+they do is what a learned policy could do, and their rollouts are valid demonstrations. At skill
+``expert`` each is a **function of the observation**: the same observation gives the same action
+bit for bit, whatever came before, so behaviour cloning has a well-posed target and DAgger can
+relabel any visited state. What a phase machine would remember is read from the observation
+instead: the commanded tool pose (``tcp_lead``, ``tcp_lead_rot``: where the expert has already
+sent the tool), the arc state and the geometry (depth, offsets from the hole or seam).
+
+They are built for the D2 tier too: every correction aims the *commanded* pose, which an action
+moves at once, with gains low enough for one or two control periods of action latency (a gain
+``g`` per period on a pure delay of ``L`` periods overshoots nowhere for ``g (L + 1) < 1/2``),
+so the command also averages observation noise out; feed-forward terms (travel, the seam's turn,
+the servo lag of a spiral) carry the motion. The F/T reading is zeroed at reset by the env.
 """
 
 from __future__ import annotations
@@ -29,11 +40,24 @@ def _matrix_from_rotvec(rotvec: np.ndarray) -> np.ndarray:
     ])
 
 
+def _rotvec_between(R_target: np.ndarray, R: np.ndarray) -> np.ndarray:
+    """The rotation vector of ``R_target R^T``: what turns ``R`` into ``R_target`` (outer frame)."""
+    quat = np.empty(4)
+    mujoco.mju_mat2Quat(quat, (R_target @ R.T).ravel())
+    return rotvec_from_quat(quat)
+
+
+def _ramp(value: float, full: float, zero: float) -> float:
+    """1 up to ``full``, 0 from ``zero`` on, linear between: a soft threshold that cannot chatter."""
+    return min(1.0, max(0.0, (zero - value) / (zero - full)))
+
+
 class ScriptedExpert:
-    """A stateful policy ``action = expert(obs)``; call `reset` at the start of every episode.
+    """A policy ``action = expert(obs)``; call `reset` at the start of every episode.
 
     ``skill`` picks one of the class's `skills`; ``seed`` seeds whatever noise that skill level
-    has, so a run of episodes is reproducible.
+    has, so a run of episodes is reproducible. At skill ``expert`` the action is a function of the
+    observation alone (`reset` changes nothing).
     """
 
     skills: tuple[str, ...] = ("expert",)
@@ -55,32 +79,45 @@ class ScriptedExpert:
 class PegInsertExpert(ScriptedExpert):
     """Approach, align, insert with force feedback, and spiral search if the hole is missed.
 
-    Phases:
+    The phase is read from the observation every step (`phase` keeps the last one, for
+    inspection only). With ``c`` the commanded peg tip in the hole frame (the measured tip plus
+    the command lead):
 
-    1. **approach**: bring the peg tip 4 mm above the hole opening, on the hole axis, with the tool
-       axis aligned to the hole axis (the hole pose is observed).
-    2. **insert**: move down the hole axis at 15 mm/s, but as a guarded move near the opening,
-       where contact is expected (the command leads the tip by 1.2 mm at most, so touching the
-       rim costs about 13 N, not 100); command 2 mm past the bottom so the peg seats. Side force
-       from the F/T reading walks the commanded axis away from the force (admittance), so a
-       chamfer centres the peg and wall contact does not build up.
-    3. **search**: if the peg lands on the surface (axial force without depth), trace an
-       Archimedean spiral around the expected axis under light force until the tip drops in,
-       then take the tip position as the hole axis.
-    4. **back off**: if the peg jams (stalled under high axial force), lift 2 mm and realign.
+    - **approach** (above the opening, not lined up): ``c`` goes to the hole axis and down to
+      4 mm above the opening; the tool turns to the hole axis.
+    - **descend** (above the opening, tip within 0.15-0.3 mm of the axis and tilt within
+      0.3-0.6 deg): down the axis at 15 mm/s, then, from 1.5 mm above the opening, as a guarded
+      move that leads the tip by 1.2 mm at most (about 13 N on a rim, not 100).
+    - **touch** (tip at the opening plane, no contact force): press lightly, 0.3 mm below it.
+    - **search** (at the opening plane, pushing on the surface, or already spiralling: the
+      command circles the axis at more than 0.6 mm): an Archimedean spiral about the expected
+      axis under the same light press, until the tip drops in (`_spiral`).
+    - **insert** (tip 0.2 mm or more below the opening): guarded move down the hole (1.2 mm of
+      lead in the first 2 mm, then 2.5 mm, so stalling never pushes much harder than that),
+      2 mm past the bottom; side force walks the command away from the force (admittance), so a
+      chamfer centres the peg and wall contact does not build up; a command far off the tip (the
+      spiral's lead when the peg drops in) is pulled in to within 0.9 mm.
     """
 
     approach_height = 0.004  # m above the opening
-    insert_speed = 0.00075  # m per control step, inside the hole
+    insert_speed = 0.00075  # m per control step, once guided by the hole
     touch_speed = 0.0005  # m per control step where first contact is expected
+    touch_zone = 0.0015  # m above the opening where the guarded move starts
     touch_lead = 0.0012  # m the command may lead the tip there (about 13 N on contact)
+    guide_depth = 0.002  # m below the opening from where the hole guides the peg
+    guided_lead = 0.0025  # m the command may lead the tip there
     overdrive = 0.002  # m commanded past the hole bottom
+    inside_depth = 2e-4  # m below the opening: the tip is in the hole (or on a chamfer)
     lateral_admittance = 2e-5  # m per N of side force, per control step
-    contact_force = 5.0  # N: touching
-    jam_force = 25.0  # N: stalled and pressing this hard means jammed
+    max_side_lead = 9e-4  # m the command may lead the tip sideways in the hole
+    contact_force = 1.0  # N along the axis: pushing on the surface (F/T noise at D2: 0.5 N)
+    search_radius = 6e-4  # m of commanded offset from the axis at the opening plane: spiralling
     spiral_pitch = 0.0003  # m of radius per turn: under the 0.4 mm capture window
     spiral_step = 0.0003  # m of arc per control step
-    search_press = 0.0003  # m the search commands below the surface (a few newtons)
+    search_press = 0.0003  # m the search commands below the opening (a few newtons at most)
+    aligned_mm = (0.15, 0.3)  # tip offset from the axis: fully lined up / not at all
+    aligned_deg = (0.3, 0.6)  # tilt from the axis: fully lined up / not at all
+    gain = 0.15  # per control step, on the commanded position and orientation errors
 
     def __init__(self, env, skill: str = "expert", seed: int = 0):
         super().__init__(env, skill, seed)
@@ -91,79 +128,85 @@ class PegInsertExpert(ScriptedExpert):
         self.max_rotation = math.radians(control.max_rotation_deg)
         self.hole_depth = self.env.hole_depth
         self.lag_steps = self.env.controller.servo_time_constant / self.env.control_dt
-        self.reset()
-
-    def reset(self) -> None:
         self.phase = "approach"
-        self.spiral_angle = 0.0
-        self.stall_steps = 0
-        self.backoff_steps = 0
-        self.depth_target = -self.approach_height
-        self.axis_xy = np.zeros(2)  # where the hole axis is believed to be, task frame
-        self.spiral_point = np.zeros(2)
+
+    def _spiral(self, c_xy: np.ndarray) -> np.ndarray:
+        """The next commanded point of an Archimedean spiral about the expected hole axis.
+
+        The spiral point ``q`` at angle ``theta`` has the radius ``pitch theta / 2 pi`` and
+        advances by ``spiral_step`` of arc per step (one radian per step near the centre). The arm
+        trails its command by the servo lag, ``lag`` steps, so the command leads ``q`` by ``lag``
+        steps of arc along the tangent and the arm traces the spiral itself. ``q`` follows from
+        the command in closed form, so the spiral needs no memory.
+        """
+        lag, s = self.lag_steps, self.spiral_step
+        r_c = math.hypot(c_xy[0], c_xy[1])
+        if r_c < s * math.sqrt(1 + lag * lag):
+            r, turn = r_c / math.sqrt(1 + lag * lag), 1.0
+        else:
+            r = math.sqrt(r_c * r_c - (lag * s) ** 2)
+            turn = s / r
+        theta = math.atan2(c_xy[1], c_xy[0]) - math.atan(lag * turn) + turn
+        r += self.spiral_pitch * turn / (2 * math.pi)
+        radial = np.array([math.cos(theta), math.sin(theta)])
+        tangent = np.array([-radial[1], radial[0]])
+        return r * radial + lag * r * (s / max(r, s)) * tangent
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         o = self.env.decode_obs(obs)
         R_world_task = _matrix_from_rotvec(o["hole_rot"])
         R_task_tcp = self.env.R_task_tcp_nominal @ _matrix_from_rotvec(o["tcp_rot_task"])
-        p_task_tcp = o["tcp_pos_task"]
-        p_task_cmd = p_task_tcp + R_world_task.T @ o["tcp_lead"]
+        R_task_cmd = R_world_task.T @ _matrix_from_rotvec(o["tcp_lead_rot"]) @ R_world_task @ R_task_tcp
+        p = o["tcp_pos_task"]
+        c = p + R_world_task.T @ o["tcp_lead"]
         depth = float(o["depth"][0])
-        force_task = R_task_tcp @ o["force_tool"]  # force the tool applies, task frame
-        axial = -force_task[2]  # pushing down the hole is positive
+        force = R_task_tcp @ o["force_tool"]  # force the tool applies, task frame
+        axial = -force[2]  # pushing down the hole is positive
 
-        target = np.zeros(3)
-        if self.phase == "approach":
-            target[2] = self.approach_height
-            aligned = (np.hypot(*p_task_tcp[:2]) < 2e-4 and abs(p_task_tcp[2] - self.approach_height) < 1e-3
-                       and np.linalg.norm(o["tcp_rot_task"]) < math.radians(0.3))
-            if aligned:
-                self.phase = "insert"
-                self.depth_target = -p_task_tcp[2]
-        elif self.phase == "backoff":
-            self.backoff_steps -= 1
-            target[2] = p_task_cmd[2] + 0.0005
-            self.depth_target = -target[2]
-            if self.backoff_steps <= 0:
-                self.phase = "insert"
+        if depth > self.inside_depth:
+            phase = "insert"
+        elif depth > -self.inside_depth:
+            searching = axial > self.contact_force or math.hypot(c[0], c[1]) > self.search_radius
+            phase = "search" if searching else "touch"
         else:
-            if self.phase == "insert" and axial > self.contact_force and depth < 2e-4:
-                self.phase = "search"
-            if self.phase == "search":
-                if depth > 5e-4:
-                    # The tip has dropped into the opening: that is where the hole really is.
-                    self.phase = "insert"
-                    self.axis_xy = p_task_tcp[:2].copy()
-                else:
-                    radius = self.spiral_pitch * self.spiral_angle / (2 * math.pi)
-                    self.spiral_angle += self.spiral_step / max(radius, self.spiral_step)
-                    point = radius * np.array([math.cos(self.spiral_angle), math.sin(self.spiral_angle)])
-                    # The arm trails a moving command by its servo lag; lead by as much to keep the radius.
-                    target[:2] = self.axis_xy + point + (point - self.spiral_point) * self.lag_steps
-                    target[2] = -self.search_press
-                    self.spiral_point = point
-            if self.phase == "insert":
-                if -0.0015 < depth < 0.002:
-                    # Guarded move where contact is expected: the command leads the tip by little.
-                    self.depth_target = min(self.depth_target + self.touch_speed, depth + self.touch_lead)
-                else:
-                    self.depth_target += self.insert_speed
-                self.depth_target = min(self.depth_target, self.hole_depth + self.overdrive)
-                target[2] = -self.depth_target
-                # Admittance: side force means the axis estimate is off; walk it away from the force.
-                self.axis_xy -= self.lateral_admittance * force_task[:2]
-                target[:2] = self.axis_xy
-                stalled = axial > self.jam_force and depth < self.hole_depth - 1e-3
-                self.stall_steps = self.stall_steps + 1 if stalled else 0
-                if self.stall_steps > 5:
-                    self.phase, self.backoff_steps, self.stall_steps = "backoff", 4, 0
+            lined_up = (_ramp(1e3 * math.hypot(p[0], p[1]), *self.aligned_mm)
+                        * _ramp(math.degrees(float(np.linalg.norm(o["tcp_rot_task"]))), *self.aligned_deg))
+            phase = "descend" if lined_up > 0.5 else "approach"
+        self.phase = phase
 
-        move_task = target - p_task_cmd
+        def guarded(speed: float, lead: float) -> float:
+            """The z move of a command that goes down by ``speed`` but leads the tip by ``lead`` at most."""
+            depth_cmd = -c[2]
+            return -(min(depth_cmd + speed, depth + lead, self.hole_depth + self.overdrive) - depth_cmd)
+
+        move = np.zeros(3)
+        if phase == "insert":
+            # Admittance: side force means the axis estimate is off; walk the command away from it.
+            move[:2] = -self.lateral_admittance * force[:2]
+            lead = p[:2] - c[:2]
+            excess = math.hypot(lead[0], lead[1]) - self.max_side_lead
+            if excess > 0:
+                move[:2] += lead * excess / (excess + self.max_side_lead)
+            guided = depth > self.guide_depth
+            move[2] = guarded(self.insert_speed, self.guided_lead) if guided else guarded(self.touch_speed,
+                                                                                       self.touch_lead)
+        elif phase in ("search", "touch"):
+            if phase == "search":
+                move[:2] = self._spiral(c[:2]) - c[:2]
+            # Half the error per step: the target is within a millimetre, and latency is 1-2 steps.
+            move[2] = 0.5 * (-self.search_press - c[2])
+        else:
+            move[:2] = -self.gain * c[:2]
+            if phase == "descend":
+                near = depth > -self.touch_zone
+                move[2] = guarded(self.touch_speed, self.touch_lead) if near else -self.insert_speed
+            elif c[2] > self.approach_height:
+                move[2] = self.gain * (self.approach_height - c[2])
+        # Turn the commanded tool onto the hole axis.
+        omega = self.gain * _rotvec_between(self.env.R_task_tcp_nominal, R_task_cmd)
         action = np.zeros(6)
-        action[:3] = R_world_task @ move_task / self.max_translation
-        # Rotation that takes the tool orientation error to zero, in the cell frame.
-        omega_world = -R_world_task @ self.env.R_task_tcp_nominal @ o["tcp_rot_task"]
-        action[3:] = 0.7 * omega_world / self.max_rotation
+        action[:3] = R_world_task @ move / self.max_translation
+        action[3:] = R_world_task @ omega / self.max_rotation
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
 
@@ -171,24 +214,40 @@ class WeldSeamExpert(ScriptedExpert):
     """A welder: line up before the seam start, run up, strike the arc, travel to the seam end.
 
     The torch is held at the WPS's nominal work and travel angles and contact-tip-to-work
-    distance, and moves at the nominal travel speed; the aim point follows the seam by
-    interpolating the observed seam points ahead. Skill levels add Ornstein-Uhlenbeck wander
-    (mean-reverting drift with time constant ``1/theta``) to what a human varies:
+    distance and moves at the nominal travel speed; the commanded aim point (the commanded
+    contact tip plus the nominal CTWD along the commanded torch axis) follows the chord to the
+    observed seam point 10 mm ahead, and the torch turns with the seam (its turn rate from the
+    point 30 mm ahead). What it does is read from the observation each step:
+
+    - **approach** (arc off, not lined up): the commanded aim point goes to the run-up point, 6 mm
+      before the seam start on the seam's tangent, and the torch to the nominal angles;
+    - **run-up** (arc off, the aim point within 0.5-1.5 mm of the run-up line and the torch
+      within 1-2 deg of the nominal angles): travel at the travel speed (a flying start: the torch
+      is at speed when it reaches the seam), and strike the arc once past the seam start;
+    - **weld** (arc on): travel at the travel speed along the seam, to its end.
+
+    Between approach and run-up the travel blends with how well the torch is lined up, so there
+    is no switch to chatter on noise. The novice adds Ornstein-Uhlenbeck wander (mean-reverting
+    drift with time constant ``1/theta``, seeded by ``seed``) while the arc is on, to what a human
+    varies; that wander is state, so the novice is a source of mixed-skill data, not a teacher:
 
     | skill  | speed  | work, travel angle | stand-off | lateral |
     |--------|--------|--------------------|-----------|---------|
-    | expert | 2 %    | 0.7 deg            | 0.3 mm    | 0.15 mm |
+    | expert | 0      | 0                  | 0         | 0       |
     | novice | 20 %   | 5 deg              | 1.5 mm    | 0.8 mm  |
 
     (standard deviations of the stationary process). An expert's bead is in spec; a novice's
-    mostly is not, which makes datasets of mixed skill.
+    mostly is not.
     """
 
     skills = ("expert", "novice")
     wander: ClassVar[dict[str, tuple[float, float, float, float]]] = {
-        "expert": (0.02, 0.7, 0.3e-3, 0.15e-3), "novice": (0.20, 5.0, 1.5e-3, 0.8e-3)}
+        "expert": (0.0, 0.0, 0.0, 0.0), "novice": (0.20, 5.0, 1.5e-3, 0.8e-3)}
     theta = 0.4  # 1/s: how fast the wander reverts
     run_up = 0.006  # m before the seam start where the torch starts moving
+    lined_up_mm = (0.5, 1.5)  # aim point off the run-up line: fully lined up / not at all
+    lined_up_deg = (1.0, 2.0)  # torch off the nominal angles: fully lined up / not at all
+    gain = 0.15  # per control step, on the commanded aim point and torch orientation errors
 
     def __init__(self, env, skill: str = "expert", seed: int = 0):
         super().__init__(env, skill, seed)
@@ -199,19 +258,21 @@ class WeldSeamExpert(ScriptedExpert):
         wps = self.env.wps
         self.speed = wps.nominal("travel_speed_mm_s") * 1e-3
         self.work, self.travel = wps.nominal("work_angle_deg"), wps.nominal("travel_angle_deg")
+        self.ctwd = wps.nominal("ctwd_mm") * 1e-3
         self.dt = self.env.control_dt
-        self.lookahead = LOOKAHEAD_M[0]
+        self.lookahead = LOOKAHEAD_M
         control = self.env.config.control
         self.max_translation = control.max_translation_mm * 1e-3
         self.max_rotation = math.radians(control.max_rotation_deg)
         self.reset()
 
     def reset(self) -> None:
-        self.phase = "approach"
         self.noise = np.zeros(5)  # speed fraction, work deg, travel deg, stand-off m, lateral m
 
     def _wander(self) -> np.ndarray:
         sigma = np.array(self.wander[self.skill])
+        if not sigma.any():
+            return self.noise
         sigma = np.r_[sigma[0], sigma[1], sigma[1], sigma[2], sigma[3]]
         decay = math.exp(-self.theta * self.dt)
         self.noise = self.noise * decay + sigma * math.sqrt(1 - decay**2) * self.rng.standard_normal(5)
@@ -222,42 +283,50 @@ class WeldSeamExpert(ScriptedExpert):
 
         o = self.env.decode_obs(obs)
         R_world_seam = _matrix_from_rotvec(o["seam_rot"])
-        aim = o["tcp_pos_task"]
-        aim_cmd = aim + R_world_seam.T @ o["tcp_lead"]
         R_seam_tcp = self.env.R_task_tcp_nominal @ _matrix_from_rotvec(o["tcp_rot_task"])
-        noise = self._wander() if self.phase == "weld" else np.zeros(5)
+        R_seam_cmd = R_world_seam.T @ _matrix_from_rotvec(o["tcp_lead_rot"]) @ R_world_seam @ R_seam_tcp
+        aim = o["tcp_pos_task"]
+        p_cmd = aim - self.ctwd * R_seam_tcp[:, 2] + R_world_seam.T @ o["tcp_lead"]
+        aim_cmd = p_cmd + self.ctwd * R_seam_cmd[:, 2]
+        welding = o["arc_on"][0] > 0.5
+        noise = self._wander() if welding else np.zeros(5)
         R_seam_target = torch_rotation(self.work + noise[1], self.travel + noise[2])
 
-        arc = -1.0
-        if self.phase == "approach":
-            # A flying start: line up a few millimetres before the seam, so that the torch is
-            # already at travel speed when it strikes the arc on the seam's first millimetre.
-            target = np.array([-self.run_up, 0.0, 0.0])
-            error = np.linalg.norm(aim - target)
-            tilt = np.linalg.norm(o["tcp_rot_task"])
-            if error < 3e-4 and tilt < math.radians(0.5):
-                self.phase = "run-up"
-        if self.phase in ("run-up", "weld"):
-            if self.phase == "run-up" and o["progress"][0] > 0.0:
-                self.phase = "weld"
-            arc = 1.0 if self.phase == "weld" else -1.0
-            # Follow the chord towards the seam point ahead (its direction; near the seam end,
-            # where the points ahead bunch up, the tangent).
-            ahead = aim + o["seam_ahead"][:3]
-            reach = np.linalg.norm(ahead)
-            direction = ahead / reach if reach > 0.2 * self.lookahead else np.array([1.0, 0.0, 0.0])
-            along = aim_cmd[0] + self.speed * (1.0 + noise[0]) * self.dt
-            target = direction * along
-            # Stand-off and lateral wander move the aim point off the root, across the seam only:
-            # the along-seam target is relative to the command, so an offset there would integrate.
+        # The seam ahead: its direction (the chord to the near point; at the seam end, where the
+        # points ahead bunch up, the tangent) and its turn rate (the far point's offset across).
+        near, far = aim + o["seam_ahead"][:3], aim + o["seam_ahead"][3:]
+        reach = math.sqrt(float(near @ near))
+        direction = near / reach if reach > 0.2 * self.lookahead[0] else np.array([1.0, 0.0, 0.0])
+        far_reach = math.hypot(far[0], far[1])
+        curvature = 2.0 * far[1] / far_reach**2 if far_reach > 0.5 * self.lookahead[1] else 0.0
+        step = self.speed * (1.0 + noise[0]) * self.dt
+
+        along = float(aim_cmd @ direction)
+        across = aim_cmd - along * direction
+        offset = np.zeros(3)
+        omega = self.gain * _rotvec_between(R_seam_target, R_seam_cmd)
+        if welding:
+            along_move = step
+            # Stand-off and lateral wander move the aim point off the root, across the seam only.
             stand_off = R_seam_target[:, 2] * -noise[3]
-            target[1:] += stand_off[1:] + np.array([noise[4], 0.0])
+            offset[1:] = stand_off[1:] + np.array([noise[4], 0.0])
+            omega[2] += curvature * step  # turn with the seam
+            arc = 1.0
+        else:
+            off_line = aim - float(aim @ direction) * direction
+            lined_up = (_ramp(1e3 * math.sqrt(float(off_line @ off_line)), *self.lined_up_mm)
+                        * _ramp(math.degrees(float(np.linalg.norm(o["tcp_rot_task"]))), *self.lined_up_deg))
+            approach = float(np.clip(self.gain * (-self.run_up - along), -self.max_translation,
+                                     self.max_translation))
+            along_move = lined_up * step + (1.0 - lined_up) * approach
+            arc = 1.0 if lined_up > 0.5 and o["progress"][0] > 0.0 else -1.0
+        move = along_move * direction + self.gain * (offset - across)
+        # The controller turns the torch about the contact tip, which swings the aim point; cancel that.
+        move -= np.cross(omega, self.ctwd * R_seam_cmd[:, 2])
 
         action = np.zeros(7)
-        action[:3] = R_world_seam @ (target - aim_cmd) / self.max_translation
-        quat_error = np.empty(4)
-        mujoco.mju_mat2Quat(quat_error, (R_seam_target @ R_seam_tcp.T).ravel())
-        action[3:6] = 0.3 * R_world_seam @ rotvec_from_quat(quat_error) / self.max_rotation
+        action[:3] = R_world_seam @ move / self.max_translation
+        action[3:6] = R_world_seam @ omega / self.max_rotation
         action[6] = arc
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
