@@ -272,10 +272,11 @@ def load_sb3_model(path: str | Path, *, algorithm: str = "auto", trusted: bool =
     objects, substituted = (None, ()) if trusted else _custom_objects(_read_data(path), cls, path)
     try:
         model = cls.load(path, device="cpu", custom_objects=objects)
-    except pickle.UnpicklingError:
-        # torch's weights_only refusal (a multi-page message): a .pth member pickles more than tensors
-        raise UntrustedModelError(path, "a .pth member holds objects other than tensors") from None
-    except (ValueError, KeyError, TypeError, RuntimeError, AssertionError, AttributeError, OSError) as exc:
+    except (ValueError, KeyError, TypeError, RuntimeError, AssertionError, AttributeError, OSError, ImportError,
+            EOFError, pickle.UnpicklingError) as exc:  # the last three: a trusted load's pickles
+        if isinstance(exc, pickle.UnpicklingError) and str(exc).startswith("Weights only load failed"):
+            # torch's weights_only refusal (a multi-page message): a .pth member pickles more than tensors
+            raise UntrustedModelError(path, "a .pth member holds objects other than tensors") from None
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ValueError(f"{path}: not a loadable {algorithm.upper()} model ({first})") from None
     loaded = LoadedModel(model, algorithm, path, sha256_file(path), trusted, substituted=substituted)
