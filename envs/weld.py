@@ -266,6 +266,10 @@ def torch_rotation(work_angle_deg: float, travel_angle_deg: float) -> np.ndarray
     return np.column_stack([x, np.cross(axis, x), axis])
 
 
+#: the nearest-seam-point search window, in samples behind and ahead of the last nearest one
+SEARCH_BEHIND, SEARCH_AHEAD = 30, 60
+
+
 class WeldMetrics:
     """Per-step process metrics of a torch on a seam, and the bead they leave.
 
@@ -302,6 +306,7 @@ class WeldMetrics:
         self.p_world_seam = np.zeros(3)
         self.R_world_seam = np.eye(3)
         self._search = np.empty((n, 3))
+        self._windows: dict[int, tuple[list[float], list[int]]] = {}
         self._ray_vec = np.empty(3)
         # The lateral deviations in the weave window, oldest first, in a buffer twice the window:
         # appending slides the window and only copies it back once per window length.
@@ -362,20 +367,59 @@ class WeldMetrics:
         R.T[:] = t, left, self.normal_world
         return np.array(p), R
 
+    def _search_window(self, k: int) -> tuple[list[float], list[int]]:
+        """The samples of the search window around sample ``k`` by distance from it: ``(chords, indices)``.
+
+        Chords do not depend on the workpiece pose, so each window is computed once per env.
+        """
+        window = self._windows.get(k)
+        if window is None:
+            lo, hi = self._window_bounds(k)
+            chords = np.linalg.norm(self.path.points[lo:hi] - self.path.points[k], axis=1)
+            order = np.argsort(chords, kind="stable")
+            window = self._windows[k] = (chords[order].tolist(), (lo + order).tolist())
+        return window
+
+    def _window_bounds(self, k: int) -> tuple[int, int]:
+        return max(0, k - SEARCH_BEHIND), min(len(self._s_list), k + SEARCH_AHEAD)
+
+    def _nearest_sample(self, p_world) -> tuple[int, float]:
+        """``(k, d2)``: the first sample with the smallest squared distance to ``p_world`` in the
+        search window (all samples on an episode's first call), as ``np.argmin`` over it finds it."""
+        pts, (px, py, pz) = self._points, p_world
+        if self.s is not None:
+            # Only samples within twice the distance of the last nearest one can be nearer than
+            # it (triangle inequality; the margin covers rounding): usually two or three of them.
+            k0 = self.index
+            x, y, z = pts[k0]
+            dx, dy, dz = x - px, y - py, z - pz
+            d2_k0 = dx * dx + dy * dy + dz * dz
+            chords, indices = self._search_window(k0)
+            count = bisect.bisect_right(chords, 2.0 * math.sqrt(d2_k0) * (1.0 + 1e-9) + 1e-9)
+            if count <= 8:
+                best_k, best_d2 = k0, d2_k0
+                for k in indices[:count]:
+                    x, y, z = pts[k]
+                    dx, dy, dz = x - px, y - py, z - pz
+                    d2 = dx * dx + dy * dy + dz * dz
+                    if d2 < best_d2 or (d2 == best_d2 and k < best_k):
+                        best_k, best_d2 = k, d2
+                return best_k, best_d2
+            lo, hi = self._window_bounds(k0)
+        else:
+            lo, hi = 0, len(pts)
+        diff = np.subtract(self.points_world[lo:hi], p_world, out=self._search[:hi - lo])
+        d2 = np.add.reduce(np.square(diff, out=diff), axis=1)
+        k = int(d2.argmin())
+        return lo + k, float(d2[k])
+
     def locate(self, p_world) -> float:
         """Arc length of the seam point closest to ``p_world``, searched near the last one."""
-        pts = self.points_world
-        if self.s is None:
-            lo, hi = 0, len(pts)
-        else:
-            lo, hi = max(0, self.index - 30), min(len(pts), self.index + 60)
-        diff = np.subtract(pts[lo:hi], p_world, out=self._search[:hi - lo])
-        d2 = np.add.reduce(np.square(diff, out=diff), axis=1)
-        k = lo + int(d2.argmin())
+        k, best_d2 = self._nearest_sample(p_world)
         # Refine on the neighbouring piece that the point projects onto.
         px, py, pz = p_world
         s_list, points = self._s_list, self._points
-        best_s, best_d2 = s_list[k], float(d2[k - lo])
+        best_s = s_list[k]
         for a in (k - 1, k):
             if 0 <= a < len(points) - 1:
                 (ax, ay, az), (bx, by, bz) = points[a], points[a + 1]
