@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import inspect
 import re
+import subprocess
+import sys
 
 import gymnasium as gym
 import numpy as np
@@ -18,7 +20,7 @@ import pytest
 import skillcell  # noqa: F401  (registers the cells)
 from skillcell.config import load_yaml
 from skillcell.demos import EpisodeRecorder, Provenance, score_episode
-from skillcell.envs.registry import cell_ids, cell_spec
+from skillcell.envs.registry import UnknownCellError, cell_ids, cell_spec, register_cell
 from skillcell.gate import load_criteria
 from skillcell.policies import make_expert
 from skillcell.policies.envelope import load_envelope
@@ -164,3 +166,24 @@ def test_docstring_documents_action_and_observation_tables(d0_run):
         assert int(rows[field.name][1]) == field.size, f"{env_id}: {field.name} has size {field.size}"
         assert rows[field.name][2] == field.unit, f"{env_id}: {field.name} is in {field.unit}"
     assert sum(f.size for f in cell.obs_fields) == np.prod(env.observation_space.shape)
+
+
+def test_import_skillcell_imports_no_cell_expert_scorer_or_review_module():
+    code = ("import sys, skillcell; print(sorted(m for m in sys.modules if m.startswith(("
+            "'skillcell.envs.cells.', 'skillcell.policies', 'skillcell.demos', 'skillcell.review'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
+
+
+def test_register_cell_refuses_what_it_cannot_resolve_or_would_shadow():
+    spec = cell_spec("skillcell/PegInsert-v0")
+    again = register_cell(spec.id, spec.entry_point, expert=spec.expert_ref, scorer=spec.scorer_ref,
+                          review=spec.review_ref, max_episode_steps=spec.max_episode_steps)
+    assert again is spec, "the same declaration twice is a no-op"
+    with pytest.raises(ValueError, match=r"'skillcell/PegInsert-v0' is already registered"):
+        register_cell(spec.id, spec.entry_point, max_episode_steps=100)
+    with pytest.raises(ValueError, match=r"expert must be a 'package.module:Name' string, got 'PegInsertExpert'"):
+        register_cell("skillcell/Other-v0", spec.entry_point, expert="PegInsertExpert")
+    with pytest.raises(UnknownCellError, match=r"unknown cell 'skillcell/Nope-v0'; registered: skillcell/PegInsert-v0"):
+        cell_spec("skillcell/Nope-v0")
+    assert "skillcell/Other-v0" not in cell_ids() and "skillcell/Other-v0" not in gym.registry
