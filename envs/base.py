@@ -3,7 +3,9 @@
 The base class owns what all cells share: composing the cell (`skillcell.envs.cell`), Cartesian
 control of the tool by differential IK (`skillcell.envs.control`), the F/T reading, observation
 scaling, action validation, instability detection, seeding and headless rendering. A cell adds its
-task: geometry (`_build_task`), resets and randomization, task observations, metrics and reward.
+task: geometry (`_build_task`), resets and randomization, task observations, metrics and reward,
+its config (`CellEnv.load_config`) and its named limits (`CellEnv.limits`, `skillcell.envs.limits`);
+one `register_cell` line (`skillcell.envs.registry`) tells the rest of skillcell about it.
 """
 
 from __future__ import annotations
