@@ -30,7 +30,8 @@ import numpy as np
 
 from skillcell.policies.frozen import FrozenPolicy, SB3Policy
 
-__all__ = ["ResidualAction", "compose", "export_residual_onnx", "residual_parity", "zero_action_head"]
+__all__ = ["RECORD_NAME", "ResidualAction", "ResidualRun", "compose", "export_residual_onnx", "residual_parity",
+           "residual_run", "zero_action_head"]
 
 
 def compose(base_action: np.ndarray, residual: np.ndarray, scale: float, low: np.ndarray,
@@ -165,3 +166,80 @@ def residual_parity(residual_model: Any, base: FrozenPolicy, scale: float, onnx_
     return {"action_max_abs_diff": float(np.max(np.abs(action - reference))),
             "command_max_abs_diff": float(np.max(np.abs(command - reference * command_scale(env)))),
             "observations": len(obs)}
+
+
+#: the file next to a residual run's ``model.zip`` that names its base (written by `skillcell.policies.train`)
+RECORD_NAME = "residual.yaml"
+
+
+class ResidualRun:
+    """A trained residual (an SB3 model) with the base and scale its ``residual.yaml`` names.
+
+    The record's ``base`` is a path relative to the record's folder (the run's own BC or DAgger
+    model), an absolute path, or ``scripted[:skill]``; a learned base must still have the SHA-256
+    recorded at training time. This is what the gate exports and checks as one policy.
+    """
+
+    def __init__(self, loaded: Any, record_path: Path, trusted: bool = False):
+        import yaml
+
+        from skillcell.config import ConfigError
+        from skillcell.policies.frozen import is_scripted
+
+        self.loaded, self.record_path, self.trusted = loaded, Path(record_path), trusted
+        try:
+            record = yaml.safe_load(self.record_path.read_text())
+            self.scale, base, self.history = float(record["scale"]), str(record["base"]), int(record.get("history", 0))
+        except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{self.record_path}: not a readable residual record ({exc})") from None
+        self.base_spec = base if is_scripted(base) or Path(base).is_absolute() else str(self.record_path.parent / base)
+        self.base_sha256 = record.get("base_sha256")
+        self._base: SB3Policy | None = None
+
+    def base(self, env: Any) -> FrozenPolicy:
+        """The frozen base for ``env`` (a learned one is loaded once and checked against the record)."""
+        from skillcell.config import ConfigError
+        from skillcell.policies.frozen import frozen_policy, is_scripted
+
+        if self.history:
+            raise ConfigError(f"{self.record_path}: trained with env.history: {self.history}; the base and the "
+                              "residual observe a history, which the ONNX runner does not keep")
+        if is_scripted(self.base_spec):
+            return frozen_policy(self.base_spec, env, where=f"{self.record_path}: base")
+        if self._base is None:
+            base = frozen_policy(self.base_spec, env, where=f"{self.record_path}: base", trusted=self.trusted)
+            if self.base_sha256 and base.loaded.sha256 != self.base_sha256:
+                raise ConfigError(f"{self.record_path}: the base {self.base_spec} changed since training "
+                                  f"(sha256 {base.loaded.sha256[:12]}, recorded {self.base_sha256[:12]})")
+            self._base = base
+        return self._base
+
+    def wrap(self, env: gym.Env) -> ResidualAction:
+        """``env`` as the residual sees it."""
+        return ResidualAction(env, self.base(env), self.scale)
+
+    def export(self, env: Any, path: str | Path, env_id: str | None = None):
+        return export_residual_onnx(self.loaded.model, self.base(env), self.scale, env, path, env_id=env_id,
+                                    source_sha256=self.loaded.sha256)
+
+    def actions(self, env: Any, obs: np.ndarray) -> np.ndarray:
+        """The composed actions for a batch of raw observations (a learned base)."""
+        base = _sb3_base(self.base(env))
+        obs = np.asarray(obs, np.float32)
+        base_actions = np.stack([base(o) for o in obs])
+        residual, _ = self.loaded.model.predict(np.concatenate([obs, base_actions], axis=1), deterministic=True)
+        space = env.unwrapped.action_space
+        return compose(base_actions, residual, self.scale, space.low, space.high).astype(np.float64)
+
+    def parity(self, onnx_path: str | Path, obs: np.ndarray, env: Any) -> dict[str, float]:
+        return residual_parity(self.loaded.model, self.base(env), self.scale, onnx_path, obs, env)
+
+    def provenance(self) -> dict[str, Any]:
+        return {**self.loaded.provenance(), "residual": {"record": str(self.record_path), "base": self.base_spec,
+                                                         "base_sha256": self.base_sha256, "scale": self.scale}}
+
+
+def residual_run(loaded: Any, trusted: bool = False) -> ResidualRun | None:
+    """The `ResidualRun` of a loaded model whose folder has a ``residual.yaml``, else None."""
+    record = Path(loaded.path).with_name(RECORD_NAME)
+    return ResidualRun(loaded, record, trusted) if record.is_file() else None

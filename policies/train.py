@@ -806,14 +806,20 @@ def _dagger_stage(config: TrainConfig, model, demos, env, expert, run_dir: Path,
 
 
 def _write_residual_record(run_dir: Path, config: TrainConfig, spec) -> None:
-    """``residual.yaml``: what model.zip is a residual of, for evaluation and export."""
+    """``residual.yaml``: what model.zip is a residual of (`skillcell.policies.residual.ResidualRun`).
+
+    A base inside the run directory is named relative to it, so the run can move."""
     from skillcell.policies.frozen import is_scripted
+    from skillcell.policies.residual import RECORD_NAME
     from skillcell.policies.runner import sha256_file
 
-    base = spec.residual_base
-    record = {"base": base, "base_sha256": None if is_scripted(base) else sha256_file(base),
-              "scale": spec.residual_scale, "algorithm": config.rl.algo, "history": config.env.history}
-    _atomic_write(run_dir / "residual.yaml", yaml.safe_dump(record, sort_keys=False).encode())
+    base, sha = spec.residual_base, None
+    if not is_scripted(base):
+        sha, path, root = sha256_file(base), Path(base).resolve(), run_dir.resolve()
+        base = str(path.relative_to(root) if path.is_relative_to(root) else path)
+    record = {"base": base, "base_sha256": sha, "scale": spec.residual_scale, "algorithm": config.rl.algo,
+              "history": config.env.history}
+    _atomic_write(run_dir / RECORD_NAME, yaml.safe_dump(record, sort_keys=False).encode())
 
 
 def _none_if_nan(value: float) -> float | None:

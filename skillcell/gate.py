@@ -338,8 +338,9 @@ def _evaluate_tier(env_id, tier, env_kwargs, envelope, candidate, criteria, prog
 
 
 def _parity_observations(env_id, tiers, env_kwargs, loaded, n):
-    """Observations from rollouts of the SB3 policy itself, spread over the evaluated tiers."""
+    """Observations from rollouts of the SB3 policy (or residual run) itself, spread over the evaluated tiers."""
     from skillcell.policies.export import sb3_actions
+    from skillcell.policies.residual import ResidualRun
 
     obs_list: list[np.ndarray] = []
     per_tier = max(1, math.ceil(n / len(tiers)))
@@ -349,7 +350,8 @@ def _parity_observations(env_id, tiers, env_kwargs, loaded, n):
             obs, _ = env.reset(seed=10_000 + k)
             for _ in range(per_tier):
                 obs_list.append(obs)
-                action = sb3_actions(loaded, obs[None])[0]
+                action = (loaded.actions(env, obs[None]) if isinstance(loaded, ResidualRun)
+                          else sb3_actions(loaded, obs[None]))[0]
                 if not np.isfinite(action).all():
                     action = np.zeros_like(action)  # judged by the parity and finite-action criteria
                 obs, _, terminated, truncated, _ = env.step(action)
@@ -540,20 +542,25 @@ def run_gate(model: str | Path, env_id: str, out_dir: str | Path, *, criteria: G
             loaded = load_sb3_model(what, algorithm=algorithm, trusted=trusted, vecnormalize=vecnormalize)
         except ValueError as exc:
             raise ConfigError(f"model: {exc}") from None
+        from skillcell.policies.residual import residual_run
+
+        residual = residual_run(loaded, trusted)  # a residual.yaml next to it: base + residual are the policy
         export_env = _make_env(env_id, evaluated[0], env_kwargs)
         try:
             try:
-                exported = export_onnx(loaded, export_env, out_dir / ONNX_NAME, env_id=env_id)
+                exported = (residual.export(export_env, out_dir / ONNX_NAME, env_id=env_id) if residual is not None
+                            else export_onnx(loaded, export_env, out_dir / ONNX_NAME, env_id=env_id))
             except ValueError as exc:
                 raise ConfigError(f"model: {exc}") from None
             log(f"exported {exported.path} (sha256 {exported.sha256})")
-            obs = _parity_observations(env_id, evaluated, env_kwargs, loaded, criteria.parity_observations)
-            parity = onnx_parity(loaded, exported.path, obs, export_env)
+            obs = _parity_observations(env_id, evaluated, env_kwargs, residual or loaded, criteria.parity_observations)
+            parity = (residual.parity(exported.path, obs, export_env) if residual is not None
+                      else onnx_parity(loaded, exported.path, obs, export_env))
         finally:
             export_env.close()
         onnx_record = {"file": ONNX_NAME, "sha256": exported.sha256, "metadata": exported.metadata,
                        "parity": parity}
-        candidate: _Candidate = _OnnxCandidate(loaded, exported.path, exported.sha256)
+        candidate: _Candidate = _OnnxCandidate(residual or loaded, exported.path, exported.sha256)
     else:
         candidate = _ScriptedCandidate(what, criteria.seed)
 
@@ -663,7 +670,10 @@ def _describe_model(model: dict[str, Any]) -> str:
     vn = model["vecnormalize"]
     return (f"{model['algorithm'].upper()} `{model['path']}` (SHA-256 `{model['sha256']}`)"
             + (f" with VecNormalize `{vn['path']}`" if vn else "")
-            + (", loaded trusted (unpickled)" if model["trusted"] else ", read as data (nothing unpickled)"))
+            + (", loaded trusted (unpickled)" if model["trusted"] else ", read as data (nothing unpickled)")
+            + (f"; a residual (scale {model['residual']['scale']}) on the base `{model['residual']['base']}` "
+               f"(SHA-256 `{model['residual']['base_sha256']}`), exported as one policy" if model.get("residual")
+               else ""))
 
 
 # ---------------------------------------------------------------------- command line

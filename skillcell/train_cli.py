@@ -52,6 +52,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model = loaded.model
     env = _make_env(args.env, **_env_kwargs(args))
     try:
+        from skillcell.policies.residual import residual_run
+
+        residual = residual_run(loaded, args.trust_model)  # a residual run: it acts on top of its base
+        if residual is not None:
+            env = residual.wrap(env)
         if model.observation_space.shape != env.observation_space.shape:
             print(f"skillcell: {args.model} takes observations of shape {model.observation_space.shape}; "
                   f"{args.env} gives {env.observation_space.shape}", file=sys.stderr)

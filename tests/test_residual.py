@@ -8,7 +8,15 @@ from stable_baselines3 import PPO, SAC
 
 from skillcell.config import ConfigError
 from skillcell.policies.frozen import SB3Policy, frozen_policy
-from skillcell.policies.residual import ResidualAction, export_residual_onnx, residual_parity, zero_action_head
+from skillcell.policies.loading import load_sb3_model
+from skillcell.policies.residual import (
+    ResidualAction,
+    export_residual_onnx,
+    residual_parity,
+    residual_run,
+    zero_action_head,
+)
+from skillcell.policies.runner import OnnxPolicy
 from skillcell.policies.scripted import make_expert
 
 ENV_ID = "skillcell/PegInsert-v0"
@@ -102,8 +110,6 @@ def test_residual_moves_each_channel_by_at_most_scale(base_path):
 
 @pytest.mark.parametrize("algo", ["ppo", "sac"])
 def test_base_plus_residual_export_as_one_onnx_with_parity(base_path, algo, tmp_path):
-    from skillcell.policies.runner import OnnxPolicy
-
     inner = gym.make(ENV_ID, tier="D2")
     base = frozen_policy(str(base_path), inner)
     env = ResidualAction(inner, base, SCALE)
@@ -149,11 +155,47 @@ def test_train_residual_on_the_bc_base(tmp_path):
         "eval": {"every_steps": 0, "episodes": 1}, "progress": False, "checkpoints": False})
     result = train(config, out=tmp_path / "run", log=lambda _m: None)
     record = yaml.safe_load((tmp_path / "run" / "residual.yaml").read_text())
-    assert record["base"].endswith("bc_model.zip") and record["scale"] == SCALE
+    assert record["base"] == "bc_model.zip" and record["scale"] == SCALE  # relative: the run can move
     assert result.model.observation_space.shape == (gym.make(ENV_ID).observation_space.shape[0] + 6,)
-    # The residual exports together with its base from the run directory's files.
+    # The residual exports together with its base from the run directory's files, moved elsewhere.
+    moved = tmp_path / "moved"
+    (tmp_path / "run").rename(moved)
+    run = residual_run(load_sb3_model(moved / "model.zip"))
     inner = gym.make(ENV_ID)
-    base = frozen_policy(record["base"], inner)
-    assert isinstance(base, SB3Policy)
-    exported = export_residual_onnx(result.model, base, record["scale"], inner, tmp_path / "policy.onnx")
-    assert exported.path.is_file()
+    assert isinstance(run.base(inner), SB3Policy)
+    exported = run.export(inner, tmp_path / "policy.onnx")
+    obs = np.stack([inner.reset(seed=s)[0] for s in range(5)])
+    assert run.parity(exported.path, obs, inner)["action_max_abs_diff"] <= 1e-5
+    np.testing.assert_allclose(OnnxPolicy(exported.path).run(obs)[0], run.actions(inner, obs), atol=1e-5)
+    # A base that changed since training is refused, naming the record.
+    other = PPO("MlpPolicy", gym.make(ENV_ID), seed=9, device="cpu", policy_kwargs={"net_arch": [8]})
+    other.save(moved / "bc_model.zip")
+    with pytest.raises(ConfigError, match=r"residual\.yaml: the base .* changed since training"):
+        residual_run(load_sb3_model(moved / "model.zip")).base(inner)
+
+
+def test_the_gate_exports_and_judges_a_residual_run_as_one_policy(tmp_path, capsys):
+    from skillcell.gate import run_gate
+    from skillcell.policies.train import load_train_config, train
+
+    config = load_train_config(None, {
+        "env": {"id": ENV_ID}, "demos": {"episodes": 1}, "bc": {"steps": 50},
+        "residual": {"base": "bc", "scale": SCALE},
+        "rl": {"steps": 64, "net_arch": [16, 16], "ppo": {"n_steps": 64, "batch_size": 32}},
+        "finetune": {"critic_warmup_steps": 0}, "eval": {"every_steps": 0, "episodes": 1},
+        "progress": False, "checkpoints": False})
+    train(config, out=tmp_path / "run", log=lambda _m: None)
+    result = run_gate(tmp_path / "run" / "model.zip", ENV_ID, tmp_path / "gate", tiers=["D0"],
+                      criteria_overrides={"episodes": 2, "runner_episodes": 1, "parity_observations": 32})
+    onnx = result.record["onnx"]
+    assert onnx["metadata"]["policy"] == "residual"
+    assert onnx["parity"]["action_max_abs_diff"] <= 1e-5
+    assert {r.name: r.passed for r in result.results}["onnx.parity"] is True
+    assert result.record["model"]["residual"]["base"].endswith("bc_model.zip")
+    assert "a residual (scale 0.2)" in (tmp_path / "gate" / "report.md").read_text()
+    # skillcell eval runs it on top of its base too (a plain env would not fit its observation).
+    from skillcell.cli import main as cli_main
+
+    assert cli_main(["eval", str(tmp_path / "run" / "model.zip"), "--env", ENV_ID, "--episodes", "1",
+                     "--no-progress"]) in (0, 1)
+    assert "success" in capsys.readouterr().out
