@@ -157,12 +157,16 @@ class CellEnv(gym.Env):
         self._torque_slice = slice(self._torque_adr, self._torque_adr + 3)
         self._action_shape = self.action_space.shape
         self._obs_views = {name: self._obs_raw[sl] for name, sl in self.obs_slices.items()}
+        # Blocks filled together from one source, one view each: the commanded pose error
+        # (tcp_lead, tcp_lead_rot) and the F/T reading (force_tool, torque_tool).
+        sl = self.obs_slices
+        self._lead_view = self._obs_raw[sl["tcp_lead"].start:sl["tcp_lead_rot"].stop]
+        self._wrench_view = self._obs_raw[sl["force_tool"].start:sl["torque_tool"].stop]
         self._task_obs_view = self._obs_raw[self._task_obs_start:]
         # A transposed view, not a copy: the operands' layout picks OpenBLAS's kernel (and rounding).
         self._R_nominal_T = self.R_task_tcp_nominal.T
         self._R_obs = np.empty((3, 3))
         self._quat_obs = np.empty(4)
-        self._lead = np.empty(6)
 
     # ------------------------------------------------------------------ setup
 
@@ -426,7 +430,9 @@ class CellEnv(gym.Env):
             d = self.data
             return "; ".join(f"{mujoco.mjtWarning(i).name} x{counts[i]} (info {d.warning.lastinfo[i]})"
                              for i in np.flatnonzero(counts))
-        if not (_all_finite(self._qpos) and _all_finite(self._qvel)):
+        # A sum is finite exactly when every term is, unless it overflows; only then look closer.
+        if not math.isfinite(sum(self._qpos.tolist()) + sum(self._qvel.tolist())) and not (
+                np.isfinite(self._qpos).all() and np.isfinite(self._qvel).all()):
             return "non-finite state"
         return ""
 
@@ -465,11 +471,8 @@ class CellEnv(gym.Env):
         mujoco.mju_quat2Vel(view["tcp_rot_task"], self._quat_obs, 1.0)
         # The commanded pose relative to the measured one: with it a policy knows where it has
         # sent the tool, not only where the tool is (what a latency- or lag-aware policy aims).
-        lead = self.controller.pose_error(out=self._lead)
-        view["tcp_lead"][:] = lead[:3]
-        view["tcp_lead_rot"][:] = lead[3:]
-        view["force_tool"][:] = self.wrench_tool[:3]
-        view["torque_tool"][:] = self.wrench_tool[3:]
+        self.controller.pose_error(out=self._lead_view)
+        self._wrench_view[:] = self.wrench_tool
         self._task_obs(self._task_obs_view)
         self._tier_runtime.perturb_obs(raw, self.np_random)
         return (raw * self._obs_scale).astype(np.float32)

@@ -232,7 +232,10 @@ class TierRuntime:
             self._scratch = mujoco.MjData(model)
             self.sample.mass_scale = np.ones(len(self.mass_bodies))
         self._ft_bias_range = np.array([cfg.ft_force_bias_n] * 3 + [cfg.ft_torque_bias_nm] * 3)
-        self._ft_slices = (obs_slices["force_tool"], obs_slices["torque_tool"])
+        force, torque = obs_slices["force_tool"], obs_slices["torque_tool"]
+        if force.stop != torque.start:
+            raise ValueError("the observation needs torque_tool right after force_tool (the F/T reading as one block)")
+        self._ft_slice = slice(force.start, torque.stop)
         self._ft_noise_std = np.array([cfg.ft_force_noise_n] * 3 + [cfg.ft_torque_noise_nm] * 3)
         self._ft_offset = np.zeros(6)  # added to the F/T observation: bias minus tare
         obs_size = max(s.stop for s in obs_slices.values())
@@ -294,8 +297,6 @@ class TierRuntime:
 
     def perturb_obs(self, raw: np.ndarray, rng: np.random.Generator) -> None:
         """Adds F/T bias less the tare, and observation noise, to the unscaled observation in place."""
-        force, torque = self._ft_slices
-        raw[force] += self._ft_offset[:3]
-        raw[torque] += self._ft_offset[3:]
+        raw[self._ft_slice] += self._ft_offset
         if self._noisy.size:
             raw[self._noisy] += self._noise_std * rng.standard_normal(self._noisy.size)

@@ -32,7 +32,7 @@ import mujoco
 import numpy as np
 
 from skillcell.config import ConfigError, bounds
-from skillcell.envs.control import clip_float
+from skillcell.envs.control import clip_float, rotate_transposed
 
 __all__ = [
     "METRIC_KEYS",
@@ -347,6 +347,16 @@ class WeldMetrics:
     def point(self, s: float) -> np.ndarray:
         """``p_world_seam`` at arc length ``s`` (metres), clamped to the seam."""
         return np.array(self._point(s))
+
+    def seam_ahead(self, distances) -> list[float]:
+        """The seam points ``distances`` (m) ahead of the last aim point's seam position, from the
+        aim point in the seam frame there, flattened: what a seam-tracking sensor reports."""
+        (ax, ay, az), s, R = self.aim, self.s, self.R_world_seam
+        out = []
+        for ahead in distances:
+            px, py, pz = self._point(s + ahead)
+            out.extend(rotate_transposed(R, (px - ax, py - ay, pz - az)))
+        return out
 
     def _frame(self, s: float) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
         """Point, travel direction and left direction (``n x t``) at ``s``, tangent interpolated."""

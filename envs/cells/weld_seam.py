@@ -346,10 +346,8 @@ class WeldSeamEnv(CellEnv, EzPickle):
 
     def _task_obs(self, out: np.ndarray) -> None:
         metrics = self.metrics
-        (ax, ay, az), s, R_world_seam = metrics.aim, metrics.s, metrics.R_world_seam
-        for i, ahead in enumerate(LOOKAHEAD_M):
-            px, py, pz = metrics.point(s + ahead).tolist()
-            out[3 * i:3 * i + 3] = rotate_transposed(R_world_seam, (px - ax, py - ay, pz - az))
+        s, R_world_seam = metrics.s, metrics.R_world_seam
+        out[0:6] = metrics.seam_ahead(LOOKAHEAD_M)
         mujoco.mju_mat2Quat(self._quat_seam, R_world_seam.ravel())
         mujoco.mju_quat2Vel(out[6:9], self._quat_seam, 1.0)
         out[9] = s / self.path.length
@@ -367,13 +365,13 @@ class WeldSeamEnv(CellEnv, EzPickle):
     def _evaluate(self) -> dict[str, Any]:
         step = self.metrics.measure(self._tcp_xpos, self._tcp_xmat, self._arc_on)
         self._last = step
-        bead = self.metrics.bead_summary()
         aim_offset_mm = math.hypot(step["lateral_deviation_mm"], step["vertical_deviation_mm"])
         reached_end = step["seam_position_mm"] >= self._end_mm
         self._engaged |= self._arc_on
         left = self._engaged and aim_offset_mm > self.config.task.leave_distance_mm
-        success = reached_end and bead["in_spec_fraction"] >= self.wps.min_in_spec_fraction
         self._done = reached_end or left
+        bead = self.metrics.bead_summary()
+        success = reached_end and bead["in_spec_fraction"] >= self.wps.min_in_spec_fraction
         return {**step, **bead, "arc_on": self._arc_on, "seam_end_reached": reached_end,
                 "left_seam": left, "aim_offset_mm": aim_offset_mm, "is_success": success,
                 "physics_invalid": False}
