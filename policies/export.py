@@ -90,9 +90,11 @@ def _check_spaces(model: Any, env: Any, obs_norm: ObsNormalization | None) -> No
         k, rest = divmod(obs_space.shape[0] - a, n) if len(obs_space.shape) == 1 else (0, 1)
         if k >= 1 and rest == 0:
             # skillcell.policies.history: the graph is stateless and the runner feeds one observation.
-            raise ValueError(f"the model observes {obs_space.shape[0]} = {k} x {n} observations + the previous "
-                             f"action: it was trained with an observation history (env.history: {k}), which "
-                             "the ONNX runner does not keep; train without env.history to export")
+            residual = (" or it is a residual policy (observation + base action), which exports with its base "
+                        "through its run's residual.yaml (skillcell gate RUN/model.zip)") if k == 1 else ""
+            raise ValueError(f"the model observes {obs_space.shape[0]} = {k} x {n} observations + an action: it "
+                             f"was trained with an observation history (env.history: {k}), which the ONNX runner "
+                             f"does not keep, so train without env.history to export{residual}")
         raise ValueError(f"the model observes {obs_space.shape}, the env {u.observation_space.shape}")
     if act_space.shape != u.action_space.shape:
         raise ValueError(f"the model acts in {act_space.shape}, the env in {u.action_space.shape}")

@@ -6,12 +6,16 @@
 1. **demonstrations**: the cell's scripted expert recorded in memory (``demos.source: expert``),
    or a `skillcell.demos` dataset folder (``dataset``), optionally filtered by skill score; or
    none (RL from scratch);
-2. **behaviour cloning** of the SB3 policy's actor (`skillcell.policies.bc`), if ``bc.enabled``;
+2. **behaviour cloning** of the SB3 policy's actor (`skillcell.policies.bc`), if ``bc.enabled``,
+   then ``dagger`` rounds if configured (`skillcell.policies.dagger`);
 3. **RL** with SB3 PPO or SAC from that start (`skillcell.policies.finetune`: critic warm-up, a
    decaying BC term, and for SAC a replay buffer that mixes the demonstrations into every batch).
-   With ``bc.enabled: false`` the same code path is plain RL from scratch;
-4. **evaluation** on a fixed set of episode seeds after BC (env step 0), every
-   ``eval.every_steps`` env steps, and at the end.
+   With ``bc.enabled: false`` the same code path is plain RL from scratch; with ``residual`` RL
+   trains a bounded residual on a frozen base instead (`skillcell.policies.residual`). The
+   training envs run at ``env.tier`` or through ``env.curriculum``, with the optional force term
+   and observation history (`skillcell.policies.train_env`);
+4. **evaluation** on a fixed set of episode seeds after BC (env step 0), after every DAgger
+   round, every ``eval.every_steps`` env steps, and at the end, at the last training tier.
 
 The run directory holds::
 
@@ -19,6 +23,9 @@ The run directory holds::
     metrics.csv          one row per evaluation: env steps, wall time, success rate with its
                          Wilson 95% interval, mean return and length, the cell's process KPIs
     bc_model.zip         the model right after behaviour cloning (when BC ran)
+    dagger/              the relabelled DAgger episodes (a skillcell.demos dataset) and
+    dagger_model.zip     the learner after the last round (when DAgger ran)
+    residual.yaml        the base and scale model.zip is a residual of (residual runs)
     checkpoints/         model_<env steps>.zip at every evaluation
     model.zip            the final model (an ordinary SB3 zip: PPO.load / SAC.load)
     vecnormalize.pkl     the frozen observation normalization, if ``env.obs_norm: demos``
@@ -710,8 +717,11 @@ def train(config: TrainConfig, out: str | Path | None = None, *, overwrite: bool
         save_model(model, run_dir / "bc_model.zip")
     evaluate(0, "bc" if bc_result is not None else "init")
     step_offset = 0  # env steps before RL (DAgger's rollouts): the RL rows count on from them
+    buffer_demos = demos
     dagger_rounds = []
     if config.dagger is not None:
+        # The aggregate is what BC (and the BC regularizer) learn from; SAC's demo buffer keeps the seed
+        # demonstrations: a relabelled step's reward and next state belong to the executed action, not the label.
         dagger_rounds, demos = _dagger_stage(config, model, demos, dagger_env, dagger_expert, run_dir, evaluate, log)
         step_offset = sum(r.steps for r in dagger_rounds)
         save_model(model, run_dir / "dagger_model.zip")
@@ -731,7 +741,7 @@ def train(config: TrainConfig, out: str | Path | None = None, *, overwrite: bool
         _write_residual_record(run_dir, config, spec)
 
     if use_demo_buffer:
-        model.replay_buffer.add_demos(demos, scale_action=model.policy.scale_action)
+        model.replay_buffer.add_demos(buffer_demos, scale_action=model.policy.scale_action)
     callbacks: list[BaseCallback] = []
     if config.eval.every_steps > 0:
         callbacks.append(EvaluateEvery(config.eval.every_steps, lambda steps: evaluate(step_offset + steps, "rl")))
