@@ -69,6 +69,15 @@ def test_relabelled_episodes_say_so(run):
         assert episode.seed == 700 + i
 
 
+def test_relabelled_episodes_replay_bit_exactly_from_their_states(run):
+    from skillcell.demos import replay_episode
+
+    _, _, _, folder = run
+    dataset = DemoDataset(folder)
+    report = replay_episode(folder / dataset.entries[0].file, "state")
+    assert report.bit_exact and report.replayed_steps == dataset.entries[0].steps
+
+
 def test_rollouts_start_from_the_env_reset(run):
     _, _, _, folder = run
     env = gym.make(ENV_ID)
