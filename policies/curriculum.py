@@ -1,7 +1,7 @@
 """A tier curriculum: training starts at an easier randomization tier and moves on to the hardest.
 
-``env.curriculum: [{tier: D1, until_steps: 20000}, {tier: D2}]`` trains at D1 until 20000 env
-steps, then at D2. A tier is fixed when a cell env is built (it scales the cell's randomization
+``env.curriculum: [{tier: D1, until_steps: 20000}, {tier: D2}]`` trains at D1 until RL has run
+20000 env steps, then at D2. A tier is fixed when a cell env is built (it scales the cell's randomization
 ranges and sets up the tier's draws, `skillcell.envs.tiers`), so `TierSwitch` keeps one env per
 tier and moves to the next at the first reset after `TierCurriculum` (an SB3 callback) asks it
 to; an episode in progress finishes where it started. An env built for a later tier is seeded
@@ -86,4 +86,4 @@ class TierCurriculum(BaseCallback):
             self.training_env.env_method("set_tier", tier)
             self.logger.record("curriculum/stage", self.stage)
             if self.log is not None:
-                self.log(f"curriculum: tier {tier} from {self.num_timesteps} env steps on")
+                self.log(f"curriculum: tier {tier} from {self.num_timesteps} RL env steps on")

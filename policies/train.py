@@ -90,8 +90,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class CurriculumStage:
-    """One stage of ``env.curriculum``: train at ``tier`` until the model has ``until_steps`` env steps
-    (the last stage: none, it lasts to the end)."""
+    """One stage of ``env.curriculum``: train at ``tier`` until RL has run ``until_steps`` env steps
+    (DAgger's rollouts, which run at the first tier, do not count; the last stage: none, it lasts to the end)."""
 
     tier: str
     until_steps: int | None = field(default=None, metadata=bounds(1, 1_000_000_000))
