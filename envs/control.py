@@ -55,8 +55,8 @@ def clip_float(x: float, low: float, high: float) -> float:
     """``np.clip`` on one float, comparison for comparison (NaN stays NaN)."""
     if x != x:
         return x
-    x = x if x > low else low
-    return x if x < high else high
+    x = x if x >= low else low
+    return x if x <= high else high
 
 
 class CartesianController:

@@ -23,6 +23,7 @@ frequency over a sliding window.
 from __future__ import annotations
 
 import bisect
+import collections
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -328,6 +329,11 @@ class WeldMetrics:
         #: the aim point of the last `measure` (world frame, m)
         self.aim: tuple[float, float, float] | None = None
         self._lateral_start = self._lateral_size = 0
+        self._lateral_values: collections.deque[float] = collections.deque()
+        self._lateral_sorted: list[float] = []
+        self._pair_lows: list[float] = []
+        self._pair_highs: list[float] = []
+        self._lateral_sorted_valid = True
         self._weave_cache = (0.0, 0.0)
         self.arc_steps = 0
         self._sum = [0.0] * len(METRIC_KEYS)
@@ -525,19 +531,51 @@ class WeldMetrics:
         else:
             size += 1
         self._lateral_start, self._lateral_size = start, size
+        # A NaN has no place in an ordering: numpy answers for the rest of the episode.
+        self._lateral_sorted_valid = self._lateral_sorted_valid and lateral == lateral
+        if self._lateral_sorted_valid:
+            self._slide_orderings(lateral)
         self._weave_cache = self._weave()
 
+    def _slide_orderings(self, lateral: float) -> None:
+        """Adds ``lateral`` to the sorted window and the sorted pair lows and highs, dropping the oldest."""
+        values, ordered, lows, highs = self._lateral_values, self._lateral_sorted, self._pair_lows, self._pair_highs
+        if len(values) == self._window:
+            oldest = values.popleft()
+            del ordered[bisect.bisect_left(ordered, oldest)]
+            low, high = (oldest, values[0]) if oldest < values[0] else (values[0], oldest)
+            del lows[bisect.bisect_left(lows, low)]
+            del highs[bisect.bisect_left(highs, high)]
+        if values:
+            low, high = (values[-1], lateral) if values[-1] < lateral else (lateral, values[-1])
+            bisect.insort(lows, low)
+            bisect.insort(highs, high)
+        values.append(lateral)
+        bisect.insort(ordered, lateral)
+
     def _weave(self) -> tuple[float, float]:
-        """Peak-to-peak width (m) and frequency (Hz) of the lateral oscillation in the window."""
+        """Peak-to-peak width (m) and frequency (Hz) of the lateral oscillation in the window.
+
+        The frequency counts zero crossings of the deviation about its mean, ``np.signbit``
+        changes of ``h - mean``. Consecutive pairs change sign where ``low < mean <= high``, so the
+        count comes from the pairs' sorted lows and highs and the width from the sorted window,
+        both kept up to date as the window slides; numpy answers only the cases that ordering
+        cannot (a mean of exactly zero, where signbit sees -0.0, a zero width, a NaN).
+        """
         size = self._lateral_size
         if size < 4:
             return 0.0, 0.0
         h = self._lateral[self._lateral_start:self._lateral_start + size]
         # np.mean's own arithmetic (a pairwise sum over the window, oldest first, then one division).
         mean = float(np.add.reduce(h)) / size
-        below = np.signbit(np.subtract(h, mean, out=self._centred[:size]))
-        width = float(np.maximum.reduce(h) - np.minimum.reduce(h))
-        crossings = int(np.count_nonzero(below[1:] != below[:-1]))
+        ordered = self._lateral_sorted
+        width = ordered[-1] - ordered[0] if self._lateral_sorted_valid else math.nan
+        if mean != 0.0 and width > 0.0:
+            crossings = bisect.bisect_left(self._pair_lows, mean) - bisect.bisect_left(self._pair_highs, mean)
+        else:
+            below = np.signbit(np.subtract(h, mean, out=self._centred[:size]))
+            width = float(np.maximum.reduce(h) - np.minimum.reduce(h))
+            crossings = int(np.count_nonzero(below[1:] != below[:-1]))
         return width, crossings / (2.0 * size * self.dt)
 
     def bead_summary(self) -> dict[str, float]:
