@@ -213,16 +213,17 @@ class PegInsertExpert(ScriptedExpert):
 class WeldSeamExpert(ScriptedExpert):
     """A welder: line up before the seam start, run up, strike the arc, travel to the seam end.
 
-    The torch is held at the WPS's nominal work and travel angles and contact-tip-to-work
-    distance and moves at the nominal travel speed; the commanded aim point (the commanded
-    contact tip plus the nominal CTWD along the commanded torch axis) follows the chord to the
-    observed seam point 10 mm ahead, and the torch turns with the seam (its turn rate from the
-    point 30 mm ahead). What it does is read from the observation each step:
+    The torch is held at the WPS's nominal work and travel angles (but see
+    `work_angle_offset_deg`) and contact-tip-to-work distance and moves at the nominal travel
+    speed; the commanded aim point (the commanded contact tip plus the nominal CTWD along the
+    commanded torch axis) follows the chord to the observed seam point 10 mm ahead, and the torch
+    turns with the seam (its turn rate from the point 30 mm ahead). What it does is read from the
+    observation each step:
 
     - **approach** (arc off, not lined up): the commanded aim point goes to the run-up point, 6 mm
-      before the seam start on the seam's tangent, and the torch to the nominal angles;
+      before the seam start on the seam's tangent, and the torch to its working angles;
     - **run-up** (arc off, the aim point within 0.5-1.5 mm of the run-up line and the torch
-      within 1-2 deg of the nominal angles): travel at the travel speed (a flying start: the torch
+      within 1-2 deg of its working angles): travel at the travel speed (a flying start: the torch
       is at speed when it reaches the seam), and strike the arc once past the seam start;
     - **weld** (arc on): travel at the travel speed along the seam, to its end.
 
@@ -248,6 +249,11 @@ class WeldSeamExpert(ScriptedExpert):
     lined_up_mm = (0.5, 1.5)  # aim point off the run-up line: fully lined up / not at all
     lined_up_deg = (1.0, 2.0)  # torch off the nominal angles: fully lined up / not at all
     gain = 0.15  # per control step, on the commanded aim point and torch orientation errors
+    #: work angle off the WPS's nominal, per joint type, inside the band: on a lap joint the
+    #: lapped plate's edge is the gas nozzle's nearest obstacle, and a fit-up gap lifts it towards
+    #: the nozzle (0.8 mm per mm); the nominal 60 deg clears it by 1.6 mm, 56 deg by 2.0 mm, so a
+    #: 1 mm gap (D2) still leaves the envelope's 1 mm
+    work_angle_offset_deg: ClassVar[dict[str, float]] = {"lap": -4.0}
 
     def __init__(self, env, skill: str = "expert", seed: int = 0):
         super().__init__(env, skill, seed)
@@ -257,7 +263,8 @@ class WeldSeamExpert(ScriptedExpert):
             raise TypeError(f"WeldSeamExpert drives WeldSeamEnv, got {type(self.env).__name__}")
         wps = self.env.wps
         self.speed = wps.nominal("travel_speed_mm_s") * 1e-3
-        self.work, self.travel = wps.nominal("work_angle_deg"), wps.nominal("travel_angle_deg")
+        self.work = wps.nominal("work_angle_deg") + self.work_angle_offset_deg.get(self.env.config.joint.type, 0.0)
+        self.travel = wps.nominal("travel_angle_deg")
         self.ctwd = wps.nominal("ctwd_mm") * 1e-3
         self.dt = self.env.control_dt
         self.lookahead = LOOKAHEAD_M
@@ -314,8 +321,9 @@ class WeldSeamExpert(ScriptedExpert):
             arc = 1.0
         else:
             off_line = aim - float(aim @ direction) * direction
+            tilt = math.degrees(float(np.linalg.norm(_rotvec_between(R_seam_target, R_seam_tcp))))
             lined_up = (_ramp(1e3 * math.sqrt(float(off_line @ off_line)), *self.lined_up_mm)
-                        * _ramp(math.degrees(float(np.linalg.norm(o["tcp_rot_task"]))), *self.lined_up_deg))
+                        * _ramp(tilt, *self.lined_up_deg))
             approach = float(np.clip(self.gain * (-self.run_up - along), -self.max_translation,
                                      self.max_translation))
             along_move = lined_up * step + (1.0 - lined_up) * approach
