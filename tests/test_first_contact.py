@@ -235,7 +235,8 @@ SCRIPT = """
 import gymnasium as gym
 import skillcell
 env = gym.make("skillcell/PegInsert-v0")
-print(env.reset(seed=0)[0].shape, skillcell.__file__)
+obs, _ = env.reset(seed=0)
+print(env.observation_space.contains(obs), skillcell.__file__)
 """
 
 
@@ -247,7 +248,7 @@ def test_a_script_beside_a_clone_named_skillcell_gets_the_installed_package(tmp_
     for argv in ([sys.executable, "script.py"], [sys.executable, "-c", SCRIPT]):
         result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-2000:]
-        assert result.stdout.startswith("(34,)")
+        assert result.stdout.startswith("True "), result.stdout
 
 
 def test_python_m_skillcell_works_from_the_clone_root():
