@@ -445,7 +445,7 @@ class CellEnv(gym.Env):
         :math:`\\tau = \\tau_s + c \\times R^\\top m g`, both in the F/T (flange) frame.
         """
         # On floats, in numpy's order of operations: on 3-vectors numpy costs more than the arithmetic.
-        gx, gy, gz = rotate_transposed(self._ft_xmat, self._payload_force_world.tolist())
+        gx, gy, gz = rotate_transposed(self._ft_xmat.tolist(), self._payload_force_world.tolist())
         cx, cy, cz = self._payload_com_ft.tolist()
         fx, fy, fz = self._sensordata[self._force_slice].tolist()
         tx, ty, tz = self._sensordata[self._torque_slice].tolist()
@@ -455,10 +455,10 @@ class CellEnv(gym.Env):
     def tcp_pose_task(self) -> tuple[np.ndarray, np.ndarray]:
         """``(p_task_tcp, R_task_tcp)``: the TCP in the task frame."""
         d = self.data
-        R_world_task = d.site_xmat[self.task_site].reshape(3, 3)
-        p_task_tcp = np.array(rotate_transposed(R_world_task, (d.site_xpos[self.tcp_site] -
-                                                               d.site_xpos[self.task_site]).tolist()))
-        R_task_tcp = R_world_task.T @ d.site_xmat[self.tcp_site].reshape(3, 3)
+        xmat_task = d.site_xmat[self.task_site]
+        p_task_tcp = np.array(rotate_transposed(xmat_task.tolist(), (d.site_xpos[self.tcp_site] -
+                                                                     d.site_xpos[self.task_site]).tolist()))
+        R_task_tcp = xmat_task.reshape(3, 3).T @ d.site_xmat[self.tcp_site].reshape(3, 3)
         return p_task_tcp, R_task_tcp
 
     def _get_obs(self) -> np.ndarray:

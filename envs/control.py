@@ -7,6 +7,7 @@ Frames: ``world`` is the cell frame; ``tcp`` is the tool centre point site. Quat
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import mujoco
 import numpy as np
@@ -35,10 +36,10 @@ def rotvec_from_quat(quat: np.ndarray) -> np.ndarray:
     return out
 
 
-def rotate_transposed(R: np.ndarray, v) -> tuple[float, float, float]:
-    """``R.T @ v`` for a 3x3 ``R``, on floats in numpy's order of operations (the same bits, a
-    fraction of the cost on 3-vectors)."""
-    r0, r1, r2, r3, r4, r5, r6, r7, r8 = R.ravel().tolist()
+def rotate_transposed(R: Sequence[float], v: Sequence[float]) -> tuple[float, float, float]:
+    """``R.T @ v`` for a 3x3 ``R`` given row by row as nine floats (``xmat.tolist()``), on floats in
+    numpy's order of operations: the same bits, a fraction of the cost on 3-vectors."""
+    r0, r1, r2, r3, r4, r5, r6, r7, r8 = R
     x, y, z = v
     return r0 * x + r3 * y + r6 * z, r1 * x + r4 * y + r7 * z, r2 * x + r5 * y + r8 * z
 

@@ -306,6 +306,9 @@ class WeldMetrics:
         #: the seam frame at the aim point of the last `measure` (updated in place)
         self.p_world_seam = np.zeros(3)
         self.R_world_seam = np.eye(3)
+        self._R_world_seam_flat = self.R_world_seam.ravel()  # a view
+        #: `R_world_seam` row by row as nine floats
+        self.R_world_seam_rows = self._R_world_seam_flat.tolist()
         self._search = np.empty((n, 3))
         self._windows: dict[int, tuple[list[float], list[int]]] = {}
         self._ray_vec = np.empty(3)
@@ -357,7 +360,7 @@ class WeldMetrics:
     def seam_ahead(self, distances) -> list[float]:
         """The seam points ``distances`` (m) ahead of the last aim point's seam position, from the
         aim point in the seam frame there, flattened: what a seam-tracking sensor reports."""
-        (ax, ay, az), s, R = self.aim, self.s, self.R_world_seam
+        (ax, ay, az), s, R = self.aim, self.s, self.R_world_seam_rows
         out = []
         for ahead in distances:
             px, py, pz = self._point(s + ahead)
@@ -477,7 +480,8 @@ class WeldMetrics:
         sx, sy, sz = p_seam
         n0, n1, n2 = self._normal
         self.p_world_seam[:] = p_seam
-        self.R_world_seam.T[:] = (tx, ty, tz), (yx, yy, yz), (n0, n1, n2)
+        rows = self.R_world_seam_rows = [tx, yx, n0, ty, yy, n1, tz, yz, n2]
+        self._R_world_seam_flat[:] = rows
         ox, oy, oz = aim[0] - sx, aim[1] - sy, aim[2] - sz
         lateral = ox * yx + oy * yy + oz * yz
         vertical = ox * n0 + oy * n1 + oz * n2
@@ -493,12 +497,11 @@ class WeldMetrics:
             self._append_lateral(lateral)
         weave_width, weave_hz = self._weave_cache
         values = (speed * 1e3, work, travel, ctwd * 1e3, lateral * 1e3, vertical * 1e3, weave_width * 1e3)
-        in_spec = all(low <= v <= high for v, (low, high) in zip(values, self._bands, strict=True))
+        in_spec = all([low <= v <= high for v, (low, high) in zip(values, self._bands, strict=True)])
         if arc_on:
             self.arc_steps += 1
-            for i, v in enumerate(values):
-                self._sum[i] += v
-                self._sum_sq[i] += v * v
+            self._sum = [total + v for total, v in zip(self._sum, values, strict=True)]
+            self._sum_sq = [total + v * v for total, v in zip(self._sum_sq, values, strict=True)]
             if s_previous is not None:
                 self._deposit(min(s_previous, s), max(s_previous, s), in_spec)
         return {

@@ -23,7 +23,7 @@ def test_rotate_transposed_is_numpy_bit_for_bit():
     rng = np.random.default_rng(0)
     for _ in range(2000):
         R, v = rng.standard_normal((3, 3)) * rng.uniform(1e-6, 1e3), rng.standard_normal(3)
-        assert bits(rotate_transposed(R, v.tolist())) == bits(R.T @ v)
+        assert bits(rotate_transposed(R.ravel().tolist(), v.tolist())) == bits(R.T @ v)
 
 
 @pytest.mark.parametrize("x", [-2.0, -1.0, -0.5, -0.0, 0.0, 0.5, 1.0, 2.0, math.inf, -math.inf, math.nan])

@@ -335,9 +335,8 @@ class WeldSeamEnv(CellEnv, EzPickle):
         # `_evaluate` measured this step already: its aim point, and its seam frame there.
         metrics = self.metrics
         (ax, ay, az), (sx, sy, sz) = metrics.aim, metrics.p_world_seam.tolist()
-        R_world_seam = metrics.R_world_seam
-        return (np.array(rotate_transposed(R_world_seam, (ax - sx, ay - sy, az - sz))),
-                R_world_seam.T @ self._tcp_xmat.reshape(3, 3))
+        return (np.array(rotate_transposed(metrics.R_world_seam_rows, (ax - sx, ay - sy, az - sz))),
+                metrics.R_world_seam.T @ self._tcp_xmat.reshape(3, 3))
 
     def _task_obs_fields(self) -> list[ObsField]:
         return [ObsField("seam_ahead", 6, 1 / 0.03, "m"), ObsField("seam_rot", 3, 1.0, "rad"),
@@ -350,11 +349,9 @@ class WeldSeamEnv(CellEnv, EzPickle):
         out[0:6] = metrics.seam_ahead(LOOKAHEAD_M)
         mujoco.mju_mat2Quat(self._quat_seam, R_world_seam.ravel())
         mujoco.mju_quat2Vel(out[6:9], self._quat_seam, 1.0)
-        out[9] = s / self.path.length
-        out[10] = float(self._arc_on)
-        out[11] = self._last.get("travel_speed_mm_s", 0.0) * 1e-3
         ctwd = self._last.get("ctwd_mm", math.inf) * 1e-3
-        out[12] = clip_float(ctwd - metrics.ctwd_nominal, -0.05, 0.05)
+        out[9:13] = (s / self.path.length, float(self._arc_on), self._last.get("travel_speed_mm_s", 0.0) * 1e-3,
+                     clip_float(ctwd - metrics.ctwd_nominal, -0.05, 0.05))
 
     def _episode_start(self) -> None:
         self.metrics.reset(*self._part_pose())
