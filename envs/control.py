@@ -122,7 +122,6 @@ class CartesianController:
         # views into mjData (its arrays never move), 3-vectors handled as floats.
         self._ff_gain = self.feedforward_time / control_dt
         self._ws_min, self._ws_max = workspace_min.tolist(), workspace_max.tolist()
-        self._ctrl_bounds = list(zip(self.ctrl_low.tolist(), self.ctrl_high.tolist(), strict=True))
         self._qpos_index, self._ctrl_index = index_of(qpos_adr), index_of(actuator_ids)
         self._jac = np.zeros((6, model.nv))
         self._arm_dofs = index_of(dof_adr)
@@ -132,6 +131,7 @@ class CartesianController:
         self._jjt = np.empty((6, 6))
         self._error = np.empty(6)
         self._dq = np.empty(6)
+        self._target = np.empty(6)
         self._xpos, self._xmat = data.site_xpos[tcp_site], data.site_xmat[tcp_site]
         self._quat_tcp = np.empty(4)
         self._quat_err = np.empty(4)
@@ -214,6 +214,7 @@ class CartesianController:
         np.matmul(j, j.T, out=self._jjt)
         self._jjt += self._damping_eye
         np.matmul(j.T, np.linalg.solve(self._jjt, error), out=self._dq)
-        q = self.data.qpos[self._qpos_index].tolist()
-        self.data.ctrl[self._ctrl_index] = [clip_float(qi + dqi, low, high) for qi, dqi, (low, high)
-                                            in zip(q, self._dq.tolist(), self._ctrl_bounds, strict=True)]
+        # np.clip's Python wrapper costs more than maximum and minimum, which give its bits.
+        target = np.add(self.data.qpos[self._qpos_index], self._dq, out=self._target)
+        np.minimum(np.maximum(target, self.ctrl_low, out=target), self.ctrl_high, out=target)
+        self.data.ctrl[self._ctrl_index] = target

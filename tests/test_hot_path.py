@@ -33,6 +33,14 @@ def test_clip_float_is_np_clip(x, bounds):
     assert bits(clip_float(x, *bounds)) == bits(np.clip(np.float64(x), *bounds))
 
 
+def test_maximum_then_minimum_is_np_clip():
+    values = np.array([-2.0, -1.0, -0.5, -0.0, 0.0, 0.5, 1.0, 2.0, math.inf, -math.inf, math.nan])
+    for low, high in [(-1.0, 1.0), (0.0, 1.0), (-1.0, -0.0), (-0.0, 0.0)]:
+        low_array, high_array = np.full(len(values), low), np.full(len(values), high)
+        ours = np.minimum(np.maximum(values, low_array), high_array)
+        assert ours.tobytes() == np.clip(values, low_array, high_array).tobytes()
+
+
 @pytest.fixture(scope="module")
 def weld():
     env = gym.make("skillcell/WeldSeam-v0", tier="D0")
