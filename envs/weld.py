@@ -293,7 +293,7 @@ class WeldMetrics:
         self._geomgroup[plate_group] = 1
         self._geomid = np.zeros(1, np.int32)
         self._bands = [wps.band(k) for k in METRIC_KEYS]
-        self._summary_columns = [(key, METRIC_KEYS.index(key))
+        self._summary_columns = [(f"bead_{key}_mean", f"bead_{key}_std", METRIC_KEYS.index(key))
                                  for key in ("travel_speed_mm_s", "work_angle_deg", "travel_angle_deg", "ctwd_mm")]
         self._window = max(2, round(weave_window_s / control_dt))
         n = len(path.s)
@@ -592,8 +592,8 @@ class WeldMetrics:
         }
         steps = self.arc_steps
         if steps:
-            for key, i in self._summary_columns:
+            for mean_key, std_key, i in self._summary_columns:
                 mean = self._sum[i] / steps
-                out[f"bead_{key}_mean"] = mean
-                out[f"bead_{key}_std"] = math.sqrt(max(self._sum_sq[i] / steps - mean * mean, 0.0))
+                out[mean_key] = mean
+                out[std_key] = math.sqrt(max(self._sum_sq[i] / steps - mean * mean, 0.0))
         return out
