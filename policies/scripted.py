@@ -88,10 +88,9 @@ class PegInsertExpert(ScriptedExpert):
     - **descend** (above the opening, tip within 0.15-0.3 mm of the axis and tilt within
       0.3-0.6 deg): down the axis at 15 mm/s, then, from 1.5 mm above the opening, as a guarded
       move that leads the tip by 1.2 mm at most (about 13 N on a rim, not 100).
-    - **touch** (tip at the opening plane, no contact force): press lightly, 0.3 mm below it.
-    - **search** (at the opening plane, pushing on the surface, or already spiralling: the
+    - **search** (tip at the opening plane, pushing on the surface, or already spiralling: the
       command circles the axis at more than 0.6 mm): an Archimedean spiral about the expected
-      axis under the same light press, until the tip drops in (`_spiral`).
+      axis under a light press, 0.3 mm below the opening, until the tip drops in (`_spiral`).
     - **insert** (tip 0.2 mm or more below the opening): guarded move down the hole (1.2 mm of
       lead in the first 2 mm, then 2.5 mm, so stalling never pushes much harder than that),
       2 mm past the bottom; side force walks the command away from the force (admittance), so a
@@ -163,11 +162,12 @@ class PegInsertExpert(ScriptedExpert):
         force = R_task_tcp @ o["force_tool"]  # force the tool applies, task frame
         axial = -force[2]  # pushing down the hole is positive
 
+        on_surface = depth > -self.inside_depth and (axial > self.contact_force
+                                                     or math.hypot(c[0], c[1]) > self.search_radius)
         if depth > self.inside_depth:
             phase = "insert"
-        elif depth > -self.inside_depth:
-            searching = axial > self.contact_force or math.hypot(c[0], c[1]) > self.search_radius
-            phase = "search" if searching else "touch"
+        elif on_surface:
+            phase = "search"
         else:
             lined_up = (_ramp(1e3 * math.hypot(p[0], p[1]), *self.aligned_mm)
                         * _ramp(math.degrees(float(np.linalg.norm(o["tcp_rot_task"]))), *self.aligned_deg))
@@ -190,9 +190,8 @@ class PegInsertExpert(ScriptedExpert):
             guided = depth > self.guide_depth
             move[2] = guarded(self.insert_speed, self.guided_lead) if guided else guarded(self.touch_speed,
                                                                                        self.touch_lead)
-        elif phase in ("search", "touch"):
-            if phase == "search":
-                move[:2] = self._spiral(c[:2]) - c[:2]
+        elif phase == "search":
+            move[:2] = self._spiral(c[:2]) - c[:2]
             # Half the error per step: the target is within a millimetre, and latency is 1-2 steps.
             move[2] = 0.5 * (-self.search_press - c[2])
         else:
