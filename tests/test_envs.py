@@ -13,6 +13,7 @@ from stable_baselines3.common.vec_env import SubprocVecEnv
 
 import skillcell
 from skillcell.checks import check_determinism, state_trajectory
+from skillcell.envs.control import quat_from_rotvec
 
 ENV_IDS = skillcell.skillcell_env_ids()
 
@@ -136,6 +137,24 @@ def test_decode_obs_round_trip(env_id):
     decoded = u.decode_obs(obs)
     assert np.allclose(decoded["joint_pos"], u.data.qpos[u.arm_qpos_adr], atol=1e-6)
     assert sum(f.size for f in u.obs_fields) == obs.shape[0]
+    env.close()
+
+
+def test_the_commanded_pose_is_observed(env_id):
+    """tcp_lead and tcp_lead_rot put the commanded TCP pose together from the measured one."""
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    u = env.unwrapped
+    action = np.zeros(env.action_space.shape)
+    action[:6] = [0.5, -0.3, 0.2, 0.4, -0.6, 0.3]
+    obs, *_ = env.step(action)  # the servos lag: the command leads in position and orientation
+    decoded = u.decode_obs(obs)
+    assert np.allclose(u.data.site_xpos[u.tcp_site] + decoded["tcp_lead"], u.controller.p_world_cmd, atol=1e-6)
+    tcp_quat, commanded = np.empty(4), np.empty(4)
+    mujoco.mju_mat2Quat(tcp_quat, u.data.site_xmat[u.tcp_site])
+    mujoco.mju_mulQuat(commanded, quat_from_rotvec(decoded["tcp_lead_rot"]), tcp_quat)
+    assert np.linalg.norm(decoded["tcp_lead_rot"]) > np.radians(0.5)
+    assert abs(float(commanded @ u.controller.quat_world_cmd)) == pytest.approx(1.0, abs=1e-9)
     env.close()
 
 
