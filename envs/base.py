@@ -68,8 +68,8 @@ class CellEnv(gym.Env):
     #: orientation of the TCP in the task frame when the tool is aligned with the task
     R_task_tcp_nominal: np.ndarray = np.eye(3)
     #: the cell's asset folder, where the pre-hardware gate finds the cell's optional files:
-    #: ``tiers.yaml`` (`skillcell.envs.tiers`), ``envelope.yaml`` (`skillcell.policies.envelope`)
-    #: and ``criteria.yaml`` (process KPI limits, `skillcell.gate`)
+    #: ``tiers.yaml`` (`skillcell.envs.tiers`), ``envelope.yaml`` (`skillcell.deploy.envelope`)
+    #: and ``criteria.yaml`` (process KPI limits, `skillcell.deploy.gate`)
     cell_dir: ClassVar[Path | None] = None
 
     def __init__(self, config: CellConfig, render_mode: str | None = None, width: int = 640,

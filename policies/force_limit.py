@@ -1,10 +1,10 @@
 """A reward term against force beyond the cell's declared limit, for training policies meant for the gate.
 
-The limit is the envelope's ``tool_force_max_n`` (`skillcell.policies.envelope.load_envelope` reads
-the cell's ``envelope.yaml``), the number the gate judges and the runner's filter holds at; it is
-read, never restated. The force is the one the envelope checks: the magnitude of the wrench the
-tool applies to its surroundings (`CellEnv.wrench_tool`, gravity compensated, ground truth: no
-tier noise or bias). Each step adds
+The limit is the cell's F/T stop, ``limits.tool_force_stop_n`` (`CellEnv.limits`,
+`skillcell.envs.limits`): the number the cell's ``envelope.yaml`` names as its force limit, which the
+gate judges and the runner's filter holds at; it is read, never restated. The force is the one the
+envelope checks: the magnitude of the wrench the tool applies to its surroundings
+(`CellEnv.wrench_tool`, gravity compensated, ground truth: no tier noise or bias). Each step adds
 
     reward_force_limit = -weight * max(0, |F| - start_fraction * limit) / limit
 
@@ -20,10 +20,12 @@ import numpy as np
 
 from skillcell.config import ConfigError
 
-__all__ = ["TERM", "ForceLimitPenalty"]
+__all__ = ["LIMIT", "TERM", "ForceLimitPenalty"]
 
 #: the ``info`` key of the term
 TERM = "reward_force_limit"
+#: the cell limit the term is against
+LIMIT = "tool_force_stop_n"
 
 
 class ForceLimitPenalty(gym.Wrapper):
@@ -32,13 +34,11 @@ class ForceLimitPenalty(gym.Wrapper):
     def __init__(self, env: gym.Env, weight: float = 1.0, start_fraction: float = 1.0,
                  limit_n: float | None = None):
         super().__init__(env)
-        from skillcell.policies.envelope import load_envelope
-
         if limit_n is None:
-            limit_n = load_envelope(env).tool_force_max_n
+            limit_n = env.unwrapped.limits.get(LIMIT)
             if limit_n is None:
-                raise ConfigError(f"env.force_penalty: {type(env.unwrapped).__name__}'s envelope declares no "
-                                  "tool_force_max_n to penalize force against")
+                raise ConfigError(f"env.force_penalty: {type(env.unwrapped).__name__} declares no limits.{LIMIT} "
+                                  "to penalize force against")
         if not limit_n > 0 or weight < 0 or not 0 < start_fraction <= 1:
             raise ConfigError(f"env.force_penalty: needs a positive limit, weight >= 0 and start_fraction in "
                               f"(0, 1], got {limit_n}, {weight}, {start_fraction}")

@@ -15,7 +15,7 @@ demonstrations train a history policy exactly as the wrapped env will feed it.
 
 **Deployment**: an exported ONNX policy is stateless and the runner feeds it one observation per
 period, so a policy trained with a history needs the same history kept outside the graph. The
-ONNX export refuses such a model and says so (`skillcell.policies.export`); train without
+ONNX export refuses such a model and says so (`skillcell.deploy.export`); train without
 ``env.history`` for a policy that goes through the gate today.
 """
 

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from skillcell.policies.runner import sha256_file
+from skillcell.paths import sha256_file
 
 __all__ = [
     "ALGORITHMS",

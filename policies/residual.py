@@ -13,11 +13,10 @@ to do is what it corrects. `zero_action_head` sets the residual's output layer t
 training starts from the base policy exactly (``tanh(0) = 0`` for SAC, a zero Gaussian mean for
 PPO) and RL's early, noisy updates cannot start by destroying it.
 
-**Export** (`export_residual_onnx`): base and residual become ONE ONNX graph (observation ->
-base network -> residual network on ``[o, base]`` -> clipped sum -> command), with the same
-inputs, outputs and metadata as a plain export (`skillcell.policies.export`), so the runner and
-the gate treat it as any policy. Only a learned base can be exported that way: a scripted expert
-is Python code, not a network, and is refused.
+**Export** (`skillcell.deploy.export.export_residual_onnx`, deployment's side): base and residual
+become ONE ONNX graph with the same inputs, outputs and metadata as a plain export, so the runner
+and the gate treat it as any policy. Only a learned base can be exported that way (`learned_base`):
+a scripted expert is Python code, not a network, and is refused.
 """
 
 from __future__ import annotations
@@ -30,8 +29,8 @@ import numpy as np
 
 from skillcell.policies.frozen import FrozenPolicy, SB3Policy
 
-__all__ = ["RECORD_NAME", "ResidualAction", "ResidualRun", "compose", "export_residual_onnx", "residual_parity",
-           "residual_run", "zero_action_head"]
+__all__ = ["RECORD_NAME", "ResidualAction", "ResidualRun", "compose", "learned_base", "residual_run",
+           "zero_action_head"]
 
 
 def compose(base_action: np.ndarray, residual: np.ndarray, scale: float, low: np.ndarray,
@@ -87,85 +86,13 @@ def zero_action_head(model: Any) -> None:
         head.bias.zero_()
 
 
-def _sb3_base(base: FrozenPolicy) -> SB3Policy:
+def learned_base(base: FrozenPolicy) -> SB3Policy:
+    """``base`` if it is a network (an SB3 model), which base + residual can be exported with."""
     if not isinstance(base, SB3Policy):
         raise ValueError(f"residual export: the base is {type(base).__name__}, a scripted expert: Python code, not "
                          "a network, so base + residual cannot become one ONNX policy; train the residual on a "
                          "learned base (residual.base: bc or an SB3 model) to export it")
     return base
-
-
-def _composite_module(residual_model: Any, base: SB3Policy, scale: float, action_space: Any,
-                      command_scale: np.ndarray):
-    import torch
-
-    from skillcell.policies.export import policy_module
-
-    ones = np.ones_like(command_scale)
-    base_module = policy_module(base.loaded.model.policy, base.loaded.obs_norm, ones)
-    residual_module = policy_module(residual_model.policy, None, ones)
-
-    class ResidualPolicy(torch.nn.Module):
-        """obs -> base action -> residual on [obs, base] -> clip(base + scale * residual) -> command."""
-
-        def __init__(self):
-            super().__init__()
-            self.base, self.residual, self.scale = base_module, residual_module, float(scale)
-            self.register_buffer("command_scale", torch.as_tensor(command_scale, dtype=torch.float32))
-            self.register_buffer("low", torch.as_tensor(action_space.low, dtype=torch.float32))
-            self.register_buffer("high", torch.as_tensor(action_space.high, dtype=torch.float32))
-
-        def forward(self, obs):
-            base_action = self.base(obs)[0]
-            residual = torch.clamp(self.residual(torch.cat([obs, base_action], dim=1))[0], -1.0, 1.0)
-            action = torch.clamp(base_action + self.scale * residual, self.low, self.high)
-            return action, action * self.command_scale
-
-    return ResidualPolicy().eval()
-
-
-def export_residual_onnx(residual_model: Any, base: FrozenPolicy, scale: float, env: Any, path: str | Path,
-                         env_id: str | None = None, source_sha256: str = ""):
-    """Exports base + residual for ``env``'s cell as one ONNX policy (see the module docstring)."""
-    from skillcell.policies.export import save_onnx
-    from skillcell.policies.runner import command_scale
-
-    base = _sb3_base(base)
-    u = env.unwrapped
-    (n,), (a,) = u.observation_space.shape, u.action_space.shape
-    if base.observation_shape != (n,):
-        raise ValueError(f"residual export: the base observes {base.observation_shape}, the env {(n,)}")
-    if tuple(residual_model.observation_space.shape) != (n + a,):
-        raise ValueError(f"residual export: the residual observes {residual_model.observation_space.shape}, "
-                         f"expected {(n + a,)} (observation + base action)")
-    residual_model.policy.set_training_mode(False)
-    base.loaded.model.policy.set_training_mode(False)
-    module = _composite_module(residual_model, base, scale, u.action_space, command_scale(env))
-    return save_onnx(module, env, path, {
-        "policy": "residual",
-        "residual_scale": repr(float(scale)),
-        "base_sha256": base.loaded.sha256,
-        "obs_normalization": "base: vecnormalize" if base.loaded.obs_norm is not None else "none",
-        "action_postprocess": "clip",
-        "source_sha256": source_sha256,
-    }, env_id=env_id)
-
-
-def residual_parity(residual_model: Any, base: FrozenPolicy, scale: float, onnx_path: str | Path,
-                    obs: np.ndarray, env: Any) -> dict[str, float]:
-    """Largest differences between the ONNX outputs and the Python composition (`ResidualAction`)."""
-    from skillcell.policies.runner import OnnxPolicy, command_scale
-
-    base = _sb3_base(base)
-    obs = np.asarray(obs, np.float32)
-    base_actions = np.stack([base(o) for o in obs])
-    residual, _ = residual_model.predict(np.concatenate([obs, base_actions], axis=1), deterministic=True)
-    space = env.unwrapped.action_space
-    reference = compose(base_actions, residual, scale, space.low, space.high).astype(np.float64)
-    action, command = OnnxPolicy(onnx_path).run(obs)
-    return {"action_max_abs_diff": float(np.max(np.abs(action - reference))),
-            "command_max_abs_diff": float(np.max(np.abs(command - reference * command_scale(env)))),
-            "observations": len(obs)}
 
 
 #: the file next to a residual run's ``model.zip`` that names its base (written by `skillcell.policies.train`)
@@ -218,21 +145,14 @@ class ResidualRun:
         """``env`` as the residual sees it."""
         return ResidualAction(env, self.base(env), self.scale)
 
-    def export(self, env: Any, path: str | Path, env_id: str | None = None):
-        return export_residual_onnx(self.loaded.model, self.base(env), self.scale, env, path, env_id=env_id,
-                                    source_sha256=self.loaded.sha256)
-
     def actions(self, env: Any, obs: np.ndarray) -> np.ndarray:
         """The composed actions for a batch of raw observations (a learned base)."""
-        base = _sb3_base(self.base(env))
+        base = learned_base(self.base(env))
         obs = np.asarray(obs, np.float32)
         base_actions = np.stack([base(o) for o in obs])
         residual, _ = self.loaded.model.predict(np.concatenate([obs, base_actions], axis=1), deterministic=True)
         space = env.unwrapped.action_space
         return compose(base_actions, residual, self.scale, space.low, space.high).astype(np.float64)
-
-    def parity(self, onnx_path: str | Path, obs: np.ndarray, env: Any) -> dict[str, float]:
-        return residual_parity(self.loaded.model, self.base(env), self.scale, onnx_path, obs, env)
 
     def provenance(self) -> dict[str, Any]:
         return {**self.loaded.provenance(), "residual": {"record": str(self.record_path), "base": self.base_spec,

@@ -59,7 +59,9 @@ import numpy as np
 import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 
+from skillcell.atomic import atomic_write_bytes
 from skillcell.config import ConfigError, bounds, from_mapping, load_yaml, merge, quote, to_mapping
+from skillcell.paths import sha256_file
 
 __all__ = [
     "BCConfig",
@@ -99,8 +101,8 @@ class CurriculumStage:
 
 @dataclass(frozen=True)
 class ForcePenaltyConfig:
-    """``env.force_penalty``: a reward term against force beyond the envelope's ``tool_force_max_n``
-    (`skillcell.policies.force_limit`)."""
+    """``env.force_penalty``: a reward term against force beyond the cell's F/T stop,
+    ``limits.tool_force_stop_n`` (`skillcell.policies.force_limit`)."""
 
     weight: float = field(default=1.0, metadata=bounds(0.0, 1000.0))
     start_fraction: float = field(default=1.0, metadata=bounds(0.01, 1.0))
@@ -355,27 +357,11 @@ def config_to_yaml(config: TrainConfig) -> str:
 # ---------------------------------------------------------------------- files
 
 
-def _atomic_write(path: Path, data: bytes) -> Path:
-    """Writes ``data`` to ``path`` through a temporary file in the same folder, fsync and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
 def save_model(model, path: Path) -> Path:
     """``model.save`` into memory, then an atomic write: a crash never leaves a half-written zip."""
     buffer = io.BytesIO()
     model.save(buffer)
-    return _atomic_write(path, buffer.getvalue())
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def _save_vec_normalize(vn, path: Path) -> Path:
@@ -387,7 +373,7 @@ def _save_vec_normalize(vn, path: Path) -> Path:
         data = pickle.dumps(vn)
     finally:
         vn.venv = venv
-    return _atomic_write(path, data)
+    return atomic_write_bytes(path, data)
 
 
 class MetricsLog:
@@ -397,7 +383,7 @@ class MetricsLog:
 
     def __init__(self, path: Path, columns: list[str]):
         self.path, self.columns = path, columns
-        _atomic_write(path, self._line(columns).encode())
+        atomic_write_bytes(path, self._line(columns).encode())
 
     @staticmethod
     def _line(values: list[Any]) -> str:
@@ -670,7 +656,7 @@ def train(config: TrainConfig, out: str | Path | None = None, *, overwrite: bool
 
             shutil.rmtree(run_dir / "dagger")  # DatasetWriter would append this run's rounds to the old ones
     run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(run_dir / "config.yaml", ("# skillcell train: the config as run\n" + config_to_yaml(config)).encode())
+    atomic_write_bytes(run_dir / "config.yaml", ("# skillcell train: the config as run\n" + config_to_yaml(config)).encode())
 
     venv = _make_vec_env(config, spec)
     vec_normalize = None
@@ -785,7 +771,7 @@ def train(config: TrainConfig, out: str | Path | None = None, *, overwrite: bool
         "final_eval": {k: _none_if_nan(v) if isinstance(v, float) else v for k, v in final.items()},
         "steps_to_90pct_success": _none_if_nan(steps_to_success(rows, 0.9)),
     }
-    _atomic_write(run_dir / "summary.yaml", yaml.safe_dump(summary, sort_keys=False).encode())
+    atomic_write_bytes(run_dir / "summary.yaml", yaml.safe_dump(summary, sort_keys=False).encode())
     eval_env.close()
     venv.close()
     log(f"run directory {run_dir}: model.zip, metrics.csv ({len(rows)} evaluations), {wall:.0f} s")
@@ -821,7 +807,6 @@ def _write_residual_record(run_dir: Path, config: TrainConfig, spec) -> None:
     A base inside the run directory is named relative to it, so the run can move."""
     from skillcell.policies.frozen import is_scripted
     from skillcell.policies.residual import RECORD_NAME
-    from skillcell.policies.runner import sha256_file
 
     base, sha = spec.residual_base, None
     if not is_scripted(base):
@@ -829,7 +814,7 @@ def _write_residual_record(run_dir: Path, config: TrainConfig, spec) -> None:
         base = str(path.relative_to(root) if path.is_relative_to(root) else path)
     record = {"base": base, "base_sha256": sha, "scale": spec.residual_scale, "algorithm": config.rl.algo,
               "history": config.env.history}
-    _atomic_write(run_dir / RECORD_NAME, yaml.safe_dump(record, sort_keys=False).encode())
+    atomic_write_bytes(run_dir / RECORD_NAME, yaml.safe_dump(record, sort_keys=False).encode())
 
 
 def _none_if_nan(value: float) -> float | None:

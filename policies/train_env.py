@@ -4,7 +4,7 @@
 cell outwards:
 
 1. the cell at a tier (``gym.make(id, tier=...)``), or `TierSwitch` over the curriculum's tiers;
-2. `ForceLimitPenalty` (``env.force_penalty``): the force term against the envelope's limit;
+2. `ForceLimitPenalty` (``env.force_penalty``): the force term against the cell's F/T stop;
 3. the observation history (``env.history``, `skillcell.policies.history`);
 4. `ResidualAction` (``residual``) around a frozen base (`skillcell.policies.frozen`).
 

@@ -147,7 +147,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from skillcell.gate import main as gate_main
+    from skillcell.deploy.gate import main as gate_main
 
     return gate_main(args, _parse_set)
 
@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_quickstart)
     __import__("skillcell.train_cli", fromlist=["add_commands"]).add_commands(sub)  # train, eval
     p = sub.add_parser("gate", help="pre-hardware gate: tiers, safety envelope, process KPIs, ONNX export and parity")
-    from skillcell.gate import add_arguments as add_gate_arguments
+    from skillcell.deploy.gate import add_arguments as add_gate_arguments
     add_gate_arguments(p)
     p.set_defaults(func=cmd_gate)
     __import__("skillcell.review.cli", fromlist=["add_commands"]).add_commands(sub)  # render, report

@@ -3,14 +3,17 @@
 A run of minutes that ends in a traceback because ``--out`` points under a regular file or into a
 read-only folder wastes the run; a video or report written over last week's loses it. Commands
 call `check_output` on their ``--out`` first, and each problem is one line naming the path.
+`sha256_file` is the one file hash that every record of provenance uses (models, ONNX files,
+captures, run records).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
-__all__ = ["OutputError", "check_output"]
+__all__ = ["OutputError", "check_output", "sha256_file"]
 
 
 class OutputError(ValueError):
@@ -39,3 +42,12 @@ def check_output(path: str | Path, *, folder: bool = False, force: bool = False)
     if not os.access(nearest, os.W_OK | os.X_OK):
         raise OutputError(f"{path}: cannot be written, {nearest} is not writable")
     return path
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -173,13 +173,13 @@ def _train(path):
 
 
 def _criteria(path):
-    from skillcell.gate import load_criteria
+    from skillcell.deploy.gate import load_criteria
 
     load_criteria(user=path)
 
 
 def _envelope(path):
-    from skillcell.policies.envelope import load_envelope
+    from skillcell.deploy.envelope import load_envelope
 
     load_envelope(path)
 

@@ -20,10 +20,10 @@ import pytest
 import skillcell  # noqa: F401  (registers the cells)
 from skillcell.config import load_yaml
 from skillcell.demos import EpisodeRecorder, Provenance, score_episode
+from skillcell.deploy.envelope import load_envelope
+from skillcell.deploy.gate import load_criteria
 from skillcell.envs.registry import UnknownCellError, cell_ids, cell_spec, register_cell
-from skillcell.gate import load_criteria
 from skillcell.policies import make_expert
-from skillcell.policies.envelope import load_envelope
 from skillcell.review.overlays import cell_review
 
 TIERS = ("D0", "D1", "D2")

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from skillcell.config import ConfigError
+from skillcell.deploy.envelope import EnvelopeMonitor, RobotState, SafetyEnvelope, load_envelope, robot_state
 from skillcell.evaluation import run_episodes
 from skillcell.policies import make_expert
-from skillcell.policies.envelope import EnvelopeMonitor, RobotState, SafetyEnvelope, load_envelope, robot_state
 
 PEG = "skillcell/PegInsert-v0"
 DOWN = np.array([0.0, 0.0, -1.0, 0.0, 0.0, 0.0], dtype=np.float32)  # full speed into the fixture

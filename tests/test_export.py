@@ -6,9 +6,10 @@ import pytest
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-from skillcell.policies.export import export_onnx, onnx_parity, sb3_actions
+from skillcell.deploy.export import export_onnx, onnx_parity, sb3_actions
+from skillcell.deploy.runner import OnnxPolicy, command_scale
+from skillcell.paths import sha256_file
 from skillcell.policies.loading import ObsNormalization, detect_algorithm, load_sb3_model
-from skillcell.policies.runner import OnnxPolicy, command_scale, sha256_file
 
 PEG = "skillcell/PegInsert-v0"
 

@@ -13,8 +13,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from skillcell.cli import main as cli_main
 from skillcell.config import ConfigError
-from skillcell.gate import load_criteria, run_gate
-from skillcell.policies.runner import sha256_file
+from skillcell.deploy.gate import load_criteria, run_gate
+from skillcell.paths import sha256_file
 
 PEG = "skillcell/PegInsert-v0"
 
@@ -131,7 +131,7 @@ def test_unknown_tier_and_model_are_named(tmp_path, capsys):
 
 def test_parity_observations_are_real(unsafe_zip):
     """The parity batch comes from rollouts: finite, varied, in the env's observation layout."""
-    from skillcell.gate import _parity_observations
+    from skillcell.deploy.gate import _parity_observations
     from skillcell.policies.loading import load_sb3_model
 
     obs = _parity_observations(PEG, ["D0", "D2"], {}, load_sb3_model(unsafe_zip), 20)

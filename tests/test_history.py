@@ -71,7 +71,7 @@ def test_bad_k_is_refused():
 def test_export_refuses_a_history_policy_naming_it(tmp_path):
     from stable_baselines3 import PPO
 
-    from skillcell.policies.export import export_onnx
+    from skillcell.deploy.export import export_onnx
 
     model = PPO("MlpPolicy", history_env(gym.make(ENV_ID), K), n_steps=64, batch_size=32, seed=0, device="cpu",
                 policy_kwargs={"net_arch": [8]})

@@ -13,11 +13,11 @@ import pytest
 import skillcell  # noqa: F401  (registers the cells)
 from skillcell.config import ConfigError
 from skillcell.demos import EpisodeRecorder, Provenance, score_episode
+from skillcell.deploy.envelope import load_envelope
+from skillcell.deploy.gate import load_criteria
 from skillcell.envs.cells.peg_insert import FORCE_PENALTY_SATURATION, FORCE_STOP_FACTOR, PENETRATION_KPI_FRACTION
 from skillcell.envs.limits import resolve_limits
-from skillcell.gate import load_criteria
 from skillcell.policies import make_expert
-from skillcell.policies.envelope import load_envelope
 from skillcell.review.overlays import cell_review
 
 ENV_ID = "skillcell/PegInsert-v0"

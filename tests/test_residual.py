@@ -7,16 +7,11 @@ import yaml
 from stable_baselines3 import PPO, SAC
 
 from skillcell.config import ConfigError
+from skillcell.deploy.export import export_residual_onnx, export_run, residual_parity, run_parity
+from skillcell.deploy.runner import OnnxPolicy
 from skillcell.policies.frozen import SB3Policy, frozen_policy
 from skillcell.policies.loading import load_sb3_model
-from skillcell.policies.residual import (
-    ResidualAction,
-    export_residual_onnx,
-    residual_parity,
-    residual_run,
-    zero_action_head,
-)
-from skillcell.policies.runner import OnnxPolicy
+from skillcell.policies.residual import ResidualAction, residual_run, zero_action_head
 from skillcell.policies.scripted import make_expert
 
 ENV_ID = "skillcell/PegInsert-v0"
@@ -163,9 +158,9 @@ def test_train_residual_on_the_bc_base(tmp_path):
     run = residual_run(load_sb3_model(moved / "model.zip"))
     inner = gym.make(ENV_ID)
     assert isinstance(run.base(inner), SB3Policy)
-    exported = run.export(inner, tmp_path / "policy.onnx")
+    exported = export_run(run, inner, tmp_path / "policy.onnx")
     obs = np.stack([inner.reset(seed=s)[0] for s in range(5)])
-    assert run.parity(exported.path, obs, inner)["action_max_abs_diff"] <= 1e-5
+    assert run_parity(run, exported.path, obs, inner)["action_max_abs_diff"] <= 1e-5
     np.testing.assert_allclose(OnnxPolicy(exported.path).run(obs)[0], run.actions(inner, obs), atol=1e-5)
     # A base that changed since training is refused, naming the record.
     other = PPO("MlpPolicy", gym.make(ENV_ID), seed=9, device="cpu", policy_kwargs={"net_arch": [8]})
@@ -175,7 +170,7 @@ def test_train_residual_on_the_bc_base(tmp_path):
 
 
 def test_the_gate_exports_and_judges_a_residual_run_as_one_policy(tmp_path, capsys):
-    from skillcell.gate import run_gate
+    from skillcell.deploy.gate import run_gate
     from skillcell.policies.train import load_train_config, train
 
     config = load_train_config(None, {

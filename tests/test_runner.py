@@ -6,8 +6,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from skillcell.policies.envelope import EnvelopeMonitor, load_envelope
-from skillcell.policies.runner import Command, PolicyRunner, RobotDriver, SimDriver, Watchdog, command_scale
+from skillcell.deploy.envelope import EnvelopeMonitor, load_envelope
+from skillcell.deploy.runner import Command, PolicyRunner, RobotDriver, SimDriver, Watchdog, command_scale
 
 PEG = "skillcell/PegInsert-v0"
 FAST_X = np.array([0.005, 0.0, 0.0, 0.0, 0.0, 0.0])  # 5 mm per 50 ms period: 100 mm/s

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from skillcell.config import ConfigError
+from skillcell.deploy.envelope import load_envelope
 from skillcell.policies.curriculum import TierCurriculum, TierSwitch
-from skillcell.policies.envelope import load_envelope
 from skillcell.policies.force_limit import TERM, ForceLimitPenalty
 from skillcell.policies.train import _make_vec_env, build_model, load_train_config
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from skillcell.deploy.envelope import load_envelope
+from skillcell.deploy.gate import run_gate
 from skillcell.envs.cells.weld_seam import WeldSeamEnv
-from skillcell.gate import run_gate
-from skillcell.policies.envelope import load_envelope
 
 WELD = "skillcell/WeldSeam-v0"
 

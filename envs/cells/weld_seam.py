@@ -61,6 +61,15 @@ class WeldRandomizationConfig:
 
 
 @dataclass(frozen=True)
+class WeldLimitsConfig:
+    """The cell's physical limits, each declared once (`skillcell.envs.limits`); the WPS holds the bands."""
+
+    #: the F/T stop: a torch is not a probe, any real contact is a crash (the envelope's force limit,
+    #: the reward's force penalty)
+    tool_force_stop_n: float = field(default=20.0, metadata=bounds(1.0, 500.0))
+
+
+@dataclass(frozen=True)
 class WeldRewardConfig:
     weld: float = 10.0  # for the whole seam welded in spec
     track: float = 0.05  # per step, for the aim point on the seam
@@ -75,6 +84,7 @@ class WeldSeamConfig(CellConfig):
     seam: SeamConfig = SeamConfig()
     workpiece: WorkpiecePoseConfig = WorkpiecePoseConfig()
     task: WeldTaskConfig = WeldTaskConfig()
+    limits: WeldLimitsConfig = WeldLimitsConfig()
     randomization: WeldRandomizationConfig = WeldRandomizationConfig()
     reward: WeldRewardConfig = WeldRewardConfig()
 
@@ -215,7 +225,8 @@ class WeldSeamEnv(CellEnv, EzPickle):
 
     @property
     def limits(self) -> dict[str, Any]:
-        """The WPS's acceptance level; its bands are read from the WPS itself (`WPSConfig.band`)."""
+        """``cell.yaml``'s limits and the WPS's acceptance level; its bands are read from the WPS itself
+        (`WPSConfig.band`)."""
         return {**super().limits, "min_in_spec_fraction": self.wps.min_in_spec_fraction}
 
     # ------------------------------------------------------------------ world

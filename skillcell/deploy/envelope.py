@@ -8,7 +8,7 @@ clearance. The same object is used twice:
 - **in evaluation** (`EnvelopeMonitor`, a Gymnasium wrapper): every control step the measured
   state is checked (`SafetyEnvelope.check`) and each exceeded limit is counted, so a gate can
   say which limits a policy violates and how badly;
-- **in the exported runner** (`skillcell.policies.runner`): every command is passed through
+- **in the exported runner** (`skillcell.deploy.runner`): every command is passed through
   `SafetyEnvelope.filter` before it reaches the driver, which scales it down, clips it to the
   workspace or replaces it by a hold, and names every intervention.
 
@@ -181,7 +181,7 @@ class SafetyEnvelope:
     def filter(self, command: np.ndarray, state: RobotState, dt: float) -> FilterResult:
         """Makes a command safe to send, given the measured state; never passes a non-finite value.
 
-        ``command`` is the TCP pose delta for one control period (`skillcell.policies.runner`):
+        ``command`` is the TCP pose delta for one control period (`skillcell.deploy.runner`):
         ``[dx, dy, dz]`` in metres and a rotation vector ``[rx, ry, rz]`` in radians, both in the
         cell frame, then the cell's task channels. In order:
 

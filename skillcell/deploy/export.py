@@ -14,7 +14,10 @@ but onnxruntime is needed on the robot PC:
   ``[-1, 1]`` (squashing policies), exactly as ``BasePolicy.predict`` does
   -> outputs ``action`` (the env's normalized action) and ``command`` (``action`` times the
   cell's action scale: the TCP pose delta per control period in metres and radians, cell frame,
-  then the task channels; `skillcell.policies.runner`).
+  then the task channels; `skillcell.deploy.runner`).
+
+A residual run (`skillcell.policies.residual`) exports as base + residual in one graph
+(`export_residual_onnx`); `export_run` and `run_parity` take either kind.
 
 The exporter is PyTorch's ``torch.export``-based one (``torch.onnx.export(..., dynamo=True)``,
 the default since PyTorch 2.9; it needs ``onnxscript``). The TorchScript-based exporter still
@@ -41,15 +44,22 @@ from typing import Any
 
 import numpy as np
 
+from skillcell.deploy.runner import OnnxPolicy, command_scale
+from skillcell.paths import sha256_file
+from skillcell.policies.frozen import FrozenPolicy, SB3Policy
 from skillcell.policies.loading import LoadedModel, ObsNormalization
-from skillcell.policies.runner import command_scale, sha256_file
+from skillcell.policies.residual import ResidualRun, compose, learned_base
 
 __all__ = [
     "ExportResult",
     "atomic_write_bytes",
     "export_onnx",
+    "export_residual_onnx",
+    "export_run",
     "onnx_parity",
     "policy_module",
+    "residual_parity",
+    "run_parity",
     "save_onnx",
     "sb3_actions",
 ]
@@ -253,12 +263,93 @@ def onnx_parity(loaded: LoadedModel | Any, onnx_path: str | Path, obs: np.ndarra
     ``action``: against ``model.predict(..., deterministic=True)``; ``command``: against that
     action times the cell's scale.
     """
-    from skillcell.policies.runner import OnnxPolicy
+    return _differences(sb3_actions(loaded, obs, obs_norm), onnx_path, obs, env)
 
-    reference = sb3_actions(loaded, obs, obs_norm)
+
+def _differences(reference: np.ndarray, onnx_path: str | Path, obs: np.ndarray, env: Any) -> dict[str, float]:
     action, command = OnnxPolicy(onnx_path).run(obs)
     return {
         "action_max_abs_diff": float(np.max(np.abs(action - reference))),
         "command_max_abs_diff": float(np.max(np.abs(command - reference * command_scale(env)))),
         "observations": len(obs),
     }
+
+
+def _composite_module(residual_model: Any, base: SB3Policy, scale: float, action_space: Any, scale_out: np.ndarray):
+    """obs -> base network -> residual network on ``[obs, base]`` -> clipped sum -> command, as a
+    torch module (`skillcell.policies.residual`'s composition, in one graph)."""
+    import torch
+
+    ones = np.ones_like(scale_out)
+    base_module = policy_module(base.loaded.model.policy, base.loaded.obs_norm, ones)
+    residual_module = policy_module(residual_model.policy, None, ones)
+
+    class ResidualPolicy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.base, self.residual, self.scale = base_module, residual_module, float(scale)
+            self.register_buffer("command_scale", torch.as_tensor(scale_out, dtype=torch.float32))
+            self.register_buffer("low", torch.as_tensor(action_space.low, dtype=torch.float32))
+            self.register_buffer("high", torch.as_tensor(action_space.high, dtype=torch.float32))
+
+        def forward(self, obs):
+            base_action = self.base(obs)[0]
+            residual = torch.clamp(self.residual(torch.cat([obs, base_action], dim=1))[0], -1.0, 1.0)
+            action = torch.clamp(base_action + self.scale * residual, self.low, self.high)
+            return action, action * self.command_scale
+
+    return ResidualPolicy().eval()
+
+
+def export_residual_onnx(residual_model: Any, base: FrozenPolicy, scale: float, env: Any, path: str | Path,
+                         env_id: str | None = None, source_sha256: str = "") -> ExportResult:
+    """Exports base + residual (`skillcell.policies.residual`) for ``env``'s cell as ONE ONNX policy, with
+    the inputs, outputs and metadata of `export_onnx`; a scripted base is refused (`learned_base`)."""
+    base = learned_base(base)
+    u = env.unwrapped
+    (n,), (a,) = u.observation_space.shape, u.action_space.shape
+    if base.observation_shape != (n,):
+        raise ValueError(f"residual export: the base observes {base.observation_shape}, the env {(n,)}")
+    if tuple(residual_model.observation_space.shape) != (n + a,):
+        raise ValueError(f"residual export: the residual observes {residual_model.observation_space.shape}, "
+                         f"expected {(n + a,)} (observation + base action)")
+    residual_model.policy.set_training_mode(False)
+    base.loaded.model.policy.set_training_mode(False)
+    module = _composite_module(residual_model, base, scale, u.action_space, command_scale(env))
+    return save_onnx(module, env, path, {
+        "policy": "residual",
+        "residual_scale": repr(float(scale)),
+        "base_sha256": base.loaded.sha256,
+        "obs_normalization": "base: vecnormalize" if base.loaded.obs_norm is not None else "none",
+        "action_postprocess": "clip",
+        "source_sha256": source_sha256,
+    }, env_id=env_id)
+
+
+def residual_parity(residual_model: Any, base: FrozenPolicy, scale: float, onnx_path: str | Path,
+                    obs: np.ndarray, env: Any) -> dict[str, float]:
+    """Largest differences between the ONNX outputs and the Python composition (`compose`)."""
+    base = learned_base(base)
+    obs = np.asarray(obs, np.float32)
+    base_actions = np.stack([base(o) for o in obs])
+    residual, _ = residual_model.predict(np.concatenate([obs, base_actions], axis=1), deterministic=True)
+    space = env.unwrapped.action_space
+    reference = compose(base_actions, residual, scale, space.low, space.high).astype(np.float64)
+    return _differences(reference, onnx_path, obs, env)
+
+
+def export_run(loaded: LoadedModel | ResidualRun, env: Any, path: str | Path,
+               env_id: str | None = None) -> ExportResult:
+    """`export_onnx` for a model, `export_residual_onnx` for a residual run (its base from its record)."""
+    if isinstance(loaded, ResidualRun):
+        return export_residual_onnx(loaded.loaded.model, loaded.base(env), loaded.scale, env, path, env_id=env_id,
+                                    source_sha256=loaded.loaded.sha256)
+    return export_onnx(loaded, env, path, env_id=env_id)
+
+
+def run_parity(loaded: LoadedModel | ResidualRun, onnx_path: str | Path, obs: np.ndarray,
+               env: Any) -> dict[str, float]:
+    """`onnx_parity` or `residual_parity`, for what `export_run` exported."""
+    if isinstance(loaded, ResidualRun):
+        return residual_parity(loaded.loaded.model, loaded.base(env), loaded.scale, onnx_path, obs, env)
+    return onnx_parity(loaded, onnx_path, obs, env)

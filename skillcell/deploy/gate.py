@@ -4,15 +4,15 @@
 
 1. loads the policy: a trusted SB3 ``.zip`` (PPO, SAC, A2C, TD3; optionally with its
    ``VecNormalize`` statistics), or ``scripted[:skill]`` for the cell's scripted expert;
-2. exports an SB3 policy to ``DIR/policy.onnx`` (`skillcell.policies.export`: normalization,
+2. exports an SB3 policy to ``DIR/policy.onnx`` (`skillcell.deploy.export`: normalization,
    clipping, unscaling and physical units in the graph) and checks **ONNX parity** against SB3's
    ``predict`` on observations from rollouts in the evaluated tiers;
 3. evaluates the policy in every **tier** (``D0``, ``D1``, ``D2``; `skillcell.envs.tiers`) for
    ``episodes`` episodes with fixed seeds, with the cell's **safety envelope** checked every
-   step (`skillcell.policies.envelope`). An SB3 policy is evaluated through its exported ONNX
+   step (`skillcell.deploy.envelope`). An SB3 policy is evaluated through its exported ONNX
    file, so the artifact that goes to the robot is the one judged;
 4. runs a few episodes through the **exported runner** (envelope filter and watchdog,
-   `skillcell.policies.runner`), as a hardware driver would run it;
+   `skillcell.deploy.runner`), as a hardware driver would run it;
 5. compares everything with the **criteria** (``assets/gate_criteria.yaml``, the cell's
    ``criteria.yaml`` with its process KPI limits, a user's ``--criteria`` file): success lower
    95% bound per tier, zero envelope violations, no physics-invalid episodes, process KPIs,
@@ -188,7 +188,7 @@ class _Candidate:
         raise NotImplementedError
 
     def command_source(self, env) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[], None] | None]:
-        from skillcell.policies.runner import command_scale
+        from skillcell.deploy.runner import command_scale
 
         act, reset = self.policy(env)
         scale = command_scale(env)
@@ -215,7 +215,7 @@ class _OnnxCandidate(_Candidate):
     kind = "sb3"
 
     def __init__(self, loaded, onnx_path: Path, sha256: str):
-        from skillcell.policies.runner import OnnxPolicy
+        from skillcell.deploy.runner import OnnxPolicy
 
         self.loaded = loaded
         self.onnx = OnnxPolicy(onnx_path, expected_sha256=sha256)
@@ -258,8 +258,8 @@ def _finite(x: float) -> float | None:
 
 
 def _evaluate_tier(env_id, tier, env_kwargs, envelope, candidate, criteria, progress):
+    from skillcell.deploy.envelope import EnvelopeMonitor
     from skillcell.evaluation import run_episodes
-    from skillcell.policies.envelope import EnvelopeMonitor
 
     env = EnvelopeMonitor(_make_env(env_id, tier, env_kwargs), envelope)
     try:
@@ -339,7 +339,7 @@ def _evaluate_tier(env_id, tier, env_kwargs, envelope, candidate, criteria, prog
 
 def _parity_observations(env_id, tiers, env_kwargs, loaded, n):
     """Observations from rollouts of the SB3 policy (or residual run) itself, spread over the evaluated tiers."""
-    from skillcell.policies.export import sb3_actions
+    from skillcell.deploy.export import sb3_actions
     from skillcell.policies.residual import ResidualRun
 
     obs_list: list[np.ndarray] = []
@@ -364,8 +364,8 @@ def _parity_observations(env_id, tiers, env_kwargs, loaded, n):
 
 def _runner_check(env_id, env_kwargs, envelope, candidate, criteria):
     """Episodes through `PolicyRunner` + `SimDriver`: the deployment path, filter and watchdog on."""
-    from skillcell.policies.envelope import EnvelopeMonitor
-    from skillcell.policies.runner import PolicyRunner, RunnerStats, SimDriver
+    from skillcell.deploy.envelope import EnvelopeMonitor
+    from skillcell.deploy.runner import PolicyRunner, RunnerStats, SimDriver
 
     env = EnvelopeMonitor(_make_env(env_id, criteria.runner_tier, env_kwargs), envelope)
     total = RunnerStats()
@@ -499,8 +499,8 @@ def run_gate(model: str | Path, env_id: str, out_dir: str | Path, *, criteria: G
     restricts the evaluated tiers to some of the criteria's (the record says the gate is then
     incomplete). Configuration mistakes raise `ConfigError`; a failing policy does not raise.
     """
-    from skillcell.policies.envelope import load_envelope
-    from skillcell.policies.export import atomic_write_bytes, export_onnx, onnx_parity
+    from skillcell.deploy.envelope import load_envelope
+    from skillcell.deploy.export import atomic_write_bytes, export_run, run_parity
     from skillcell.policies.loading import TRUST_NOTE, load_sb3_model
 
     log = log or (lambda _msg: None)
@@ -544,23 +544,22 @@ def run_gate(model: str | Path, env_id: str, out_dir: str | Path, *, criteria: G
             raise ConfigError(f"model: {exc}") from None
         from skillcell.policies.residual import residual_run
 
-        residual = residual_run(loaded, trusted)  # a residual.yaml next to it: base + residual are the policy
+        # a residual.yaml next to it: base + residual are the policy
+        loaded = residual_run(loaded, trusted) or loaded
         export_env = _make_env(env_id, evaluated[0], env_kwargs)
         try:
             try:
-                exported = (residual.export(export_env, out_dir / ONNX_NAME, env_id=env_id) if residual is not None
-                            else export_onnx(loaded, export_env, out_dir / ONNX_NAME, env_id=env_id))
+                exported = export_run(loaded, export_env, out_dir / ONNX_NAME, env_id=env_id)
             except ValueError as exc:
                 raise ConfigError(f"model: {exc}") from None
             log(f"exported {exported.path} (sha256 {exported.sha256})")
-            obs = _parity_observations(env_id, evaluated, env_kwargs, residual or loaded, criteria.parity_observations)
-            parity = (residual.parity(exported.path, obs, export_env) if residual is not None
-                      else onnx_parity(loaded, exported.path, obs, export_env))
+            obs = _parity_observations(env_id, evaluated, env_kwargs, loaded, criteria.parity_observations)
+            parity = run_parity(loaded, exported.path, obs, export_env)
         finally:
             export_env.close()
         onnx_record = {"file": ONNX_NAME, "sha256": exported.sha256, "metadata": exported.metadata,
                        "parity": parity}
-        candidate: _Candidate = _OnnxCandidate(residual or loaded, exported.path, exported.sha256)
+        candidate: _Candidate = _OnnxCandidate(loaded, exported.path, exported.sha256)
     else:
         candidate = _ScriptedCandidate(what, criteria.seed)
 

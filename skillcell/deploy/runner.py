@@ -48,7 +48,6 @@ the gate recorded; SB3 models are read as data by `skillcell.policies.loading`.
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import math
 import time
 from collections import Counter
@@ -59,7 +58,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from skillcell.policies.envelope import RobotState, SafetyEnvelope, robot_state
+from skillcell.deploy.envelope import RobotState, SafetyEnvelope, robot_state
+from skillcell.paths import sha256_file
 
 __all__ = [
     "Command",
@@ -71,17 +71,7 @@ __all__ = [
     "TickResult",
     "Watchdog",
     "command_scale",
-    "sha256_file",
 ]
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def command_scale(env: Any) -> np.ndarray:
