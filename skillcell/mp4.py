@@ -1,17 +1,18 @@
 """H.264 mp4 files written atomically: the one video writer of skillcell (review videos, dataset exports).
 
-`VideoWriter` encodes with libx264 in yuv420p through imageio-ffmpeg to a temporary name next to
-the target and renames it into place only when complete.
+`VideoWriter` encodes with libx264 in yuv420p through imageio-ffmpeg to a temporary sibling of the
+target (`skillcell.atomic.AtomicFile`) and renames it into place only when complete.
 """
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from pathlib import Path
 
 import numpy as np
+
+from skillcell.atomic import AtomicFile
 
 __all__ = ["VideoWriter"]
 
@@ -38,9 +39,9 @@ class VideoWriter:
         self.path = Path(path)
         if self.path.suffix.lower() != ".mp4":
             raise ValueError(f"{self.path}: videos are .mp4 files")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         # ffmpeg picks the container from the extension, so the temporary name keeps it.
-        self.tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp.mp4")
+        self._target = AtomicFile(self.path, suffix=".mp4")
+        self.tmp = self._target.tmp
         self.fps = float(fps)
         self.frames = 0
         self.size: tuple[int, int] | None = None
@@ -102,12 +103,11 @@ class VideoWriter:
         self._writer.close()
         self._writer = None
         if keep and self._error is not None:
-            self.tmp.unlink(missing_ok=True)
+            self._target.discard()
             raise RuntimeError(f"{self.path}: the video encoder failed: {self._error}") from self._error
         if keep and self.frames:
-            os.replace(self.tmp, self.path)
-            return self.path
-        self.tmp.unlink(missing_ok=True)
+            return self._target.commit()
+        self._target.discard()
         if keep:
             raise ValueError(f"{self.path}: no frames were written")
         return None

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 import skillcell
+from skillcell.atomic import atomic_open
 from skillcell.demos import (
     DatasetError,
     DatasetWriter,
@@ -144,13 +145,16 @@ def test_a_failing_write_leaves_the_dataset_unchanged(dataset, tmp_path, monkeyp
     before = snapshot(dataset)
     episode = DemoDataset(dataset)[0]
 
-    def crash(f):
-        f.write(b"PK\x03\x04 half an episode")
-        raise OSError("disk full")
+    real = episode_module.atomic_write_bytes
 
-    real = episode_module.atomic_write
-    monkeypatch.setattr(episode_module, "atomic_write",
-                        lambda path, write: real(path, crash) if str(path).endswith(".npz") else real(path, write))
+    def crash(path, data):
+        if not str(path).endswith(".npz"):
+            return real(path, data)
+        with atomic_open(path) as f:
+            f.write(data[: len(data) // 2])
+            raise OSError("disk full")
+
+    monkeypatch.setattr(episode_module, "atomic_write_bytes", crash)
     with pytest.raises(OSError, match="disk full"):
         DatasetWriter(dataset).add(episode)
     assert snapshot(dataset) == before

@@ -36,7 +36,7 @@ Info keys absent from some steps (reward terms at reset, bead statistics before 
 are filled with NaN (numbers), False (flags) or "" (text), so that every key has N+1 rows, as
 Minari requires.
 
-Writes are atomic (`skillcell.demos._io.atomic_write`): the episode file is renamed into place
+Writes are atomic (`skillcell.atomic`): the episode file is renamed into place
 complete, then the manifest is replaced; a writer killed between the two leaves a complete
 episode that the next writer adopts. `DemoDataset` checks each file's sha256 against the
 manifest when it loads it.
@@ -63,8 +63,9 @@ import mujoco
 import numpy as np
 import yaml
 
+from skillcell.atomic import atomic_write_bytes, atomic_write_text, is_temporary
 from skillcell.config import ConfigError, from_mapping, parse_yaml, to_mapping
-from skillcell.demos._io import TMP_SUFFIX, atomic_write, dataset_lock, sha256_bytes
+from skillcell.demos._io import dataset_lock, sha256_bytes
 from skillcell.demos.errors import DatasetError
 
 __all__ = [
@@ -351,7 +352,7 @@ def _episode_bytes(episode: Episode) -> bytes:
 def save_episode(episode: Episode, path: str | Path) -> str:
     """Writes ``episode`` to ``path`` atomically; returns the file's sha256."""
     data = _episode_bytes(episode)
-    atomic_write(path, lambda f: f.write(data))
+    atomic_write_bytes(path, data)
     return sha256_bytes(data)
 
 
@@ -450,7 +451,7 @@ def _refuse_other_env(folder: Path, listed: Sequence[EpisodeEntry], env_id: str)
 def _write_manifest(folder: Path, manifest: Manifest) -> None:
     text = ("# skillcell demonstration dataset; written by skillcell.demos, one entry per episode file\n"
             + yaml.safe_dump(to_mapping(manifest), sort_keys=False, allow_unicode=True))
-    atomic_write(folder / MANIFEST_NAME, lambda f: f.write(text.encode()))
+    atomic_write_text(folder / MANIFEST_NAME, text)
 
 
 class DemoDataset:
@@ -518,7 +519,7 @@ class DemoDataset:
             for p in sorted(folder.iterdir()):
                 if _EPISODE_RE.match(p.name) and p.name not in listed:
                     problems.append(f"{p}: episode file not in the manifest (a writer stopped before updating it)")
-                elif p.name.endswith(TMP_SUFFIX):
+                elif is_temporary(p):
                     problems.append(f"{p}: leftover temporary file of an interrupted write")
         return problems
 
@@ -558,11 +559,11 @@ class DatasetWriter:
             _refuse_other_env(self.path, manifest.episodes, episode.env_id)
             episode_id = max([e.id for e in manifest.episodes] + [-1]) + 1
             file = f"episodes/episode_{episode_id:06d}.npz"
-            atomic_write(self.path / file, lambda f: f.write(data))
+            atomic_write_bytes(self.path / file, data)
             report_file = ""
             if report_text is not None:
                 report_file = f"reports/episode_{episode_id:06d}_feasibility.yaml"
-                atomic_write(self.path / report_file, lambda f: f.write(report_text.encode()))
+                atomic_write_text(self.path / report_file, report_text)
             entry = episode.entry(episode_id, file, sha256_bytes(data), report_file)
             _write_manifest(self.path, Manifest(manifest.format, manifest.format_version, manifest.name,
                                                  manifest.created_utc, (*manifest.episodes, entry)))
@@ -577,7 +578,7 @@ class DatasetWriter:
             if not folder.is_dir():
                 continue
             for p in sorted(folder.iterdir()):
-                if p.name.endswith(TMP_SUFFIX):
+                if is_temporary(p):
                     p.unlink()  # every live writer holds the lock while its temp files exist
                 elif sub == "episodes" and _EPISODE_RE.match(p.name) and p.name not in listed:
                     data = p.read_bytes()

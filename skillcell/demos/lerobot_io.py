@@ -50,6 +50,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from skillcell.atomic import replace_dir
 from skillcell.demos.episode import DemoDataset, Episode, EpisodeEntry, model_hash
 from skillcell.demos.errors import DemoError, ModelMismatchWarning
 from skillcell.demos.replay import RENDER_KWARGS
@@ -594,11 +595,7 @@ def export_lerobot(path: str | Path, *, out: str | Path | None = None, repo_id: 
             episode = dataset.load(entry)
             writer.add(entry, episode)
         writer.finish(Path(path).resolve())
-        replaced = final.parent / f".{final.name}.replaced-{os.getpid()}"
-        if final.exists():  # the old dataset moves aside only now that the new one is complete
-            os.replace(final, replaced)
-        os.replace(staging, final)
-        shutil.rmtree(replaced, ignore_errors=True)
+        replace_dir(staging, final)  # the old dataset moves aside only now that the new one is complete
     except BaseException:
         writer.abort()
         shutil.rmtree(staging, ignore_errors=True)

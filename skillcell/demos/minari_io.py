@@ -26,6 +26,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
+from skillcell.atomic import replace_dir
 from skillcell.demos.episode import DemoDataset, Episode
 from skillcell.demos.errors import DemoError
 
@@ -131,10 +132,8 @@ def export_minari(path: str | Path, *, out: str | Path | None = None, dataset_id
                                            f"({len(episodes)} episodes of {first.env_id})",
                 requirements=[f"skillcell=={first.versions['skillcell']}", f"mujoco=={first.versions['mujoco']}"],
                 data_format="hdf5")
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():  # overwrite: the old one moves aside only now that the new one is complete
-            os.replace(final, staging / ".replaced")  # no Minari namespace starts with a dot
-        os.replace(staging / dataset_id, final)
+        # overwrite: the old one moves aside only now that the new one is complete
+        replace_dir(staging / dataset_id, final)
         # Minari keeps namespace metadata next to the datasets; bring it along where missing.
         namespace = dataset_id.split("/")[0]
         for meta in (staging / namespace).glob("*.json"):

@@ -21,7 +21,6 @@ can write an mp4 video.
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 from skillcell.demos.episode import Episode, load_episode, model_hash
 from skillcell.demos.errors import DemoError, ModelMismatchWarning, ReplayVersionWarning
 from skillcell.demos.recorder import start_episode_from_state
+from skillcell.mp4 import VideoWriter
 
 __all__ = ["DEFAULT_DRIFT_THRESHOLD_MM", "RENDER_KWARGS", "ReplayReport", "replay_episode"]
 
@@ -91,29 +91,6 @@ def _make_env(episode: Episode, render: bool, width: int, height: int, camera: s
     return gym.make(episode.env_id, **kwargs)
 
 
-class _VideoWriter:
-    """mp4 through imageio-ffmpeg, written to a temporary name and renamed when complete."""
-
-    def __init__(self, path: Path, fps: float):
-        import imageio.v2 as imageio
-
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # ffmpeg picks the container from the extension, so the temporary name keeps it.
-        self.tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-        self.writer = imageio.get_writer(self.tmp, format="FFMPEG", fps=fps, macro_block_size=16)
-
-    def add(self, frame: np.ndarray) -> None:
-        self.writer.append_data(frame)
-
-    def close(self, keep: bool) -> None:
-        self.writer.close()
-        if keep:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
-
-
 def replay_episode(episode: Episode | str | Path, mode: str = "state", *, video: str | Path | None = None,
                    threshold_mm: float = DEFAULT_DRIFT_THRESHOLD_MM, width: int = 640, height: int = 480,
                    camera: str | None = None, progress: bool = False) -> ReplayReport:
@@ -123,10 +100,12 @@ def replay_episode(episode: Episode | str | Path, mode: str = "state", *, video:
         mode: ``"state"`` (bit-exact physics check) or ``"action"`` (re-execute the actions).
         video: an ``.mp4`` path to render the replay to (the env's default camera).
         threshold_mm: action mode fails when the TCP drifts further than this from the recording.
-        width, height: video size in pixels (multiples of 16 avoid resizing by the encoder).
+        width, height: video size in pixels, multiples of 16 (the encoder's macroblocks).
     """
     if mode not in ("state", "action"):
         raise ValueError(f"mode must be 'state' or 'action', got {mode!r}")
+    if video is not None and (width <= 0 or height <= 0 or width % 16 or height % 16):
+        raise DemoError(f"video size {width}x{height}: width and height must be positive multiples of 16")
     source = str(episode) if isinstance(episode, (str, Path)) else f"episode of {episode.env_id}"
     if isinstance(episode, (str, Path)):
         episode = load_episode(episode)
@@ -156,15 +135,17 @@ def replay_episode(episode: Episode | str | Path, mode: str = "state", *, video:
             raise DemoError(f"{source}: stored states have {episode.states.shape[1]} values, the model's have "
                             f"{mujoco.mj_stateSize(cell.model, mujoco.mjtState.mjSTATE_INTEGRATION)}")
         if video is not None:
-            writer = _VideoWriter(Path(video), fps=1.0 / episode.control_dt)
+            writer = VideoWriter(video, fps=1.0 / episode.control_dt)
             report.video = Path(video)
         if mode == "state":
             _replay_states(env, episode, report, writer, progress)
         else:
             _replay_actions(env, episode, report, writer, progress)
+        if writer is not None:
+            writer.close()
     finally:
         if writer is not None:
-            writer.close(keep=True)
+            writer.close(keep=False)  # a no-op once closed; an interrupted replay leaves no partial video
         env.close()
     return report
 
@@ -175,7 +156,7 @@ def _steps_bar(n: int, progress: bool, desc: str):
     return tqdm(range(n), desc=desc, unit="step", disable=not progress, leave=False)
 
 
-def _replay_states(env, episode: Episode, report: ReplayReport, writer: _VideoWriter | None,
+def _replay_states(env, episode: Episode, report: ReplayReport, writer: VideoWriter | None,
                    progress: bool) -> None:
     cell = env.unwrapped
     m = cell.model
@@ -207,14 +188,14 @@ def _replay_states(env, episode: Episode, report: ReplayReport, writer: _VideoWr
     report.passed = report.bit_exact
 
 
-def _render_state(env, state: np.ndarray, writer: _VideoWriter) -> None:
+def _render_state(env, state: np.ndarray, writer: VideoWriter) -> None:
     cell = env.unwrapped
     mujoco.mj_setState(cell.model, cell.data, state, mujoco.mjtState.mjSTATE_INTEGRATION)
     mujoco.mj_forward(cell.model, cell.data)
     writer.add(env.render())
 
 
-def _replay_actions(env, episode: Episode, report: ReplayReport, writer: _VideoWriter | None,
+def _replay_actions(env, episode: Episode, report: ReplayReport, writer: VideoWriter | None,
                     progress: bool) -> None:
     cell = env.unwrapped
     env.reset(seed=episode.seed)

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from skillcell.atomic import atomic_write_text
 from skillcell.config import ConfigError, parse_yaml
-from skillcell.demos._io import atomic_write
 from skillcell.demos.episode import DatasetWriter, DemoDataset, Episode, EpisodeEntry
 from skillcell.demos.errors import DatasetError, DemoError
 from skillcell.envs.registry import UnknownCellError, cell_config, cell_spec
@@ -224,7 +224,7 @@ class DatasetScores:
         """Writes the scores as YAML (default ``<dataset>/scores.yaml``), atomically."""
         path = Path(path) if path is not None else self.path / "scores.yaml"
         text = yaml.safe_dump(self.to_mapping(), sort_keys=False)
-        return atomic_write(path, lambda f: f.write(text.encode()))
+        return atomic_write_text(path, text)
 
     def report(self) -> str:
         lines = [f"{'id':>5} {'operator':20s} {'ok':3s} {'score':>6}  components"]

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from skillcell.atomic import atomic_write_text
 from skillcell.envs.registry import cell_spec
 
 __all__ = ["MetricsTable", "ReportOptions", "ReportResult", "build_report", "find_datasets", "read_metrics_csv"]
@@ -450,16 +451,6 @@ def _img(uri: str, alt: str) -> str:
     return f'<img src="{uri}" alt="{_esc(alt)}">'
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 # ---------------------------------------------------------------------- the report
 
 
@@ -577,7 +568,7 @@ def build_report(run_dir: str | Path, out: str | Path, options: ReportOptions | 
     page = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_esc(title)}</title>\n'
             f"<style>{_CSS}</style>\n</head>\n<body>\n{head}\n{note_html}\n" + "\n".join(parts)
             + "\n</body>\n</html>\n")
-    _atomic_write_bytes(out, page.encode())
+    atomic_write_text(out, page)
     return result
 
 
