@@ -35,8 +35,6 @@ import io
 import json
 import logging
 import math
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from skillcell.atomic import atomic_write_bytes
 from skillcell.deploy.runner import OnnxPolicy, command_scale
 from skillcell.paths import sha256_file
 from skillcell.policies.frozen import FrozenPolicy, SB3Policy
@@ -52,7 +51,6 @@ from skillcell.policies.residual import ResidualRun, compose, learned_base
 
 __all__ = [
     "ExportResult",
-    "atomic_write_bytes",
     "export_onnx",
     "export_residual_onnx",
     "export_run",
@@ -65,27 +63,6 @@ __all__ = [
 ]
 
 OPSET = 18
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Writes ``data`` to ``path`` through a temporary file in the same folder and a rename, so a
-    crash leaves either the old file or the new one, never a torn one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _check_spaces(model: Any, env: Any, obs_norm: ObsNormalization | None) -> None:

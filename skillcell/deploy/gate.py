@@ -41,6 +41,7 @@ import numpy as np
 import yaml
 
 from skillcell import assets
+from skillcell.atomic import atomic_write_bytes
 from skillcell.config import ConfigError, bounds, from_mapping, load_yaml, merge, quote, to_mapping
 from skillcell.envs.limits import has_limit_refs, resolve_limits
 
@@ -500,7 +501,7 @@ def run_gate(model: str | Path, env_id: str, out_dir: str | Path, *, criteria: G
     incomplete). Configuration mistakes raise `ConfigError`; a failing policy does not raise.
     """
     from skillcell.deploy.envelope import load_envelope
-    from skillcell.deploy.export import atomic_write_bytes, export_run, run_parity
+    from skillcell.deploy.export import export_run, run_parity
     from skillcell.policies.loading import TRUST_NOTE, load_sb3_model
 
     log = log or (lambda _msg: None)

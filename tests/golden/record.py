@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 
 import skillcell
-from skillcell.deploy.export import atomic_write_bytes
+from skillcell.atomic import atomic_write_bytes
 from skillcell.policies.scripted import make_expert
 
 HERE = Path(__file__).resolve().parent
