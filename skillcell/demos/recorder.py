@@ -127,6 +127,19 @@ class EpisodeRecorder(gym.Wrapper):
             self._finish()
         return obs, reward, terminated, truncated, info
 
+    def finish(self) -> EpisodeEntry | Episode:
+        """Ends the episode being recorded before the env ended it (an operator's stop) and keeps it.
+
+        Its last step is marked truncated (the episode ended for a reason outside the task, as
+        Gymnasium's time limit marks its own), then it is written like any other; returns its
+        entry, or the `Episode` when no dataset was given.
+        """
+        if self._buffer is None or not self._buffer["actions"]:
+            raise RuntimeError("finish() needs an episode with at least one step; call reset() and step() first")
+        self._buffer["truncations"][-1] = True
+        self._finish()
+        return self.completed[-1] if self.writer is None else self.entries[-1]
+
     # ------------------------------------------------------------------ internals
 
     def _record(self, obs, info) -> None:

@@ -1,0 +1,346 @@
+"""A teleoperation session: a person drives a cell through a `TeleopDevice` and episodes are recorded.
+
+`record_teleop` runs the cell at its control rate (``env.unwrapped.dt`` per step, in real time
+unless told otherwise) and records through `skillcell.demos.EpisodeRecorder` into a
+`skillcell.demos` dataset, with the operator and the device in every episode's provenance, so a
+teleoperated episode is stored, replayed, scored and exported like any other.
+
+An episode waits at its reset state until the operator's first command (motion, or a task
+channel switched on), so nobody records seconds of standing still; the device's task channels
+are switched off at every episode's start. It ends when the env ends it
+(termination, or the time limit: saved, successful or not), when the operator saves it (kept,
+its last step marked truncated) or discards it (dropped; the same seed runs again), or when the
+operator quits (an episode in progress is dropped; saved ones stay). Seeds count up from
+``seed``, by default from after the seeds the dataset holds.
+
+What the person sees: the MuJoCo viewer (``mujoco.viewer.launch_passive``) where there is a
+display, and always a one-line status (step, time, TCP position, tool force, commanded speed,
+task channels and the cell's live metrics, those out of band marked ``!``), refreshed in place on
+a terminal; optionally a preview image file (``preview``) rendered with the review overlays and
+metric strip of `skillcell.review` and rewritten atomically every ``preview_every_s``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import gymnasium as gym
+import numpy as np
+
+from skillcell.demos.episode import DatasetWriter, EpisodeEntry, Provenance
+from skillcell.demos.recorder import EpisodeRecorder
+from skillcell.teleop.devices import DEFAULT_SPEED, TeleopCommand, TeleopDevice, TeleopError, TeleopEvent, make_device
+
+__all__ = ["TeleopSummary", "has_display", "record_teleop"]
+
+
+@dataclass
+class TeleopSummary:
+    """What a session recorded: the saved episodes' entries, how many were discarded, and
+    ``late_steps``, the control periods that could not be held in real time."""
+
+    env_id: str
+    device: str
+    operator: str
+    entries: list[EpisodeEntry] = field(default_factory=list)
+    discarded: int = 0
+    quit: bool = False
+    late_steps: int = 0
+
+    def report(self) -> str:
+        if not self.entries:
+            return f"no episodes saved (teleop: {self.device}, operator {self.operator}; {self.discarded} discarded)"
+        successes = sum(e.success for e in self.entries)
+        seeds = [e.seed for e in self.entries]
+        late = f"; {self.late_steps} control periods ran late" if self.late_steps else ""
+        return (f"saved {len(self.entries)} episodes of {self.env_id} (teleop: {self.device}, operator "
+                f"{self.operator}, seeds {', '.join(map(str, seeds))}): success {successes}/{len(self.entries)}, "
+                f"{sum(e.steps for e in self.entries)} steps, {self.discarded} discarded; episode ids "
+                f"{self.entries[0].id}..{self.entries[-1].id}{late}")
+
+
+def has_display() -> bool:
+    """Whether a window can be opened: an X or Wayland display (macOS needs ``mjpython`` instead)."""
+    return sys.platform != "darwin" and bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def record_teleop(env_id: str, device: str | TeleopDevice, out: str | Path, *, episodes: int = 1,
+                  seed: int | None = None, operator: str | None = None, env_kwargs: Mapping[str, Any] | None = None,
+                  speed: float = DEFAULT_SPEED, realtime_factor: float = 1.0, viewer: bool | None = None,
+                  preview: str | Path | None = None, preview_every_s: float = 1.0,
+                  status: TextIO | None = None) -> TeleopSummary:
+    """Records up to ``episodes`` teleoperated episodes of ``env_id`` into the dataset ``out``.
+
+    Args:
+        device: a ``--device`` spec (``keyboard``, ``spacemouse``, ``script:FILE``; built for the
+            cell's task channels and control period, at ``speed``) or a `TeleopDevice`.
+        operator: who operates (default: the login name); stored as the provenance's operator.
+        realtime_factor: 1 runs at the control rate, 2 twice as fast, 0 unpaced (scripts).
+        viewer: open the MuJoCo viewer (``None``: where there is a display; failing to open it
+            is then a message, not an error).
+        preview: a PNG rewritten every ``preview_every_s`` seconds of wall time.
+        status: where the status line goes (default standard output).
+
+    A dataset of another env id is refused before anything runs (`skillcell.demos.DatasetError`).
+    """
+    if realtime_factor < 0 or not math.isfinite(realtime_factor):
+        raise TeleopError(f"realtime factor must be 0 (unpaced) or positive, got {realtime_factor}")
+    if isinstance(device, str):
+        from skillcell.teleop.devices import check_device_spec
+
+        check_device_spec(device)  # a bad spec is refused before the cell is built
+    writer = DatasetWriter(out)
+    writer.check_env(env_id)
+    if seed is None:
+        seed = max([e.seed for e in writer.entries() if e.seed is not None], default=-1) + 1
+    operator = operator or _login_name()
+    env = gym.make(env_id, **dict(env_kwargs or {}))
+    try:
+        cell = env.unwrapped
+        task_channels = tuple(cell.action_names[6:])
+        if isinstance(device, str):
+            device = make_device(device, task_channels, cell.dt, speed=speed)
+        elif device.task_channels != task_channels:
+            raise TeleopError(f"{device.name}: made for task channels {list(device.task_channels)}, the cell has "
+                              f"{list(task_channels)}")
+        session = _Session(env, device, writer, operator, status or sys.stdout, realtime_factor)
+        with contextlib.ExitStack() as stack:
+            device.connect()
+            stack.callback(device.disconnect)
+            if viewer if viewer is not None else has_display():
+                session.viewer = _open_viewer(cell, required=viewer is True, status=session.status)
+                if session.viewer is not None:
+                    stack.callback(session.viewer.close)
+            if preview is not None:
+                session.preview = _Preview(env, Path(preview), preview_every_s, label=f"teleop {operator}")
+            return session.run(episodes, seed)
+    finally:
+        env.close()
+
+
+def _login_name() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in a bare container
+        return "unknown"
+
+
+class _Session:
+    def __init__(self, env: gym.Env, device: TeleopDevice, writer: DatasetWriter, operator: str, stream: TextIO,
+                 realtime_factor: float):
+        self.env, self.cell, self.device = env, env.unwrapped, device
+        self.writer, self.operator = writer, operator
+        self.status = _StatusLine(stream, self.cell)
+        self.period = self.cell.dt / realtime_factor if realtime_factor > 0 else 0.0
+        self.viewer = None
+        self.preview: _Preview | None = None
+        self.task_channels = device.task_channels
+
+    def run(self, episodes: int, seed: int) -> TeleopSummary:
+        device = self.device
+        summary = TeleopSummary(self.env.spec.id, device.description, self.operator)
+        provenance = Provenance(operator_id=self.operator, site="simulation", source_device=device.description,
+                                consent=True, notes=f"teleoperation: a person's commands at {device.description}, "
+                                                    "recorded in a session they ran")
+        recorder = EpisodeRecorder(self.env, self.writer, source=f"teleop:{device.name}", provenance=provenance,
+                                   policy={"name": "teleop", "device": device.description})
+        pacer = _Pacer(self.period)
+        episode_seed = seed
+        try:
+            while len(summary.entries) < episodes and not summary.quit:
+                outcome = self._episode(recorder, episode_seed, len(summary.entries) + 1, episodes, pacer, summary)
+                if outcome == "discarded":
+                    summary.discarded += 1
+                    self.status.message(f"episode discarded; seed {episode_seed} again")
+                elif outcome == "saved":
+                    entry = summary.entries[-1]
+                    self.status.message(f"episode {entry.id} saved: {entry.steps} steps, "
+                                        f"{'success' if entry.success else 'no success'}")
+                    episode_seed += 1
+        except KeyboardInterrupt:
+            summary.quit = True
+            self.status.message("interrupted: the episode in progress is dropped, saved episodes stay")
+        summary.late_steps = pacer.late
+        return summary
+
+    def _episode(self, recorder: EpisodeRecorder, seed: int, number: int, episodes: int, pacer: _Pacer,
+                 summary: TeleopSummary) -> str:
+        """Runs one episode; returns ``saved``, ``discarded`` or ``quit``."""
+        _, info = recorder.reset(seed=seed)
+        self.device.reset()
+        steps, episode_return, reward, recording = 0, 0.0, None, False
+        if self.preview is not None:
+            self.preview.start(info)
+        self.status.message(f"episode {number}/{episodes}, seed {seed}: ready, move to start")
+        while True:
+            command = self.device.read()
+            events = command.events
+            if recording and TeleopEvent.SAVE in events:
+                summary.entries.append(recorder.finish())
+                return "saved"
+            if recording and TeleopEvent.DISCARD in events:
+                return "discarded"
+            if TeleopEvent.QUIT in events:
+                summary.quit = True
+                if recording:
+                    self.status.message("quit: the episode in progress is dropped")
+                return "quit"
+            if TeleopEvent.SAVE in events:
+                self.status.message("nothing to save yet: the episode starts at the first command")
+            recording = recording or command.moving
+            if recording:
+                _, reward, terminated, truncated, info = recorder.step(command.action(self.task_channels))
+                steps += 1
+                episode_return += reward
+                if terminated or truncated:
+                    summary.entries.append(recorder.entries[-1])
+                    return "saved"
+            self.device.send_feedback({"recording": recording,
+                                       "force_n": float(np.linalg.norm(self.cell.wrench_tool[:3]))})
+            if self.viewer is not None:
+                if not self.viewer.is_running():
+                    summary.quit = True
+                    self.status.message("viewer closed: quit; the episode in progress is dropped")
+                    return "quit"
+                self.viewer.sync()
+            self.status.update(command, info, recording, number, episodes, seed, steps, self.device)
+            if self.preview is not None:
+                self.preview.step(steps, info, reward, episode_return)
+            pacer.wait()
+
+
+class _Pacer:
+    """Holds the loop to one iteration per ``period`` seconds of wall time; counts the late ones."""
+
+    def __init__(self, period: float):
+        self.period = period
+        self.late = 0
+        self.next = time.perf_counter() + period
+
+    def wait(self) -> None:
+        if self.period <= 0:
+            return
+        now = time.perf_counter()
+        if now < self.next:
+            time.sleep(self.next - now)
+            self.next += self.period
+            return
+        if now - self.next > self.period:
+            # A stall (a slow frame, a paused terminal) is not caught up in a burst of fast steps.
+            self.late += 1
+            self.next = now
+        self.next += self.period
+
+
+class _StatusLine:
+    """The one-line status: refreshed in place on a terminal (10 times a second), else one line per
+    second of episode time while recording."""
+
+    def __init__(self, stream: TextIO, cell):
+        from skillcell.review.overlays import cell_review
+
+        self.stream, self.cell = stream, cell
+        self.metrics = cell_review(cell).metrics
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.every_steps = max(1, round(1.0 / cell.dt))
+        self.last_refresh = -math.inf
+        control = cell.config.control
+        self.mm_s_per_unit = control.max_translation_mm / cell.dt
+
+    def update(self, command: TeleopCommand, info: Mapping[str, Any], recording: bool, number: int, episodes: int,
+               seed: int, steps: int, device: TeleopDevice) -> None:
+        if self.tty:
+            now = time.monotonic()
+            if now - self.last_refresh < 0.1:
+                return
+            self.last_refresh = now
+        elif not recording or steps % self.every_steps:
+            return
+        line = self.line(command, info, recording, number, episodes, seed, steps, device)
+        if self.tty:
+            width = shutil.get_terminal_size((120, 24)).columns
+            self.stream.write("\r" + line[:max(20, width - 1)] + "\x1b[K")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def line(self, command: TeleopCommand, info: Mapping[str, Any], recording: bool, number: int, episodes: int,
+             seed: int, steps: int, device: TeleopDevice) -> str:
+        cell = self.cell
+        x, y, z = (cell.data.site_xpos[cell.tcp_site] * 1e3).tolist()
+        force = float(np.linalg.norm(cell.wrench_tool[:3]))
+        speed = float(np.linalg.norm(command.delta[:3])) * self.mm_s_per_unit
+        parts = [f"{'REC' if recording else 'READY'} ep {number}/{episodes} seed {seed} step {steps} "
+                 f"t {steps * cell.dt:.2f} s",
+                 f"TCP {x:+.1f} {y:+.1f} {z:+.1f} mm", f"F {force:.1f} N", f"cmd {speed:.0f} mm/s"]
+        jog = getattr(device, "speed", None)
+        if jog is not None:
+            parts.append(f"jog {jog * self.mm_s_per_unit:.0f} mm/s")
+        parts += [f"{name} {'ON' if value > 0 else 'off'}" for name, value in command.task.items()]
+        parts += [spec.text(info) + ("!" if spec.status(info) == "bad" else "") for spec in self.metrics]
+        return " | ".join(parts)
+
+    def message(self, text: str) -> None:
+        self.stream.write(("\r\x1b[K" if self.tty else "") + text + "\n")
+        self.stream.flush()
+
+
+class _Preview:
+    """A PNG of the cell with the review overlays and metric strip, rewritten atomically when due."""
+
+    def __init__(self, env: gym.Env, path: Path, every_s: float, label: str):
+        from skillcell.review.video import FrameRenderer
+
+        if every_s <= 0:
+            raise TeleopError(f"preview period must be positive, got {every_s}")
+        self.path, self.every_s = path, every_s
+        self.renderer = FrameRenderer(env, label=label)
+        self.dt = env.unwrapped.dt
+        self.due = -math.inf
+
+    def start(self, info: Mapping[str, Any]) -> None:
+        # Rendered at once, so that a machine without OpenGL says so before anything is recorded.
+        self.due = -math.inf
+        self.step(0, info, None, 0.0)
+
+    def step(self, index: int, info: Mapping[str, Any], reward: float | None, episode_return: float) -> None:
+        from skillcell.review.sources import Step
+
+        step = Step(index=index, time_s=index * self.dt, info=info, reward=reward, episode_return=episode_return)
+        self.renderer.observe(step)
+        now = time.monotonic()
+        if now < self.due:
+            return
+        self.due = now + self.every_s
+        from PIL import Image
+
+        from skillcell.atomic import atomic_write_bytes
+
+        buffer = io.BytesIO()
+        Image.fromarray(self.renderer.render(step)).save(buffer, format="PNG")
+        atomic_write_bytes(self.path, buffer.getvalue())
+
+
+def _open_viewer(cell, *, required: bool, status: _StatusLine):
+    """The passive MuJoCo viewer on the cell's model and data, or None (with a message) where it cannot open."""
+    try:
+        import mujoco.viewer
+
+        return mujoco.viewer.launch_passive(cell.model, cell.data, show_left_ui=False, show_right_ui=False)
+    except Exception as exc:  # GLFW and the platforms raise a variety of types
+        if required:
+            raise TeleopError(f"viewer: cannot open the MuJoCo viewer ({exc})") from None
+        status.message(f"no MuJoCo viewer ({exc}); the status line shows the session")
+        return None
