@@ -212,6 +212,7 @@ def expert_demos(env_id: str, episodes: int, *, seed: int = 0, skill: str = "exp
 
     from skillcell.demos.recorder import EpisodeRecorder, scripted_provenance
     from skillcell.policies.scripted import make_expert
+    from skillcell.rollout import rollout
 
     env = gym.make(env_id, **(env_kwargs or {}))
     try:
@@ -219,12 +220,7 @@ def expert_demos(env_id: str, episodes: int, *, seed: int = 0, skill: str = "exp
         recorder = EpisodeRecorder(env, None, source=f"scripted:{skill}",
                                    provenance=scripted_provenance(f"scripted-{skill}"))
         for i in tqdm(range(episodes), desc="demos", unit="ep", disable=not progress, leave=False):
-            obs, _ = recorder.reset(seed=seed + i)
-            expert.reset()
-            done = False
-            while not done:
-                obs, _, terminated, truncated, _ = recorder.step(expert(obs))
-                done = terminated or truncated
+            rollout(recorder, expert, seed=seed + i)
         kept, scores = _filter(recorder.completed, min_score)
         return DemoTransitions.from_episodes(kept, env_id=env_id, scores=scores)
     finally:

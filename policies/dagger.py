@@ -23,7 +23,7 @@ the missing data, whatever the seed demonstrations were.
 **The expert must be a function of the observation.** A label is what the expert would do in the
 visited state; an expert whose action also depends on a latched phase or an integrator of its
 own gives labels that depend on the learner's path, which BC cannot learn from the observation.
-Any `FrozenPolicy` (the scripted expert, a learned SB3 policy) is accepted; it sees the cell's
+Any `skillcell.rollout.Policy` (the scripted expert, a learned SB3 policy) is accepted; it sees the cell's
 plain observation, also when the learner observes a history (`skillcell.policies.history`).
 """
 
@@ -39,8 +39,9 @@ from typing import Any
 import numpy as np
 
 from skillcell.policies.bc import BCResult, DemoTransitions, behaviour_clone, normalize_obs
+from skillcell.rollout import rollout
 
-__all__ = ["DaggerRound", "concat_transitions", "dagger", "history_transitions", "relabel_rollout"]
+__all__ = ["DaggerRound", "MixedPolicy", "concat_transitions", "dagger", "history_transitions", "relabel_rollout"]
 
 OPERATOR = "dagger-relabel"
 
@@ -98,9 +99,39 @@ def history_transitions(demos: DemoTransitions, k: int) -> DemoTransitions:
     return dataclasses.replace(demos, observations=np.concatenate(obs), next_observations=np.concatenate(nxt))
 
 
+class MixedPolicy:
+    """DAgger's executed policy: the expert's label with probability ``beta``, else the learner's action.
+
+    The expert labels every observation (called at every step, executed or not, and `reset` with
+    the episode); ``labels``, ``executed`` and ``expert_executed`` keep what happened this episode.
+    ``plain`` maps the learner's observation to the cell's plain one, which the expert reads.
+    """
+
+    def __init__(self, learner: Callable[[np.ndarray], np.ndarray], expert, *, beta: float,
+                 rng: np.random.Generator, plain: Callable[[np.ndarray], np.ndarray]):
+        self.learner, self.expert, self.beta, self.rng, self.plain = learner, expert, beta, rng, plain
+        self.labels: list[np.ndarray] = []
+        self.executed: list[np.ndarray] = []
+        self.expert_executed: list[bool] = []
+
+    def reset(self) -> None:
+        self.expert.reset()
+        self.labels, self.executed, self.expert_executed = [], [], []
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        label = np.asarray(self.expert(self.plain(obs)), np.float32)
+        use_expert = bool(self.rng.random() < self.beta)
+        action = label if use_expert else np.asarray(self.learner(obs), np.float32)
+        self.labels.append(label)
+        self.executed.append(np.array(action, np.float32))
+        self.expert_executed.append(use_expert)
+        return action
+
+
 def relabel_rollout(env, learner: Callable[[np.ndarray], np.ndarray], expert, *, beta: float, seed: int,
                     rng: np.random.Generator, history: int = 0):
-    """One mixed rollout from ``env.reset(seed=seed)``; ``(episode, labels, executed, expert_executed)``.
+    """One mixed rollout (`MixedPolicy`) from ``env.reset(seed=seed)``; ``(episode, labels, executed,
+    expert_executed)``.
 
     ``env`` is an `EpisodeRecorder` (no dataset) around the cell; ``learner`` maps the learner's
     observation (the plain one, or its history when ``history`` > 0) to an action.
@@ -108,21 +139,10 @@ def relabel_rollout(env, learner: Callable[[np.ndarray], np.ndarray], expert, *,
     from skillcell.policies.history import history_env
 
     learner_env = history_env(env, history) if history else env
-    obs_l, _ = learner_env.reset(seed=seed)
-    expert.reset()
-    labels, executed, mask = [], [], []
-    done = False
-    while not done:
-        label = np.asarray(expert(_plain(obs_l, env, history)), np.float32)
-        use_expert = bool(rng.random() < beta)
-        action = label if use_expert else np.asarray(learner(obs_l), np.float32)
-        labels.append(label)
-        executed.append(np.array(action, np.float32))
-        mask.append(use_expert)
-        obs_l, _, terminated, truncated, _ = learner_env.step(action)
-        done = terminated or truncated
+    mixed = MixedPolicy(learner, expert, beta=beta, rng=rng, plain=lambda obs: _plain(obs, env, history))
+    rollout(learner_env, mixed, seed=seed)
     episode = env.completed.pop()
-    return episode, np.stack(labels), np.stack(executed), np.array(mask)
+    return episode, np.stack(mixed.labels), np.stack(mixed.executed), np.array(mixed.expert_executed)
 
 
 def _plain(obs: np.ndarray, env, history: int) -> np.ndarray:
@@ -171,7 +191,8 @@ def dagger(model, demos: DemoTransitions | None, *, env, expert, expert_name: st
     """Runs the DAgger rounds on the SB3 ``model`` (trained in place); ``(rounds, aggregate)``.
 
     ``env`` is the cell as ``gym.make`` gives it (the recorder wraps it; closed at the end);
-    ``expert`` is a `FrozenPolicy` of its plain observation; ``bc_kwargs`` go to `behaviour_clone` each round;
+    ``expert`` is a `skillcell.rollout.Policy` of its plain observation; ``bc_kwargs`` go to
+    `behaviour_clone` each round;
     episode seeds are ``first_episode_seed, +1, ...`` over all rounds; ``after_round(round,
     env_steps)`` runs after each round's BC (the evaluation). Returns the rounds and the final
     aggregate of ``demos`` and every relabelled episode.

@@ -2,7 +2,7 @@
 
 Either is given as text: ``scripted`` or ``scripted:<skill>`` (the cell's scripted expert,
 `skillcell.policies.scripted.make_expert`), or the path of an SB3 ``.zip`` (a ``vecnormalize.pkl``
-next to it is used, as ``skillcell eval`` does). Both become a `FrozenPolicy`: ``policy(obs) ->
+next to it is used, as ``skillcell eval`` does). Both become a `skillcell.rollout.Policy`: ``policy(obs) ->
 action`` for one raw env observation, and ``reset()`` at the start of every episode. SB3 files are
 read as data through `skillcell.policies.loading` (nothing in them is unpickled unless ``trusted``).
 """
@@ -10,20 +10,14 @@ read as data through `skillcell.policies.loading` (nothing in them is unpickled 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
 from skillcell.config import ConfigError
+from skillcell.rollout import Policy
 
-__all__ = ["FrozenPolicy", "SB3Policy", "frozen_policy", "is_scripted"]
-
-
-@runtime_checkable
-class FrozenPolicy(Protocol):
-    def __call__(self, obs: np.ndarray) -> np.ndarray: ...
-
-    def reset(self) -> None: ...
+__all__ = ["SB3Policy", "frozen_policy", "is_scripted"]
 
 
 class SB3Policy:
@@ -47,8 +41,8 @@ def is_scripted(spec: str) -> bool:
     return spec == "scripted" or spec.startswith("scripted:")
 
 
-def frozen_policy(spec: str, env: Any, *, seed: int = 0, where: str = "policy", trusted: bool = False) -> FrozenPolicy:
-    """The `FrozenPolicy` ``spec`` names, for ``env`` (its observation size is checked); see the module docstring.
+def frozen_policy(spec: str, env: Any, *, seed: int = 0, where: str = "policy", trusted: bool = False) -> Policy:
+    """The `Policy` ``spec`` names, for ``env`` (its observation size is checked); see the module docstring.
 
     ``trusted``: unpickle an SB3 model (`skillcell.policies.loading.load_sb3_model`; runs code from it)."""
     if is_scripted(spec):

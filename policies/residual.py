@@ -27,7 +27,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from skillcell.policies.frozen import FrozenPolicy, SB3Policy
+from skillcell.policies.frozen import SB3Policy
+from skillcell.rollout import Policy
 
 __all__ = ["RECORD_NAME", "ResidualAction", "ResidualRun", "compose", "learned_base", "residual_run",
            "zero_action_head"]
@@ -43,7 +44,7 @@ def compose(base_action: np.ndarray, residual: np.ndarray, scale: float, low: np
 class ResidualAction(gym.Wrapper):
     """The env as a residual policy sees it: observation ``[o, base(o)]``, action ``r`` in [-1, 1]."""
 
-    def __init__(self, env: gym.Env, base: FrozenPolicy, scale: float):
+    def __init__(self, env: gym.Env, base: Policy, scale: float):
         super().__init__(env)
         obs, act = env.observation_space, env.action_space
         if not (isinstance(obs, gym.spaces.Box) and isinstance(act, gym.spaces.Box) and len(obs.shape) == 1):
@@ -86,7 +87,7 @@ def zero_action_head(model: Any) -> None:
         head.bias.zero_()
 
 
-def learned_base(base: FrozenPolicy) -> SB3Policy:
+def learned_base(base: Policy) -> SB3Policy:
     """``base`` if it is a network (an SB3 model), which base + residual can be exported with."""
     if not isinstance(base, SB3Policy):
         raise ValueError(f"residual export: the base is {type(base).__name__}, a scripted expert: Python code, not "
@@ -123,7 +124,7 @@ class ResidualRun:
         self.base_sha256 = record.get("base_sha256")
         self._base: SB3Policy | None = None
 
-    def base(self, env: Any) -> FrozenPolicy:
+    def base(self, env: Any) -> Policy:
         """The frozen base for ``env`` (a learned one is loaded once and checked against the record)."""
         from skillcell.config import ConfigError
         from skillcell.policies.frozen import frozen_policy, is_scripted

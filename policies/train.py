@@ -59,7 +59,7 @@ import numpy as np
 import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 
-from skillcell.atomic import atomic_write_bytes
+from skillcell.atomic import atomic_write_bytes, atomic_write_text
 from skillcell.config import ConfigError, bounds, from_mapping, load_yaml, merge, quote, to_mapping
 from skillcell.paths import sha256_file
 
@@ -656,7 +656,7 @@ def train(config: TrainConfig, out: str | Path | None = None, *, overwrite: bool
 
             shutil.rmtree(run_dir / "dagger")  # DatasetWriter would append this run's rounds to the old ones
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(run_dir / "config.yaml", ("# skillcell train: the config as run\n" + config_to_yaml(config)).encode())
+    atomic_write_text(run_dir / "config.yaml", "# skillcell train: the config as run\n" + config_to_yaml(config))
 
     venv = _make_vec_env(config, spec)
     vec_normalize = None

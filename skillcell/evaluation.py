@@ -1,16 +1,17 @@
-"""Running a policy for episodes and summarizing what happened (success with a confidence interval)."""
+"""Running a policy for episodes (`skillcell.rollout`) and summarizing them (success with a confidence interval)."""
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-__all__ = ["EpisodeResult", "RolloutSummary", "run_episodes", "wilson_interval"]
+from skillcell.rollout import EpisodeRecord, Policy, RolloutStep, as_policy, rollout
+
+__all__ = ["RolloutSummary", "run_episodes", "wilson_interval"]
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
@@ -25,17 +26,8 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[f
 
 
 @dataclass
-class EpisodeResult:
-    seed: int
-    success: bool
-    steps: int
-    episode_return: float
-    final_info: dict[str, Any]
-
-
-@dataclass
 class RolloutSummary:
-    episodes: list[EpisodeResult] = field(default_factory=list)
+    episodes: list[EpisodeRecord] = field(default_factory=list)
     wall_time_s: float = 0.0
 
     @property
@@ -70,25 +62,18 @@ class RolloutSummary:
                 f"= {self.steps_per_second:.0f} steps/s")
 
 
-def run_episodes(env, policy: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int = 0,
-                 reset_policy: Callable[[], None] | None = None, progress: bool = False) -> RolloutSummary:
-    """Runs ``episodes`` episodes with seeds ``seed, seed+1, ...``; ``env`` must truncate (TimeLimit)."""
+def run_episodes(env, policy: Policy | Callable[[np.ndarray], np.ndarray], episodes: int, seed: int = 0, *,
+                 on_step: Callable[[RolloutStep], None] | Iterable[Callable[[RolloutStep], None]] = (),
+                 progress: bool = False) -> RolloutSummary:
+    """`rollout` of ``episodes`` episodes with seeds ``seed, seed+1, ...``; ``env`` must truncate (TimeLimit)."""
     from tqdm.auto import tqdm
 
+    policy = as_policy(policy)
     summary = RolloutSummary()
     start = time.perf_counter()
     bar = tqdm(range(episodes), desc="episodes", unit="ep", disable=not progress, leave=False)
     for i in bar:
-        obs, info = env.reset(seed=seed + i)
-        if reset_policy is not None:
-            reset_policy()
-        total, steps, done = 0.0, 0, False
-        while not done:
-            obs, reward, terminated, truncated, info = env.step(policy(obs))
-            total += float(reward)
-            steps += 1
-            done = terminated or truncated
-        summary.episodes.append(EpisodeResult(seed + i, bool(info.get("is_success", False)), steps, total, info))
+        summary.episodes.append(rollout(env, policy, seed=seed + i, on_step=on_step))
         bar.set_postfix(success=f"{summary.success_rate:.0%}")
     summary.wall_time_s = time.perf_counter() - start
     return summary

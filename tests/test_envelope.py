@@ -99,7 +99,7 @@ def test_fast_drive_into_the_fixture_is_counted(envelope):
 def test_expert_stays_inside_the_envelope(envelope):
     env = EnvelopeMonitor(gym.make(PEG), envelope)
     expert = make_expert(env)
-    summary = run_episodes(env, expert, 3, seed=0, reset_policy=expert.reset)
+    summary = run_episodes(env, expert, 3, seed=0)
     assert summary.success_rate == 1.0
     assert all(e.final_info["envelope_violations"] == {} for e in summary.episodes)
     env.close()
@@ -109,7 +109,7 @@ def test_a_tighter_speed_limit_catches_the_expert_approach(peg_env):
     strict = load_envelope(peg_env, {"tool_speed_max_mm_s": 20.0})
     env = EnvelopeMonitor(gym.make(PEG, tier="D0"), strict)
     expert = make_expert(env)
-    summary = run_episodes(env, expert, 1, seed=0, reset_policy=expert.reset)
+    summary = run_episodes(env, expert, 1, seed=0)
     info = summary.episodes[0].final_info
     assert info["envelope_violations"]["tool_speed"] > 0
     assert 20.0 < info["envelope_worst"]["tool_speed"] < 60.0

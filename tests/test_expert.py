@@ -6,6 +6,7 @@ import pytest
 
 from skillcell.evaluation import run_episodes
 from skillcell.policies import PegInsertExpert, make_expert
+from skillcell.rollout import FunctionPolicy
 
 
 class MisperceivedHole(gym.ObservationWrapper):
@@ -28,8 +29,8 @@ def run_expert(episodes, offset_m=0.0, **kwargs):
         env = MisperceivedHole(env, offset_m)
     expert = make_expert(env)
     phases = []
-    policy = lambda obs: (expert(obs), phases.append(expert.phase))[0]  # noqa: E731
-    summary = run_episodes(env, policy, episodes, seed=100, reset_policy=expert.reset)
+    policy = FunctionPolicy(lambda obs: (expert(obs), phases.append(expert.phase))[0], reset=expert.reset)
+    summary = run_episodes(env, policy, episodes, seed=100)
     env.close()
     return summary, set(phases)
 
@@ -37,7 +38,7 @@ def run_expert(episodes, offset_m=0.0, **kwargs):
 def test_expert_succeeds_on_95_percent_of_100_seeds():
     env = gym.make("skillcell/PegInsert-v0")
     expert = make_expert(env)
-    summary = run_episodes(env, expert, 100, seed=0, reset_policy=expert.reset)
+    summary = run_episodes(env, expert, 100, seed=0)
     assert summary.success_rate >= 0.95, summary.report()
     assert summary.mean("max_penetration_mm") < 0.2
     assert not any(e.final_info["physics_invalid"] for e in summary.episodes)

@@ -69,6 +69,6 @@ def test_the_check_catches_an_expert_with_memory():
 def test_expert_succeeds_at_d2_on_90_percent_of_50_seeds(env_id):
     env = gym.make(env_id, tier="D2")
     expert = make_expert(env)
-    summary = run_episodes(env, expert, 50, seed=0, reset_policy=expert.reset)
+    summary = run_episodes(env, expert, 50, seed=0)
     assert summary.success_rate >= 0.9, summary.report()
     env.close()

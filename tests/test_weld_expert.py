@@ -10,7 +10,7 @@ from skillcell.policies import make_expert
 def weld(env_id, skill, episodes, seed=0):
     env = gym.make(env_id)
     expert = make_expert(env, skill=skill, seed=seed)
-    summary = run_episodes(env, expert, episodes, seed=seed, reset_policy=expert.reset)
+    summary = run_episodes(env, expert, episodes, seed=seed)
     env.close()
     return summary
 

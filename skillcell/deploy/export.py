@@ -45,9 +45,10 @@ import numpy as np
 from skillcell.atomic import atomic_write_bytes
 from skillcell.deploy.runner import OnnxPolicy, command_scale
 from skillcell.paths import sha256_file
-from skillcell.policies.frozen import FrozenPolicy, SB3Policy
+from skillcell.policies.frozen import SB3Policy
 from skillcell.policies.loading import LoadedModel, ObsNormalization
 from skillcell.policies.residual import ResidualRun, compose, learned_base
+from skillcell.rollout import Policy
 
 __all__ = [
     "ExportResult",
@@ -278,7 +279,7 @@ def _composite_module(residual_model: Any, base: SB3Policy, scale: float, action
     return ResidualPolicy().eval()
 
 
-def export_residual_onnx(residual_model: Any, base: FrozenPolicy, scale: float, env: Any, path: str | Path,
+def export_residual_onnx(residual_model: Any, base: Policy, scale: float, env: Any, path: str | Path,
                          env_id: str | None = None, source_sha256: str = "") -> ExportResult:
     """Exports base + residual (`skillcell.policies.residual`) for ``env``'s cell as ONE ONNX policy, with
     the inputs, outputs and metadata of `export_onnx`; a scripted base is refused (`learned_base`)."""
@@ -303,7 +304,7 @@ def export_residual_onnx(residual_model: Any, base: FrozenPolicy, scale: float, 
     }, env_id=env_id)
 
 
-def residual_parity(residual_model: Any, base: FrozenPolicy, scale: float, onnx_path: str | Path,
+def residual_parity(residual_model: Any, base: Policy, scale: float, onnx_path: str | Path,
                     obs: np.ndarray, env: Any) -> dict[str, float]:
     """Largest differences between the ONNX outputs and the Python composition (`compose`)."""
     base = learned_base(base)

@@ -340,8 +340,11 @@ class OnnxPolicy:
         return action, command
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        """The normalized action for one observation (an env policy)."""
+        """The normalized action for one observation (a `skillcell.rollout.Policy`)."""
         return self.run(np.asarray(obs, dtype=np.float32)[None])[0][0]
+
+    def reset(self) -> None:
+        """A feed-forward graph keeps nothing between episodes."""
 
     def command(self, obs: np.ndarray) -> np.ndarray:
         """The physical command for one observation (a runner command source)."""
