@@ -31,7 +31,6 @@ import dataclasses
 import datetime as _dt
 import math
 import platform
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ from skillcell import assets
 from skillcell.atomic import atomic_write_bytes
 from skillcell.config import ConfigError, bounds, from_mapping, load_yaml, merge, quote, to_mapping
 from skillcell.envs.limits import has_limit_refs, resolve_limits
+from skillcell.rollout import FunctionPolicy, Policy, Rollout
 
 __all__ = [
     "CriterionResult",
@@ -185,15 +185,16 @@ class _Candidate:
     kind: str
     onnx_sha256: str | None = None
 
-    def policy(self, env) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[], None] | None]:
+    def policy(self, env) -> Policy:
         raise NotImplementedError
 
-    def command_source(self, env) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[], None] | None]:
+    def command_source(self, env) -> Policy:
+        """The policy's physical command (the runner's input) rather than its normalized action."""
         from skillcell.deploy.runner import command_scale
 
-        act, reset = self.policy(env)
+        policy = self.policy(env)
         scale = command_scale(env)
-        return (lambda obs: np.asarray(act(obs), dtype=np.float64) * scale), reset
+        return FunctionPolicy(lambda obs: np.asarray(policy(obs), dtype=np.float64) * scale, reset=policy.reset)
 
 
 class _ScriptedCandidate(_Candidate):
@@ -205,8 +206,7 @@ class _ScriptedCandidate(_Candidate):
     def policy(self, env):
         from skillcell.policies import make_expert
 
-        expert = make_expert(env, skill=self.skill, seed=self.seed)
-        return expert, expert.reset
+        return make_expert(env, skill=self.skill, seed=self.seed)
 
     def provenance(self) -> dict[str, Any]:
         return {"kind": "scripted", "skill": self.skill}
@@ -223,10 +223,10 @@ class _OnnxCandidate(_Candidate):
         self.onnx_sha256 = sha256
 
     def policy(self, env):
-        return self.onnx, None
+        return self.onnx
 
     def command_source(self, env):
-        return self.onnx.command, None
+        return FunctionPolicy(self.onnx.command, reset=self.onnx.reset)
 
     def provenance(self) -> dict[str, Any]:
         return self.loaded.provenance()
@@ -265,7 +265,7 @@ def _evaluate_tier(env_id, tier, env_kwargs, envelope, candidate, criteria, prog
     env = EnvelopeMonitor(_make_env(env_id, tier, env_kwargs), envelope)
     try:
         u = env.unwrapped
-        policy, reset = candidate.policy(env)
+        policy = candidate.policy(env)
         bad_actions = [0]
 
         def guarded(obs: np.ndarray) -> np.ndarray:
@@ -279,18 +279,16 @@ def _evaluate_tier(env_id, tier, env_kwargs, envelope, candidate, criteria, prog
 
         draws: list[dict[str, Any]] = []
 
-        def on_reset() -> None:
-            # Called right after each env.reset: the tier's draws for the episode, as evidence.
-            sample = u.tier_sample
-            draws.append({"friction_scale": round(float(sample.friction_scale), 4),
-                          "mass_scale": [round(float(x), 4) for x in sample.mass_scale],
-                          "ft_bias": [round(float(x), 4) for x in sample.ft_bias],
-                          "latency_steps": int(sample.latency_steps)})
-            if reset is not None:
-                reset()
+        def record_draws(step) -> None:
+            if step.index == 0:  # the env was just reset: the tier's draws for the episode, as evidence
+                sample = u.tier_sample
+                draws.append({"friction_scale": round(float(sample.friction_scale), 4),
+                              "mass_scale": [round(float(x), 4) for x in sample.mass_scale],
+                              "ft_bias": [round(float(x), 4) for x in sample.ft_bias],
+                              "latency_steps": int(sample.latency_steps)})
 
-        summary = run_episodes(env, guarded, criteria.episodes, seed=criteria.seed, reset_policy=on_reset,
-                               progress=progress)
+        summary = run_episodes(env, FunctionPolicy(guarded, reset=policy.reset), criteria.episodes,
+                               seed=criteria.seed, on_step=record_draws, progress=progress)
         kpi_keys = sorted({c.key for c in criteria.kpis} | set(u.kpi_keys))
         episodes, violations, episodes_with, worst = [], {}, {}, {}
         for e, drawn in zip(summary.episodes, draws, strict=True):
@@ -347,17 +345,22 @@ def _parity_observations(env_id, tiers, env_kwargs, loaded, n):
     per_tier = max(1, math.ceil(n / len(tiers)))
     for k, tier in enumerate(tiers):
         env = _make_env(env_id, tier, env_kwargs)
+
+        def act(obs: np.ndarray, env=env) -> np.ndarray:
+            action = (loaded.actions(env, obs[None]) if isinstance(loaded, ResidualRun)
+                      else sb3_actions(loaded, obs[None]))[0]
+            # judged by the parity and finite-action criteria
+            return action if np.isfinite(action).all() else np.zeros_like(action)
+
         try:
-            obs, _ = env.reset(seed=10_000 + k)
-            for _ in range(per_tier):
-                obs_list.append(obs)
-                action = (loaded.actions(env, obs[None]) if isinstance(loaded, ResidualRun)
-                          else sb3_actions(loaded, obs[None]))[0]
-                if not np.isfinite(action).all():
-                    action = np.zeros_like(action)  # judged by the parity and finite-action criteria
-                obs, _, terminated, truncated, _ = env.step(action)
-                if terminated or truncated:
-                    obs, _ = env.reset()
+            seed, kept = 10_000 + k, []
+            while len(kept) < per_tier:  # episodes after the first continue the env's seeding
+                for step in Rollout(env, act, seed=seed):
+                    if step.done or len(kept) == per_tier:
+                        break
+                    kept.append(step.obs)
+                seed = None
+            obs_list += kept
         finally:
             env.close()
     return np.array(obs_list[:n], dtype=np.float32)
@@ -372,13 +375,12 @@ def _runner_check(env_id, env_kwargs, envelope, candidate, criteria):
     total = RunnerStats()
     successes = 0
     try:
-        source, reset = candidate.command_source(env)
+        source = candidate.command_source(env)
         max_steps = env.spec.max_episode_steps if env.spec and env.spec.max_episode_steps else 1000
         for i in range(criteria.runner_episodes):
             driver = SimDriver(env)
             driver.reset(seed=criteria.seed + i)
-            if reset is not None:
-                reset()
+            source.reset()
             runner = PolicyRunner(driver, envelope, command_size=env.action_space.shape[0])
             stats = runner.run(source, steps=max_steps + 1, done=lambda d=driver: d.done)
             successes += bool(driver.info.get("is_success", False))
@@ -674,63 +676,3 @@ def _describe_model(model: dict[str, Any]) -> str:
             + (f"; a residual (scale {model['residual']['scale']}) on the base `{model['residual']['base']}` "
                f"(SHA-256 `{model['residual']['base_sha256']}`), exported as one policy" if model.get("residual")
                else ""))
-
-
-# ---------------------------------------------------------------------- command line
-
-
-def add_arguments(parser) -> None:
-    """The ``skillcell gate`` options (the CLI calls this)."""
-    from skillcell.policies.loading import ALGORITHMS, TRUST_MODEL_HELP
-
-    parser.add_argument("model", help="SB3 .zip (PPO, SAC, A2C, TD3, DDPG) or scripted[:skill] for the cell's "
-                                      "scripted expert")
-    parser.add_argument("--trust-model", action="store_true", help=TRUST_MODEL_HELP)
-    parser.add_argument("--env", required=True, dest="env_id", metavar="ENV_ID")
-    parser.add_argument("--out", required=True, metavar="DIR", help="writes DIR/gate.yaml, report.md, policy.onnx")
-    parser.add_argument("--force", action="store_true", help="overwrite the files of an earlier gate in DIR")
-    parser.add_argument("--vecnormalize", metavar="PKL", help="VecNormalize statistics saved with the model")
-    parser.add_argument("--algo", default="auto", help=f"{', '.join(ALGORITHMS)} or auto (read from the zip's JSON)")
-    parser.add_argument("--criteria", metavar="YAML", help="criteria laid over the defaults and the cell's")
-    parser.add_argument("--envelope", metavar="YAML", help="safety envelope instead of the cell's envelope.yaml")
-    parser.add_argument("--tiers", metavar="D0,D1", help="evaluate only these tiers (the gate is then incomplete)")
-    # Own dest names: the CLI's generic --episodes check expects an int, and these default to None.
-    parser.add_argument("--episodes", type=int, dest="gate_episodes", help="episodes per tier (criteria default: 50)")
-    parser.add_argument("--seed", type=int, dest="gate_seed", help="first episode seed")
-    parser.add_argument("--cell", metavar="YAML", help="cell YAML laid over the packaged default")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a cell config key")
-    parser.add_argument("--no-progress", action="store_true")
-
-
-def main(args, parse_set: Callable[[list[str]], dict[str, Any]]) -> int:
-    """``skillcell gate``: prints each criterion and the verdict; 0 pass, 1 fail, 2 usage error."""
-    from skillcell.paths import check_output
-
-    for name in (GATE_NAME, REPORT_NAME, ONNX_NAME):  # before minutes of evaluation
-        check_output(check_output(args.out, folder=True) / name, force=args.force)
-    overrides: dict[str, Any] = {}
-    if args.gate_episodes is not None:
-        overrides["episodes"] = args.gate_episodes
-    if args.gate_seed is not None:
-        overrides["seed"] = args.gate_seed
-    env_kwargs: dict[str, Any] = {}
-    if args.cell:
-        env_kwargs["cell"] = args.cell
-    if args.set:
-        env_kwargs["overrides"] = parse_set(args.set)
-    tiers = [t.strip() for t in args.tiers.split(",") if t.strip()] if args.tiers else None
-    result = run_gate(args.model, args.env_id, args.out, criteria_file=args.criteria,
-                      criteria_overrides=overrides or None, tiers=tiers, algorithm=args.algo,
-                      vecnormalize=args.vecnormalize, envelope_file=args.envelope, env_kwargs=env_kwargs,
-                      trusted=args.trust_model,
-                      progress=not args.no_progress, log=lambda msg: print(f"gate: {msg}", file=sys.stderr))
-    for r in result.results:
-        status = {True: "PASS", False: "FAIL", None: "n/a "}[r.passed]
-        print(f"[{status}] {r.name}: {r.detail}")
-    if not result.record["complete"]:
-        print("note: incomplete gate, not every tier of the criteria was evaluated")
-    if result.record["onnx"]:
-        print(f"onnx: {result.out_dir / ONNX_NAME} sha256 {result.record['onnx']['sha256']}")
-    print(f"wrote {result.out_dir / GATE_NAME} and {result.out_dir / REPORT_NAME}")
-    print("gate: PASS" if result.passed else f"gate: FAIL: {', '.join(result.failed)}")
-    return result.exit_code

@@ -40,6 +40,7 @@ import numpy as np
 
 from skillcell.atomic import atomic_write_text
 from skillcell.envs.registry import cell_spec
+from skillcell.review.runs import find_key, model_in_run_dir, read_run_config, run_env
 
 __all__ = ["MetricsTable", "ReportOptions", "ReportResult", "build_report", "find_datasets", "read_metrics_csv"]
 
@@ -294,9 +295,7 @@ def find_datasets(folder: Path, depth: int = 3) -> list[Path]:
 
 
 def _config_value(config: Any, keys: Sequence[str]) -> Any:
-    from skillcell.review.cli import _find_key
-
-    return _find_key(config, tuple(keys))
+    return find_key(config, tuple(keys))
 
 
 # ---------------------------------------------------------------------- episodes
@@ -471,7 +470,6 @@ def build_report(run_dir: str | Path, out: str | Path, options: ReportOptions | 
     parts: list[str] = []
     notes = result.notes
 
-    from skillcell.review.cli import read_run_config, run_env
 
     config_path, config = read_run_config(run_dir)
     run_env_id, run_env_kwargs = run_env(run_dir)
@@ -535,11 +533,9 @@ def build_report(run_dir: str | Path, out: str | Path, options: ReportOptions | 
         if len(candidates) > 1:
             notes.append(f"several episode datasets in {run_dir}; used {candidates[0]} (choose with --eval)")
     if episodes_dir is None and options.rollouts > 0:
-        from skillcell.review.cli import _model_in_run_dir
-
         if env_id is None:
             raise ValueError("rolling out the final model needs the cell: --env ENV_ID (the config names none)")
-        model = _model_in_run_dir(run_dir)
+        model = model_in_run_dir(run_dir)
         # The run's evaluation seeds when its config names them (skillcell train: eval.seed).
         evaluation = config.get("eval") if isinstance(config, dict) else None
         seed = int(evaluation.get("seed", 0)) if isinstance(evaluation, dict) else 0

@@ -6,37 +6,36 @@ Exit codes: 0 done, 1 (eval) no episode succeeded, 2 bad input (a config error n
 from __future__ import annotations
 
 import argparse
-import sys
+import dataclasses
+import tempfile
+from pathlib import Path
+
+from skillcell.cli.common import add_env_options, env_kwargs, fail, make_env, parse_set
+from skillcell.config import from_mapping
+from skillcell.paths import check_output
+from skillcell.policies.loading import ALGORITHMS, TRUST_MODEL_HELP, load_sb3_model
+from skillcell.policies.residual import residual_run
 
 __all__ = ["add_commands", "cmd_eval", "cmd_train", "quickstart_learning"]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from skillcell.cli import _parse_set
-    from skillcell.paths import check_output
-    from skillcell.policies.train import load_train_config, train
+    from skillcell.policies.train import load_train_config, train  # stable-baselines3, torch
 
-    config = load_train_config(args.config, _parse_set(args.set))
+    config = load_train_config(args.config, parse_set(args.set))
     check_output(args.out if args.out is not None else config.out, folder=True)
     if args.no_progress:
-        import dataclasses
-
         config = dataclasses.replace(config, progress=False)
     try:
         train(config, out=args.out, overwrite=args.overwrite, trusted=args.trust_model)
     except FileExistsError as exc:
-        print(f"skillcell: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     import torch as th
 
-    from skillcell.cli import _env_kwargs, _make_env
-    from skillcell.policies.loading import load_sb3_model
     from skillcell.policies.train import evaluate_model
 
     th.set_num_threads(1)  # one small MLP forward per step: extra threads only contend
@@ -47,20 +46,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         loaded = load_sb3_model(args.model, algorithm=args.algo, trusted=args.trust_model, vecnormalize=vecnormalize)
     except ValueError as exc:
-        print(f"skillcell: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     model = loaded.model
-    env = _make_env(args.env, **_env_kwargs(args))
+    env = make_env(args.env, **env_kwargs(args))
     try:
-        from skillcell.policies.residual import residual_run
-
         residual = residual_run(loaded, args.trust_model)  # a residual run: it acts on top of its base
         if residual is not None:
             env = residual.wrap(env)
         if model.observation_space.shape != env.observation_space.shape:
-            print(f"skillcell: {args.model} takes observations of shape {model.observation_space.shape}; "
-                  f"{args.env} gives {env.observation_space.shape}", file=sys.stderr)
-            return 2
+            return fail(f"{args.model} takes observations of shape {model.observation_space.shape}; "
+                        f"{args.env} gives {env.observation_space.shape}")
         summary = evaluate_model(model, env, args.episodes, args.seed, loaded.normalize, progress=not args.no_progress)
         kpi_keys = env.unwrapped.kpi_keys
     finally:
@@ -81,9 +76,6 @@ def quickstart_learning(env_id: str, episodes: int, rl_steps: int, out: str | No
     demonstrations, behaviour cloning into a PPO policy, ``rl_steps`` of PPO fine-tuning, and an
     evaluation on as many unseen episodes (seeds 100000..). Returns the final metrics row. An
     ``out`` that holds a run is replaced only with ``overwrite``."""
-    import tempfile
-
-    from skillcell.config import from_mapping
     from skillcell.policies.train import TrainConfig, train
 
     config = from_mapping(TrainConfig, {
@@ -111,9 +103,6 @@ def quickstart_learning(env_id: str, episodes: int, rl_steps: int, out: str | No
 
 def add_commands(subparsers) -> None:
     """Adds ``train`` and ``eval`` to the ``skillcell`` parser's subparsers."""
-    from skillcell.cli import _add_env_options
-    from skillcell.policies.loading import ALGORITHMS, TRUST_MODEL_HELP
-
     p = subparsers.add_parser("train", help="demonstrations -> behaviour cloning -> RL, into a run directory")
     p.add_argument("--config", required=True, metavar="YAML", help="training config (examples/train_*.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -134,5 +123,5 @@ def add_commands(subparsers) -> None:
     p.add_argument("--vecnormalize", metavar="PKL", help="VecNormalize statistics (default: next to the model)")
     p.add_argument("--trust-model", action="store_true", help=TRUST_MODEL_HELP)
     p.add_argument("--no-progress", action="store_true")
-    _add_env_options(p)
+    add_env_options(p)
     p.set_defaults(func=cmd_eval)

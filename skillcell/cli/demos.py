@@ -8,32 +8,31 @@ to render with (``export --cameras``; nothing was written).
 from __future__ import annotations
 
 import argparse
-import sys
 import warnings
 from pathlib import Path
 
-from skillcell.demos.errors import DemoError
+from skillcell.cli.common import EXIT_NO_GL, add_env_options, env_kwargs, fail, make_env
+from skillcell.demos.capture import format_report, import_capture
+from skillcell.demos.episode import DemoDataset, load_episode
+from skillcell.demos.lerobot_io import export_lerobot
+from skillcell.demos.minari_io import export_minari
+from skillcell.demos.recorder import generate_demos
+from skillcell.demos.replay import replay_episode
+from skillcell.demos.scores import check_filter_out, filter_dataset, score_dataset
+from skillcell.envs.base import RenderUnavailableError
+from skillcell.paths import check_output
 
 __all__ = ["add_commands"]
 
 
-def _fail(message: str) -> int:
-    print(f"skillcell: {message}", file=sys.stderr)
-    return 2
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
-    from skillcell.cli import _env_kwargs, _make_env
-    from skillcell.demos.recorder import generate_demos
-    from skillcell.paths import check_output
-
     check_output(args.out, folder=True)
-    _make_env(args.env_id).close()  # an unknown id is refused with the list of cells
+    make_env(args.env_id).close()  # an unknown id is refused with the list of cells
     try:
         entries = generate_demos(args.env_id, args.episodes, args.out, skill=args.skill, seed=args.seed,
-                                 env_kwargs=_env_kwargs(args), progress=not args.no_progress)
+                                 env_kwargs=env_kwargs(args), progress=not args.no_progress)
     except ValueError as exc:  # a skill level the cell's expert does not have, a dataset of another cell
-        return _fail(str(exc))
+        return fail(str(exc))
     successes = sum(e.success for e in entries)
     print(f"wrote {len(entries)} episodes of {args.env_id} (scripted {args.skill}, seeds {entries[0].seed}.."
           f"{entries[-1].seed}) to {args.out}: success {successes}/{len(entries)}, "
@@ -42,9 +41,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from skillcell.demos.capture import format_report, import_capture
-    from skillcell.paths import check_output
-
     check_output(args.out, folder=True)
     result = import_capture(args.capture, args.out, sidecar=args.sidecar, progress=not args.no_progress)
     print(format_report(result.report))
@@ -54,26 +50,21 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from skillcell.demos.episode import DemoDataset
-    from skillcell.demos.replay import replay_episode
-
     path = Path(args.path)
     if path.is_dir():
         dataset = DemoDataset(path)
         entries = [dataset.entry(args.episode)] if args.episode is not None else list(dataset.entries)
         if not entries:
-            return _fail(f"{path}: the dataset has no episodes")
+            return fail(f"{path}: the dataset has no episodes")
         targets = [(path / e.file, e.sha256) for e in entries]
     else:
         if args.episode is not None:
-            return _fail("--episode selects an episode of a dataset folder; PATH is an episode file")
+            return fail("--episode selects an episode of a dataset folder; PATH is an episode file")
         targets = [(path, None)]
     if args.video and len(targets) != 1:
-        return _fail(f"--video renders one episode; {path} has {len(targets)}: pick one with --episode")
+        return fail(f"--video renders one episode; {path} has {len(targets)}: pick one with --episode")
     failed = 0
     for file, sha256 in targets:
-        from skillcell.demos.episode import load_episode
-
         episode = load_episode(file, sha256=sha256)
         with warnings.catch_warnings():
             # The report lists version and model warnings; printing them twice helps nobody.
@@ -90,12 +81,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from skillcell.demos.scores import check_filter_out, filter_dataset, score_dataset
-    from skillcell.paths import check_output
-
     if args.out is not None:
         if args.min_score is None:
-            return _fail("--out writes the episodes above --min-score; give --min-score too")
+            return fail("--out writes the episodes above --min-score; give --min-score too")
         check_filter_out(args.dir, check_output(args.out, folder=True), force=args.force)
     scores = score_dataset(args.dir, progress=not args.no_progress)
     print(scores.report())
@@ -111,15 +99,12 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from skillcell.demos.minari_io import export_minari
-    from skillcell.paths import check_output
-
     if args.out is not None:
         check_output(args.out, folder=True)
     if args.format == "lerobot":
         return _export_lerobot(args)
     if args.repo_id or args.cameras:
-        return _fail("--repo-id and --cameras belong to --format lerobot")
+        return fail("--repo-id and --cameras belong to --format lerobot")
     dataset_id, root = export_minari(args.dir, out=args.out, dataset_id=args.dataset_id, min_score=args.min_score,
                                      progress=not args.no_progress, overwrite=args.force)
     print(f"Minari dataset {dataset_id} written under {root}")
@@ -129,20 +114,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export_lerobot(args: argparse.Namespace) -> int:
-    from skillcell.demos.lerobot_io import export_lerobot
-    from skillcell.envs.base import RenderUnavailableError
-    from skillcell.review.cli import EXIT_NO_GL
-
     if args.dataset_id:
-        return _fail("--dataset-id names a Minari dataset; a LeRobot one is named by --repo-id")
+        return fail("--dataset-id names a Minari dataset; a LeRobot one is named by --repo-id")
     cameras = [c.strip() for c in (args.cameras or "").split(",") if c.strip()]
     try:
         result = export_lerobot(args.dir, out=args.out, repo_id=args.repo_id, cameras=cameras, width=args.width,
                                 height=args.height, task=args.task, min_score=args.min_score, overwrite=args.force,
                                 progress=not args.no_progress)
     except RenderUnavailableError as exc:
-        print(f"skillcell: {exc}", file=sys.stderr)
-        return EXIT_NO_GL
+        return fail(str(exc), EXIT_NO_GL)
     videos = f", videos {', '.join(result.video_keys)}" if result.video_keys else ""
     print(f"LeRobot dataset {result.repo_id}: {result.episodes} episodes, {result.frames} frames{videos}; "
           f"written to {result.path}")
@@ -152,22 +132,8 @@ def _export_lerobot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(func):
-    def wrapped(args: argparse.Namespace) -> int:
-        from skillcell.paths import OutputError
-
-        try:
-            return func(args)
-        except (DemoError, OutputError) as exc:
-            return _fail(str(exc))
-
-    return wrapped
-
-
 def add_commands(subparsers) -> None:
     """Adds the ``demos`` command group to the ``skillcell`` parser's subparsers."""
-    from skillcell.cli import _add_env_options
-
     demos = subparsers.add_parser("demos", help="demonstrations: generate, import, replay, score, export",
                                   description=__doc__.splitlines()[0])
     sub = demos.add_subparsers(dest="demos_command", required=True)
@@ -180,15 +146,15 @@ def add_commands(subparsers) -> None:
                                             "seeds the dataset holds, 0 for a new one)")
     p.add_argument("--out", required=True, help="dataset folder (created, or appended to)")
     p.add_argument("--no-progress", action="store_true")
-    _add_env_options(p)
-    p.set_defaults(func=_run(cmd_generate))
+    add_env_options(p)
+    p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("import", help="retarget a human tool capture (CSV + sidecar YAML) onto the robot")
     p.add_argument("capture", help="capture CSV; its sidecar is the same path with .yaml (docs/capture_format.md)")
     p.add_argument("--sidecar", help="sidecar YAML, if not next to the CSV")
     p.add_argument("--out", required=True, help="dataset folder (created, or appended to)")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_run(cmd_import))
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("replay", help="replay episodes: state (bit-exact check) or action (drift)")
     p.add_argument("path", help="an episode .npz, or a dataset folder (every episode, or --episode)")
@@ -200,7 +166,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--camera", help="camera for the video (default: the cell's overview)")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_run(cmd_replay))
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("score", help="skill scores per demonstration and per operator")
     p.add_argument("dir", help="dataset folder")
@@ -210,7 +176,7 @@ def add_commands(subparsers) -> None:
                                                         "episodes are added to the dataset there)")
     p.add_argument("--no-save", action="store_true", help="do not write <dir>/scores.yaml")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_run(cmd_score))
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("export", help="export a dataset (Minari, LeRobot v3.0)")
     p.add_argument("dir", help="dataset folder")
@@ -228,4 +194,4 @@ def add_commands(subparsers) -> None:
     p.add_argument("--min-score", type=float, help="export only episodes scoring at least this")
     p.add_argument("--force", action="store_true", help="replace a dataset of the same id")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_run(cmd_export))
+    p.set_defaults(func=cmd_export)

@@ -7,19 +7,22 @@ packages to install). Only these two commands touch OpenGL; every other command 
 from __future__ import annotations
 
 import argparse
-import sys
 import warnings
 from pathlib import Path
-from typing import Any
+
+from skillcell.cli.common import EXIT_NO_GL, add_env_options, env_kwargs, fail
+from skillcell.config import ConfigError
+from skillcell.demos.episode import DemoDataset, load_episode
+from skillcell.demos.errors import DemoError
+from skillcell.envs.base import RenderUnavailableError
+from skillcell.paths import check_output
+from skillcell.policies.loading import TRUST_MODEL_HELP
+from skillcell.review.report import ReportOptions, build_report
+from skillcell.review.runs import model_in_run_dir, run_env_of_model
+from skillcell.review.sources import EpisodeSource, RolloutSource, load_policy, make_review_env
+from skillcell.review.video import LEFT_ACCENT, RIGHT_ACCENT, FrameRenderer, render_video
 
 __all__ = ["add_commands", "cmd_render", "cmd_report"]
-
-EXIT_BAD_INPUT, EXIT_NO_GL = 2, 3
-
-
-def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
-    print(f"skillcell: {message}", file=sys.stderr)
-    return code
 
 
 def _is_episode(path: Path) -> bool:
@@ -27,8 +30,6 @@ def _is_episode(path: Path) -> bool:
 
 
 def _load_episode(path: Path, episode_id: int | None):
-    from skillcell.demos.episode import DemoDataset, load_episode
-
     if path.is_dir():
         dataset = DemoDataset(path)
         if not dataset.entries:
@@ -38,88 +39,6 @@ def _load_episode(path: Path, episode_id: int | None):
     if episode_id is not None:
         raise ValueError("--episode selects an episode of a dataset folder; this is an episode file")
     return load_episode(path), path.stem
-
-
-def _model_in_run_dir(path: Path) -> Path:
-    """The final model of a training run directory (``model.zip``, as `skillcell train` writes it, or
-    ``final_model.zip``, or the only ``*.zip``)."""
-    for name in ("model.zip", "final_model.zip", "final.zip"):
-        if (path / name).is_file():
-            return path / name
-    zips = sorted(path.glob("*.zip"))
-    if len(zips) == 1:
-        return zips[0]
-    raise ValueError(f"{path}: no final model found (model.zip, final_model.zip or a single .zip)")
-
-
-def read_run_config(folder: Path) -> tuple[Path | None, Any]:
-    """The config of a training run directory (``config.yaml``, ``.yml``, ``.json`` or ``run.yaml``)."""
-    import json
-
-    from skillcell.config import parse_yaml
-
-    for name in ("config.yaml", "config.yml", "config.json", "run.yaml"):
-        file = folder / name
-        if file.is_file():
-            text = file.read_text(errors="replace")
-            try:
-                return file, (json.loads(text) if file.suffix == ".json" else parse_yaml(text, str(file)))
-            except ValueError:  # ConfigError too: the report then shows the text as it is
-                return file, text
-    return None, None
-
-
-def run_env(folder: Path) -> tuple[str | None, dict[str, Any]]:
-    """``(env_id, env_kwargs)`` of a training run directory, from its config (or ``summary.yaml``).
-
-    Understands `skillcell train`'s config (``env: {id, tier, randomize, cell, overrides}``) and
-    flat ones (``env_id: ...`` or ``env: <id>``).
-    """
-    from skillcell.config import ConfigError, parse_yaml
-
-    _, config = read_run_config(folder)
-    env_id, kwargs = None, {}
-    if isinstance(config, dict):
-        env = config.get("env")
-        if isinstance(env, dict):
-            env_id = env.get("id") if isinstance(env.get("id"), str) else None
-            if env.get("tier"):
-                kwargs["tier"] = env["tier"]
-            if env.get("randomize") is False:
-                kwargs["randomize"] = False
-            if env.get("cell"):
-                kwargs["cell"] = env["cell"]
-            if env.get("overrides"):
-                kwargs["overrides"] = env["overrides"]
-        env_id = env_id or _find_key(config, ("env_id", "env"))
-    summary = folder / "summary.yaml"
-    if env_id is None and summary.is_file():
-        try:
-            env_id = _find_key(parse_yaml(summary.read_text(errors="replace"), str(summary)), ("env_id",))
-        except ConfigError:
-            pass
-    return env_id, kwargs
-
-
-def _run_env_of_model(path: Path) -> tuple[str | None, dict[str, Any]]:
-    """The run config's env for a model in a run directory (or in its ``checkpoints/``)."""
-    for folder in (path.parent, path.parent.parent):
-        env_id, kwargs = run_env(folder)
-        if env_id is not None:
-            return env_id, kwargs
-    return None, {}
-
-
-def _find_key(data: Any, keys: tuple[str, ...]) -> Any:
-    if isinstance(data, dict):
-        for key in keys:
-            if isinstance(data.get(key), str):
-                return data[key]
-        for value in data.values():
-            found = _find_key(value, keys)
-            if found is not None:
-                return found
-    return None
 
 
 class _Side:
@@ -138,15 +57,11 @@ class _Side:
         else:
             if episode_id is not None:
                 raise ValueError(f"--episode applies to episodes; {spec!r} is a model")
-            self.model = str(_model_in_run_dir(path)) if path.is_dir() else spec
+            self.model = str(model_in_run_dir(path)) if path.is_dir() else spec
             self.name = spec
 
     def open(self, args: argparse.Namespace, partner: _Side | None, label: str | None, accent):
         """``(env, source, frame_renderer)`` for this side; a policy copies an episode partner's start."""
-        from skillcell.cli import _env_kwargs
-        from skillcell.review.sources import EpisodeSource, RolloutSource, load_policy, make_review_env
-        from skillcell.review.video import FrameRenderer
-
         size = {"width": args.width, "height": args.height, "quality": args.quality}
         if self.episode is not None:
             ep = self.episode
@@ -162,11 +77,11 @@ class _Side:
                                       **size)
                 start_state, seed = episode.states[0], episode.seed if args.seed is None else args.seed
             else:
-                env_id, kwargs = args.env, _env_kwargs(args)
+                env_id, kwargs = args.env, env_kwargs(args)
                 if env_id is None and self.model is not None and self.model.endswith(".zip"):
                     # A model from a training run: its cell, configured as it was trained
                     # (command-line env options still apply on top).
-                    env_id, run_kwargs = _run_env_of_model(Path(self.model))
+                    env_id, run_kwargs = run_env_of_model(Path(self.model))
                     kwargs = {**run_kwargs, **kwargs}
                 if env_id is None:
                     raise ValueError(f"{self.spec!r} is a policy: name the cell with --env ENV_ID")
@@ -187,12 +102,6 @@ class _Side:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from skillcell.config import ConfigError
-    from skillcell.demos.errors import DemoError
-    from skillcell.envs.base import RenderUnavailableError
-    from skillcell.paths import check_output
-    from skillcell.review.video import LEFT_ACCENT, RIGHT_ACCENT, render_video
-
     envs = []
     try:
         check_output(args.out, force=args.force)
@@ -212,9 +121,9 @@ def cmd_render(args: argparse.Namespace) -> int:
         result = render_video(args.out, source, renderer, every=args.every, speed=args.speed, vs=vs,
                               progress=not args.no_progress)
     except RenderUnavailableError as exc:
-        return _fail(str(exc), EXIT_NO_GL)
+        return fail(str(exc), EXIT_NO_GL)
     except (ValueError, DemoError, ConfigError, OSError) as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     finally:
         for env in envs:
             env.close()
@@ -226,12 +135,6 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from skillcell.config import ConfigError
-    from skillcell.demos.errors import DemoError
-    from skillcell.envs.base import RenderUnavailableError
-    from skillcell.paths import check_output
-    from skillcell.review.report import ReportOptions, build_report
-
     options = ReportOptions(episodes=args.eval_dir, dataset=args.dataset, rollouts=args.rollouts, env_id=args.env,
                             trust_model=args.trust_model,
                             videos=not args.no_video, embed_videos=args.embed_videos, camera=args.camera,
@@ -241,9 +144,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         check_output(args.out, force=args.force)
         result = build_report(args.run_dir, args.out, options)
     except RenderUnavailableError as exc:
-        return _fail(f"{exc}\n(skillcell report --no-video writes the report without videos)", EXIT_NO_GL)
+        return fail(f"{exc}\n(skillcell report --no-video writes the report without videos)", EXIT_NO_GL)
     except (ValueError, DemoError, ConfigError, OSError) as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     print(f"wrote {result.path} ({len(result.sections)} sections: {', '.join(result.sections)})")
     for note in result.notes:
         print(f"  note: {note}")
@@ -261,9 +164,6 @@ def _add_render_size(p: argparse.ArgumentParser) -> None:
 
 def add_commands(subparsers) -> None:
     """Adds ``render`` and ``report`` to the ``skillcell`` command line."""
-    from skillcell.cli import _add_env_options
-    from skillcell.policies.loading import TRUST_MODEL_HELP
-
     p = subparsers.add_parser(
         "render", help="review video of an episode (state replay) or a policy rollout, with overlays",
         description="Renders SOURCE to an mp4: an episode file or dataset folder (state replay), or a policy "
@@ -290,7 +190,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--stochastic", action="store_true", help="sample the policy's actions instead of the mean")
     p.add_argument("--trust-model", action="store_true", help=TRUST_MODEL_HELP)
     _add_render_size(p)
-    _add_env_options(p)
+    add_env_options(p)
     p.set_defaults(func=cmd_render)
 
     p = subparsers.add_parser(
