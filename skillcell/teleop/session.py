@@ -1,17 +1,18 @@
 """A teleoperation session: a person drives a cell through a `TeleopDevice` and episodes are recorded.
 
 `record_teleop` runs the cell at its control rate (``env.unwrapped.dt`` per step, in real time
-unless told otherwise) and records through `skillcell.demos.EpisodeRecorder` into a
-`skillcell.demos` dataset, with the operator and the device in every episode's provenance, so a
-teleoperated episode is stored, replayed, scored and exported like any other.
+unless told otherwise) through the one rollout loop (`skillcell.rollout.Rollout`, the operator
+being its policy) and records through `skillcell.demos.EpisodeRecorder` into a `skillcell.demos`
+dataset, with the operator and the device in every episode's provenance, so a teleoperated
+episode is stored, replayed, scored and exported like any other.
 
 An episode waits at its reset state until the operator's first command (motion, or a task
 channel switched on), so nobody records seconds of standing still; the device's task channels
-are switched off at every episode's start. It ends when the env ends it
-(termination, or the time limit: saved, successful or not), when the operator saves it (kept,
-its last step marked truncated) or discards it (dropped; the same seed runs again), or when the
-operator quits (an episode in progress is dropped; saved ones stay). Seeds count up from
-``seed``, by default from after the seeds the dataset holds.
+are switched off at every episode's start. It ends when the env ends it (termination, or the
+time limit: saved, successful or not), when the operator saves it (kept, its last step marked
+truncated) or discards it (dropped; the same seed runs again), or when the operator quits (an
+episode in progress is dropped; saved ones stay). Seeds count up from ``seed``, by default from
+after the seeds the dataset holds.
 
 What the person sees: the MuJoCo viewer (``mujoco.viewer.launch_passive``) where there is a
 display, and always a one-line status (step, time, TCP position, tool force, commanded speed,
@@ -39,6 +40,7 @@ import numpy as np
 
 from skillcell.demos.episode import DatasetWriter, EpisodeEntry, Provenance
 from skillcell.demos.recorder import EpisodeRecorder
+from skillcell.rollout import Rollout, RolloutStep
 from skillcell.teleop.devices import DEFAULT_SPEED, TeleopCommand, TeleopDevice, TeleopError, TeleopEvent, make_device
 
 __all__ = ["TeleopSummary", "has_display", "record_teleop"]
@@ -137,16 +139,62 @@ def _login_name() -> str:
         return "unknown"
 
 
+class _Stop(Exception):
+    """The operator ended the episode (`TeleopEvent.SAVE`, ``DISCARD`` or ``QUIT``) before the env did."""
+
+    def __init__(self, event: TeleopEvent, message: str = ""):
+        super().__init__(event.value)
+        self.event, self.message = event, message
+
+
+class _Operator:
+    """The `skillcell.rollout.Policy` of a teleoperated episode: the person at the device.
+
+    Each call waits for the next control period, reads the device and returns its action. Until
+    the operator's first command it keeps reading (and showing) without returning, so the
+    episode waits at its reset state; an episode-ending event raises `_Stop` before the step.
+    """
+
+    def __init__(self, session: _Session):
+        self.session = session
+        self.started = False
+
+    def reset(self) -> None:
+        self.session.device.reset()
+        self.session.pacer.restart()  # building and resetting the cell took time that is nobody's lag
+        self.started = False
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        session = self.session
+        while True:
+            session.pacer.wait()
+            command = session.command = session.device.read()
+            events = command.events
+            if self.started and (TeleopEvent.SAVE in events or TeleopEvent.DISCARD in events):
+                raise _Stop(TeleopEvent.SAVE if TeleopEvent.SAVE in events else TeleopEvent.DISCARD)
+            if TeleopEvent.QUIT in events:
+                raise _Stop(TeleopEvent.QUIT, "quit: the episode in progress is dropped" if self.started else "")
+            if TeleopEvent.SAVE in events:
+                session.status.message("nothing to save yet: the episode starts at the first command")
+            if self.started or command.moving:
+                self.started = True
+                return command.action(session.device.task_channels)
+            session.show(recording=False)
+
+
 class _Session:
     def __init__(self, env: gym.Env, device: TeleopDevice, writer: DatasetWriter, operator: str, stream: TextIO,
                  realtime_factor: float):
         self.env, self.cell, self.device = env, env.unwrapped, device
         self.writer, self.operator = writer, operator
         self.status = _StatusLine(stream, self.cell)
-        self.period = self.cell.dt / realtime_factor if realtime_factor > 0 else 0.0
+        self.pacer = _Pacer(self.cell.dt / realtime_factor if realtime_factor > 0 else 0.0)
         self.viewer = None
         self.preview: _Preview | None = None
-        self.task_channels = device.task_channels
+        self.command = TeleopCommand(np.zeros(6))
+        self.step: RolloutStep | None = None
+        self.episode_return = 0.0
+        self.where = ""  # "ep 1/3 seed 0" for the status line
 
     def run(self, episodes: int, seed: int) -> TeleopSummary:
         device = self.device
@@ -156,69 +204,59 @@ class _Session:
                                                     "recorded in a session they ran")
         recorder = EpisodeRecorder(self.env, self.writer, source=f"teleop:{device.name}", provenance=provenance,
                                    policy={"name": "teleop", "device": device.description})
-        pacer = _Pacer(self.period)
         episode_seed = seed
         try:
             while len(summary.entries) < episodes and not summary.quit:
-                outcome = self._episode(recorder, episode_seed, len(summary.entries) + 1, episodes, pacer, summary)
-                if outcome == "discarded":
-                    summary.discarded += 1
-                    self.status.message(f"episode discarded; seed {episode_seed} again")
-                elif outcome == "saved":
-                    entry = summary.entries[-1]
-                    self.status.message(f"episode {entry.id} saved: {entry.steps} steps, "
-                                        f"{'success' if entry.success else 'no success'}")
-                    episode_seed += 1
+                self.where = f"ep {len(summary.entries) + 1}/{episodes} seed {episode_seed}"
+                try:
+                    self._episode(recorder, episode_seed)
+                except _Stop as stop:
+                    if stop.message:
+                        self.status.message(stop.message)
+                    if stop.event is TeleopEvent.QUIT:
+                        summary.quit = True
+                        continue
+                    if stop.event is TeleopEvent.DISCARD:
+                        summary.discarded += 1
+                        self.status.message(f"episode discarded; seed {episode_seed} again")
+                        continue
+                    recorder.finish()
+                entry = recorder.entries[-1]
+                summary.entries.append(entry)
+                self.status.message(f"episode {entry.id} saved: {entry.steps} steps, "
+                                    f"{'success' if entry.success else 'no success'}")
+                episode_seed += 1
         except KeyboardInterrupt:
             summary.quit = True
             self.status.message("interrupted: the episode in progress is dropped, saved episodes stay")
-        summary.late_steps = pacer.late
+        summary.late_steps = self.pacer.late
         return summary
 
-    def _episode(self, recorder: EpisodeRecorder, seed: int, number: int, episodes: int, pacer: _Pacer,
-                 summary: TeleopSummary) -> str:
-        """Runs one episode; returns ``saved``, ``discarded`` or ``quit``."""
-        _, info = recorder.reset(seed=seed)
-        self.device.reset()
-        steps, episode_return, reward, recording = 0, 0.0, None, False
-        if self.preview is not None:
-            self.preview.start(info)
-        self.status.message(f"episode {number}/{episodes}, seed {seed}: ready, move to start")
-        while True:
-            command = self.device.read()
-            events = command.events
-            if recording and TeleopEvent.SAVE in events:
-                summary.entries.append(recorder.finish())
-                return "saved"
-            if recording and TeleopEvent.DISCARD in events:
-                return "discarded"
-            if TeleopEvent.QUIT in events:
-                summary.quit = True
-                if recording:
-                    self.status.message("quit: the episode in progress is dropped")
-                return "quit"
-            if TeleopEvent.SAVE in events:
-                self.status.message("nothing to save yet: the episode starts at the first command")
-            recording = recording or command.moving
-            if recording:
-                _, reward, terminated, truncated, info = recorder.step(command.action(self.task_channels))
-                steps += 1
-                episode_return += reward
-                if terminated or truncated:
-                    summary.entries.append(recorder.entries[-1])
-                    return "saved"
-            self.device.send_feedback({"recording": recording,
-                                       "force_n": float(np.linalg.norm(self.cell.wrench_tool[:3]))})
-            if self.viewer is not None:
-                if not self.viewer.is_running():
-                    summary.quit = True
-                    self.status.message("viewer closed: quit; the episode in progress is dropped")
-                    return "quit"
-                self.viewer.sync()
-            self.status.update(command, info, recording, number, episodes, seed, steps, self.device)
-            if self.preview is not None:
-                self.preview.step(steps, info, reward, episode_return)
-            pacer.wait()
+    def _episode(self, recorder: EpisodeRecorder, seed: int) -> None:
+        """One episode through the rollout loop, until the env ends it (the recorder has written
+        it) or the operator does (`_Stop`)."""
+        self.status.message(f"{self.where}: ready, move to start")
+        self.episode_return = 0.0
+        for step in Rollout(recorder, _Operator(self), seed=seed):
+            self.step = step
+            self.episode_return += step.reward or 0.0
+            if step.done:
+                return
+            if step.index == 0 and self.preview is not None:
+                self.preview.start(step.info)
+            self.show(recording=step.index > 0)
+
+    def show(self, recording: bool) -> None:
+        """What the operator sees and feels after every control period, waiting or recording."""
+        step, cell = self.step, self.cell
+        self.device.send_feedback({"recording": recording, "force_n": float(np.linalg.norm(cell.wrench_tool[:3]))})
+        if self.viewer is not None:
+            if not self.viewer.is_running():
+                raise _Stop(TeleopEvent.QUIT, "viewer closed: quit; the episode in progress is dropped")
+            self.viewer.sync()
+        self.status.update(self.command, step.info, recording, self.where, step.index, self.device)
+        if self.preview is not None and step.index > 0:
+            self.preview.step(step.index, step.info, step.reward, self.episode_return)
 
 
 class _Pacer:
@@ -227,7 +265,10 @@ class _Pacer:
     def __init__(self, period: float):
         self.period = period
         self.late = 0
-        self.next = time.perf_counter() + period
+        self.restart()
+
+    def restart(self) -> None:
+        self.next = time.perf_counter() + self.period
 
     def wait(self) -> None:
         if self.period <= 0:
@@ -259,8 +300,8 @@ class _StatusLine:
         control = cell.config.control
         self.mm_s_per_unit = control.max_translation_mm / cell.dt
 
-    def update(self, command: TeleopCommand, info: Mapping[str, Any], recording: bool, number: int, episodes: int,
-               seed: int, steps: int, device: TeleopDevice) -> None:
+    def update(self, command: TeleopCommand, info: Mapping[str, Any], recording: bool, where: str, steps: int,
+               device: TeleopDevice) -> None:
         if self.tty:
             now = time.monotonic()
             if now - self.last_refresh < 0.1:
@@ -268,7 +309,7 @@ class _StatusLine:
             self.last_refresh = now
         elif not recording or steps % self.every_steps:
             return
-        line = self.line(command, info, recording, number, episodes, seed, steps, device)
+        line = self.line(command, info, recording, where, steps, device)
         if self.tty:
             width = shutil.get_terminal_size((120, 24)).columns
             self.stream.write("\r" + line[:max(20, width - 1)] + "\x1b[K")
@@ -276,14 +317,13 @@ class _StatusLine:
             self.stream.write(line + "\n")
         self.stream.flush()
 
-    def line(self, command: TeleopCommand, info: Mapping[str, Any], recording: bool, number: int, episodes: int,
-             seed: int, steps: int, device: TeleopDevice) -> str:
+    def line(self, command: TeleopCommand, info: Mapping[str, Any], recording: bool, where: str, steps: int,
+             device: TeleopDevice) -> str:
         cell = self.cell
         x, y, z = (cell.data.site_xpos[cell.tcp_site] * 1e3).tolist()
         force = float(np.linalg.norm(cell.wrench_tool[:3]))
         speed = float(np.linalg.norm(command.delta[:3])) * self.mm_s_per_unit
-        parts = [f"{'REC' if recording else 'READY'} ep {number}/{episodes} seed {seed} step {steps} "
-                 f"t {steps * cell.dt:.2f} s",
+        parts = [f"{'REC' if recording else 'READY'} {where} step {steps} t {steps * cell.dt:.2f} s",
                  f"TCP {x:+.1f} {y:+.1f} {z:+.1f} mm", f"F {force:.1f} N", f"cmd {speed:.0f} mm/s"]
         jog = getattr(device, "speed", None)
         if jog is not None:
