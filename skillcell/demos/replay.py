@@ -33,6 +33,7 @@ from skillcell.demos.episode import Episode, load_episode, model_hash
 from skillcell.demos.errors import DemoError, ModelMismatchWarning, ReplayVersionWarning
 from skillcell.demos.recorder import start_episode_from_state
 from skillcell.mp4 import VideoWriter
+from skillcell.rollout import ActionReplay, RolloutStep, rollout
 
 __all__ = ["DEFAULT_DRIFT_THRESHOLD_MM", "RENDER_KWARGS", "ReplayReport", "replay_episode"]
 
@@ -197,31 +198,36 @@ def _render_state(env, state: np.ndarray, writer: VideoWriter) -> None:
 
 def _replay_actions(env, episode: Episode, report: ReplayReport, writer: VideoWriter | None,
                     progress: bool) -> None:
+    from tqdm.auto import tqdm
+
     cell = env.unwrapped
-    env.reset(seed=episode.seed)
-    start_episode_from_state(cell, episode.states[0])
     drift = np.full(episode.steps + 1, math.nan)
-    drift[0] = 1e3 * float(np.linalg.norm(cell.data.site_xpos[cell.tcp_site] - episode.tcp_pos[0]))
-    if writer is not None:
-        writer.add(env.render())
-    for k in _steps_bar(episode.steps, progress, "action replay"):
-        try:
-            _, _, terminated, truncated, _ = env.step(episode.actions[k])
-        except RuntimeError as exc:  # stepping on after an instability
-            report.warnings.append(f"step {k}: {exc}")
-            break
-        report.replayed_steps += 1
-        drift[k + 1] = 1e3 * float(np.linalg.norm(cell.data.site_xpos[cell.tcp_site] - episode.tcp_pos[k + 1]))
-        state = cell.get_state()
-        if report.first_mismatch_step is None and not np.array_equal(state, episode.states[k + 1]):
-            report.first_mismatch_step = k + 1
-        report.max_state_error = max(report.max_state_error,
-                                     float(np.abs(state - episode.states[k + 1]).max()))
+    bar = tqdm(total=episode.steps, desc="action replay", unit="step", disable=not progress, leave=False)
+
+    def start(obs, info):
+        return start_episode_from_state(cell, episode.states[0])
+
+    def check(step: RolloutStep) -> None:
+        k = step.index
+        drift[k] = 1e3 * float(np.linalg.norm(cell.data.site_xpos[cell.tcp_site] - episode.tcp_pos[k]))
+        if k:
+            bar.update()
+            state = cell.get_state()
+            if report.first_mismatch_step is None and not np.array_equal(state, episode.states[k]):
+                report.first_mismatch_step = k
+            report.max_state_error = max(report.max_state_error, float(np.abs(state - episode.states[k]).max()))
         if writer is not None:
             writer.add(env.render())
-        if (terminated or truncated) and k + 1 < episode.steps:
-            report.warnings.append(f"the replayed episode ended at step {k + 1} of {episode.steps}")
-            break
+
+    # stepping on after an instability raises: the replay ends there, with a warning
+    record = rollout(env, ActionReplay(episode.actions), seed=episode.seed, start=start, max_steps=episode.steps,
+                     stop_on=(RuntimeError,), on_step=check)
+    bar.close()
+    report.replayed_steps = record.steps
+    if record.error is not None:
+        report.warnings.append(f"step {record.steps}: {record.error}")
+    elif record.steps < episode.steps:
+        report.warnings.append(f"the replayed episode ended at step {record.steps} of {episode.steps}")
     report.drift_mm = drift[: report.replayed_steps + 1]
     complete = report.replayed_steps == episode.steps
     report.bit_exact = complete and report.first_mismatch_step is None
