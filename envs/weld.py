@@ -298,6 +298,8 @@ class WeldMetrics:
         self._window = max(2, round(weave_window_s / control_dt))
         n = len(path.s)
         self._s_list = path.s.tolist()  # bisect on a list beats numpy for one lookup per call
+        self._last_piece = n - 2
+        self._piece_lengths = [max(b - a, 1e-12) for a, b in itertools.pairwise(self._s_list)]
         self.points_world = np.zeros((n, 3))
         self.tangents_world = np.zeros((n, 3))
         self.normal_world = np.zeros(3)
@@ -345,8 +347,8 @@ class WeldMetrics:
     def _piece(self, s: float) -> tuple[int, float]:
         """Sample index ``k`` and fraction ``u`` with ``s`` between samples ``k`` and ``k + 1``."""
         s = min(max(s, 0.0), self.path.length)
-        k = min(bisect.bisect_right(self._s_list, s) - 1, len(self._s_list) - 2)
-        return k, (s - self._s_list[k]) / max(self._s_list[k + 1] - self._s_list[k], 1e-12)
+        k = min(bisect.bisect_right(self._s_list, s) - 1, self._last_piece)
+        return k, (s - self._s_list[k]) / self._piece_lengths[k]
 
     def _point(self, s: float) -> tuple[float, float, float]:
         k, u = self._piece(s)
