@@ -7,7 +7,7 @@ import time
 
 import skillcell
 from skillcell.checks import run_env_checks
-from skillcell.cli import demos, gate, review, train
+from skillcell.cli import demos, gate, review, teleop, train
 from skillcell.cli.common import add_env_options, env_kwargs, fail, make_env, run_command
 from skillcell.envs.registry import cell_ids, cell_spec
 from skillcell.evaluation import run_episodes
@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="start afresh in an --out that holds a run")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_quickstart)
-    for group in (train, gate, review, demos):  # train, eval; gate; render, report; demos ...
+    for group in (train, gate, review, demos, teleop):  # train, eval; gate; render, report; demos ...; teleop
         group.add_commands(sub)
     return parser
 
