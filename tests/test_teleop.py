@@ -301,3 +301,42 @@ def test_bad_device_specs_are_one_line_errors(spec, message):
 def test_a_missing_script_is_named(tmp_path):
     with pytest.raises(TeleopError, match=r"nope\.yaml: cannot read the teleop script"):
         make_device(f"script:{tmp_path / 'nope.yaml'}", (), DT)
+
+
+# ---------------------------------------------------------------------- the command line
+
+
+def test_teleop_command_records_a_dataset_that_demos_replay_passes(tmp_path, capsys):
+    from skillcell.cli import main
+
+    spec = write_script(tmp_path / "weld.yaml", WELD_SCRIPT)
+    out = tmp_path / "demos"
+    code = main(["teleop", WELD, "--device", spec, "--out", str(out), "--operator", "ana", "--episodes", "1",
+                 "--seed", "3", "--realtime-factor", "0", "--no-viewer", "--no-randomize",
+                 "--set", "control.max_translation_mm=4.0"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "saved 1 episodes of skillcell/WeldSeam-v0 (teleop: script:weld.yaml, operator ana, seeds 3)" in printed
+    episode = DemoDataset(out)[0]
+    assert (episode.seed, episode.steps) == (3, 25)
+    assert episode.env_kwargs["randomize"] is False  # the env options reach the cell and the record
+    assert episode.env_kwargs["overrides"] == {"control": {"max_translation_mm": 4.0}}
+    assert main(["demos", "replay", str(out), "--mode", "state", "--no-progress"]) == 0
+    assert "[PASS]" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--device", "joystick"], "skillcell: --device: unknown device 'joystick'; expected one of keyboard"),
+    (["--device", "keyboard"], "skillcell: keyboard: standard input is not a terminal"),
+    (["--device", "spacemouse:x"], "skillcell: --device: unknown device 'spacemouse:x'"),
+    (["--device", "keyboard", "--preview", "live.jpg"], "skillcell: --preview live.jpg: the preview is a PNG file"),
+    (["--device", "keyboard", "--speed", "3"], "skillcell: speed must be in (0, 1]"),
+])
+def test_teleop_command_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, argv, message):
+    from skillcell.cli import main
+
+    out = tmp_path / "demos"
+    assert main(["teleop", PEG, "--out", str(out), "--no-viewer", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1, err
+    assert not out.exists()

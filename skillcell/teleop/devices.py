@@ -257,8 +257,11 @@ class KeyboardDevice(TeleopDevice):
         import termios
         import tty
 
-        fd = sys.stdin.fileno() if self.fd is None else self.fd
-        if not os.isatty(fd):
+        try:
+            fd = sys.stdin.fileno() if self.fd is None else self.fd
+        except (OSError, ValueError):  # standard input closed or replaced (a test runner's capture)
+            fd = -1
+        if fd < 0 or not os.isatty(fd):
             raise TeleopError("keyboard: standard input is not a terminal; run in a terminal, or record "
                               "headless with --device script:FILE")
         self.fd = fd
