@@ -367,6 +367,13 @@ class CellEnv(gym.Env):
         section = getattr(self.config, "limits", None)
         return to_mapping(section) if section is not None else {}
 
+    @property
+    def task_length_m(self) -> float | None:
+        """The tool travel the task itself takes (m: a seam's length, a hole's depth), which a
+        demonstration of it spans at least; the capture importer checks a capture's units against it.
+        None where a cell declares none."""
+        return None
+
     def cell_file(self, name: str) -> Path | None:
         """The file ``name`` in the cell's asset folder (`cell_dir`), or None where there is none."""
         if self.cell_dir is None:

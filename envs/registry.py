@@ -1,8 +1,9 @@
 """The cell registry: one `register_cell` call says everything the rest of skillcell needs of a cell.
 
 ``register_cell(id, entry_point, expert=..., scorer=..., review=..., capture_signals=...,
-max_episode_steps=..., kwargs=...)`` registers the id with Gymnasium (so ``gym.make(id)`` works) and
-records, as lazy ``"module:Name"`` strings resolved on first use:
+working_direction=..., contact_task=..., run_to_end=..., max_episode_steps=..., kwargs=...)``
+registers the id with Gymnasium (so ``gym.make(id)`` works) and records, as lazy ``"module:Name"``
+strings resolved on first use:
 
 - ``entry_point``: the `CellEnv` subclass (its ``kpi_keys`` are the process KPIs that the CLI, the
   training metrics, reports and the gate list);
@@ -13,9 +14,20 @@ records, as lazy ``"module:Name"`` strings resolved on first use:
 - ``review``: ``review(cell) -> CellReview``, what review videos and reports show
   (`skillcell.review.overlays.cell_review`).
 
-``capture_signals`` names, per task action channel (``action[6:]``), the capture signal column
-that drives it when a human capture is imported (`skillcell.demos.import_capture`; welding:
-``("arc_on",)``).
+What a human capture of the cell needs (`skillcell.demos.import_capture`):
+
+- ``capture_signals`` names, per task action channel (``action[6:]``), the capture signal column
+  that drives it (welding: ``("arc_on",)``);
+- ``working_direction``: the cell-frame direction the tool works along (down, onto the table: a
+  peg into its hole, a torch onto its plate). The tool axis (the TCP's z) keeps the tilt from it
+  that the cell's nominal tool orientation (``CellEnv.R_task_tcp_nominal``) has, turned freely
+  about it; a capture whose tool axis does not is refused as mis-read (``quat_order``, frames);
+- ``contact_task``: the tool works in contact with the part (an insertion, not a weld): tool
+  contact is then no collision, and the import runs the cell in its compliant control mode
+  where the cell offers one;
+- ``run_to_end``: the config overrides under which an episode runs on past the task's outcome
+  (the peg seated, the seam end reached) to its time limit, still judging success where the
+  cell does, so that an import keeps the whole capture (crater fill, arc off, hold).
 
 The registry is in the lowest layer (``skillcell.envs``) and names higher layers' objects only by
 those strings, so no import points upward and ``import skillcell`` imports no cell, expert,
@@ -66,6 +78,9 @@ class CellSpec:
     scorer_ref: str | None = None
     review_ref: str | None = None
     capture_signals: tuple[str, ...] = ()
+    working_direction: tuple[float, float, float] | None = None
+    contact_task: bool = False
+    run_to_end: Mapping[str, Any] = field(default_factory=dict)
     max_episode_steps: int | None = None
     kwargs: Mapping[str, Any] = field(default_factory=dict)
 
@@ -98,7 +113,9 @@ class CellSpec:
 
 def register_cell(id: str, entry_point: str, *, expert: str | None = None, scorer: str | None = None,
                   review: str | None = None, capture_signals: tuple[str, ...] = (),
-                  max_episode_steps: int | None = None, kwargs: Mapping[str, Any] | None = None) -> CellSpec:
+                  working_direction: tuple[float, float, float] | None = None, contact_task: bool = False,
+                  run_to_end: Mapping[str, Any] | None = None, max_episode_steps: int | None = None,
+                  kwargs: Mapping[str, Any] | None = None) -> CellSpec:
     """Declares a cell (see the module docstring) and registers ``id`` with Gymnasium.
 
     Registering the same declaration again is a no-op (a module imported twice); a different one
@@ -107,9 +124,16 @@ def register_cell(id: str, entry_point: str, *, expert: str | None = None, score
     for role, ref in (("entry_point", entry_point), ("expert", expert), ("scorer", scorer), ("review", review)):
         if ref is not None and not (isinstance(ref, str) and _REF.match(ref)):
             raise ValueError(f"register_cell({id!r}): {role} must be a 'package.module:Name' string, got {ref!r}")
+    if working_direction is not None:
+        norm = sum(v * v for v in working_direction) ** 0.5
+        if len(working_direction) != 3 or abs(norm - 1.0) > 1e-6:
+            raise ValueError(f"register_cell({id!r}): working_direction must be a unit 3-vector, got "
+                             f"{working_direction!r}")
     spec = CellSpec(id=id, entry_point=entry_point, expert_ref=expert, scorer_ref=scorer, review_ref=review,
-                    capture_signals=tuple(capture_signals), max_episode_steps=max_episode_steps,
-                    kwargs=dict(kwargs or {}))
+                    capture_signals=tuple(capture_signals),
+                    working_direction=None if working_direction is None else tuple(map(float, working_direction)),
+                    contact_task=bool(contact_task), run_to_end=dict(run_to_end or {}),
+                    max_episode_steps=max_episode_steps, kwargs=dict(kwargs or {}))
     known = _CELLS.get(id)
     if known is not None:
         if known != spec:

@@ -274,6 +274,11 @@ class PegInsertEnv(CellEnv, EzPickle):
         return {**super().limits, "tool_force_stop_n": FORCE_STOP_FACTOR * rated,
                 "max_penetration_kpi_mm": PENETRATION_KPI_FRACTION * self.penetration_budget * 1e3}
 
+    @property
+    def task_length_m(self) -> float:
+        """The hole's depth: an insertion moves the peg at least that far."""
+        return self.hole_depth
+
     # ------------------------------------------------------------------ world
 
     def _build_task(self, spec: mujoco.MjSpec) -> None:

@@ -48,6 +48,8 @@ class WeldTaskConfig:
     approach_mm: float = field(default=30.0, metadata=bounds(0.0, 150.0))
     end_tolerance_mm: float = field(default=1.0, metadata=bounds(0.1, 20.0))
     leave_distance_mm: float = field(default=30.0, metadata=bounds(1.0, 200.0))
+    #: false: the episode runs on past the seam end (crater fill, arc off, hold) to its time limit
+    terminate_at_seam_end: bool = True
 
 
 @dataclass(frozen=True)
@@ -165,8 +167,10 @@ class WeldSeamEnv(CellEnv, EzPickle):
     ## Success and episode end
     The episode terminates when the aim point reaches the seam end or, once the arc has been
     struck, leaves the seam by more than ``task.leave_distance_mm`` (30 mm). Success: the end reached with at least
-    ``min_in_spec_fraction`` (WPS, 0.9) of the seam length welded in spec. ``gym.make`` truncates
-    at 1000 steps (50 s).
+    ``min_in_spec_fraction`` (WPS, 0.9) of the seam length welded in spec, judged where the aim
+    first reaches the end. With ``task.terminate_at_seam_end: false`` the episode runs on past the
+    seam end (crater fill, arc off, the torch backed away) until it is truncated, ``is_success``
+    keeping that verdict. ``gym.make`` truncates at 1000 steps (50 s).
 
     ## Info
     Every step: the metrics of `skillcell.envs.weld` (``travel_speed_mm_s``, ``work_angle_deg``,
@@ -229,6 +233,11 @@ class WeldSeamEnv(CellEnv, EzPickle):
         (`WPSConfig.band`)."""
         return {**super().limits, "min_in_spec_fraction": self.wps.min_in_spec_fraction}
 
+    @property
+    def task_length_m(self) -> float:
+        """The seam's length: a pass travels all of it."""
+        return self.path.length
+
     # ------------------------------------------------------------------ world
 
     def _build_task(self, spec: mujoco.MjSpec) -> None:
@@ -269,6 +278,7 @@ class WeldSeamEnv(CellEnv, EzPickle):
         self._tcp_xpos, self._tcp_xmat = self.data.site_xpos[self.tcp_site], self.data.site_xmat[self.tcp_site]
         self._quat_seam = np.empty(4)
         self._end_mm = self.path.length * 1e3 - self.config.task.end_tolerance_mm
+        self._stop_at_end = self.config.task.terminate_at_seam_end
         self._band_centres = []  # (key, middle, half width) of each WPS band
         for key in METRIC_KEYS:
             low, high = self.wps.band(key)
@@ -369,6 +379,7 @@ class WeldSeamEnv(CellEnv, EzPickle):
         self._last: dict[str, Any] = {}
         self._welded_in_spec = 0
         self._engaged = False  # leaving the seam ends the episode once the arc has been struck
+        self._verdict: bool | None = None  # success as judged where the aim first reached the seam end
 
     def _evaluate(self) -> dict[str, Any]:
         step = self.metrics.measure(self._tcp_xpos, self._tcp_xmat, self._arc_on)
@@ -377,9 +388,15 @@ class WeldSeamEnv(CellEnv, EzPickle):
         reached_end = step["seam_position_mm"] >= self._end_mm
         self._engaged |= self._arc_on
         left = self._engaged and aim_offset_mm > self.config.task.leave_distance_mm
-        self._done = reached_end or left
         bead = self.metrics.bead_summary()
-        success = reached_end and bead["in_spec_fraction"] >= self.wps.min_in_spec_fraction
+        self._judged_now = self._verdict is None and reached_end
+        if self._judged_now:
+            self._verdict = bead["in_spec_fraction"] >= self.wps.min_in_spec_fraction
+        success = bool(self._verdict)
+        if self._stop_at_end:
+            self._done = reached_end or left
+        else:  # running on past the seam end, the torch backs away from it: the pass finished, not left
+            self._done = left and self._verdict is None
         return {**step, **bead, "arc_on": self._arc_on, "seam_end_reached": reached_end,
                 "left_seam": left, "aim_offset_mm": aim_offset_mm, "is_success": success,
                 "physics_invalid": False}
@@ -402,7 +419,7 @@ class WeldSeamEnv(CellEnv, EzPickle):
             "reward_weld": w.weld * newly / len(self.path.s),
             "reward_track": w.track * (1.0 - math.tanh(metrics["aim_offset_mm"] / 5.0)),
             "reward_quality": -w.quality * excess,
-            "reward_success": w.success * float(metrics["is_success"]),
+            "reward_success": w.success * float(metrics["is_success"] and self._judged_now),  # paid once
         }
         return float(sum(terms.values())), terms
 
