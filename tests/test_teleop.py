@@ -182,6 +182,47 @@ def test_keyboard_keys_through_a_pty_become_deltas_and_events(terminal):
     assert termios.tcgetattr(slave) == attrs  # the terminal is as it was
 
 
+def test_a_person_at_a_terminal_drives_a_whole_session(tmp_path):
+    """``skillcell teleop --device keyboard`` in a terminal (a pty): keys in, an episode out."""
+    import subprocess
+
+    master, slave = pty.openpty()
+    command = [sys.executable, "-m", "skillcell", "teleop", PEG, "--device", "keyboard", "--out", "demos",
+               "--operator", "cy", "--episodes", "1", "--no-viewer"]
+    proc = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave, cwd=tmp_path,
+                            env={**os.environ, "COLUMNS": "200"})  # the status line is cut to the terminal's width
+    os.close(slave)
+    screen = bytearray()
+
+    def watch(seconds, until=b""):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not (until and until in screen):
+            if select.select([master], [], [], 0.02)[0]:
+                try:
+                    screen.extend(os.read(master, 4096))
+                except OSError:  # the session ended and closed the terminal
+                    return
+
+    try:
+        watch(60, until=b"move to start")
+        for _ in range(10):  # e held: down, at the default 20 mm/s
+            os.write(master, b"e")
+            watch(0.04)
+        watch(0.3)
+        os.write(master, b"\r")  # enter: save
+        assert proc.wait(30) == 0, screen.decode(errors="replace")
+    finally:
+        proc.kill()
+        os.close(master)
+    text = screen.decode(errors="replace")
+    assert "REC ep 1/1 seed 0 step " in text and "jog 20 mm/s" in text and "\x1b[K" in text  # refreshed in place
+    episode = DemoDataset(tmp_path / "demos")[0]
+    assert episode.source == "teleop:keyboard" and episode.provenance.operator_id == "cy"
+    assert episode.steps >= 5 and episode.truncations[-1]
+    np.testing.assert_array_equal(episode.actions[0], np.float32([0, 0, -0.2, 0, 0, 0]))
+    assert episode.tcp_pos[-1, 2] < episode.tcp_pos[0, 2] - 0.004  # the tool went down
+
+
 def test_keyboard_refuses_a_stdin_that_is_not_a_terminal():
     read, write = os.pipe()
     try:
