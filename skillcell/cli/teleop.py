@@ -9,16 +9,15 @@ import argparse
 from pathlib import Path
 
 from skillcell.cli.common import EXIT_NO_GL, EXIT_OK, add_env_options, env_kwargs, fail, make_env
+from skillcell.envs.base import RenderUnavailableError
 from skillcell.paths import check_output
+from skillcell.teleop import TeleopError, record_teleop
+from skillcell.teleop.devices import DEFAULT_SPEED, SPEED_LEVELS, check_device_spec
 
 __all__ = ["add_commands"]
 
 
 def cmd_teleop(args: argparse.Namespace) -> int:
-    from skillcell.envs.base import RenderUnavailableError
-    from skillcell.teleop import TeleopError, record_teleop
-    from skillcell.teleop.devices import check_device_spec
-
     try:
         check_device_spec(args.device)
         check_output(args.out, folder=True)
@@ -42,8 +41,6 @@ def cmd_teleop(args: argparse.Namespace) -> int:
 
 def add_commands(subparsers) -> None:
     """Adds ``teleop`` to the ``skillcell`` parser's subparsers."""
-    from skillcell.teleop.devices import DEFAULT_SPEED, SPEED_LEVELS
-
     p = subparsers.add_parser(
         "teleop", help="drive a cell from a keyboard, SpaceMouse or script and record the episodes",
         description=__doc__.splitlines()[0],

@@ -27,6 +27,7 @@ import enum
 import math
 import os
 import select
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+
+from skillcell.config import ConfigError, parse_yaml
 
 __all__ = [
     "DEFAULT_SPEED",
@@ -253,7 +256,6 @@ class KeyboardDevice(TeleopDevice):
         return self._saved_attrs is not None
 
     def connect(self, calibrate: bool = True) -> None:
-        import sys
         import termios
         import tty
 
@@ -525,8 +527,6 @@ class ScriptDevice(TeleopDevice):
 
 
 def _read_script(path: Path, task_channels: tuple[str, ...], dt: float) -> list[_ScriptEntry]:
-    from skillcell.config import ConfigError, parse_yaml
-
     try:
         text = path.read_text()
     except OSError as exc:

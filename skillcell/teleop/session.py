@@ -24,6 +24,7 @@ metric strip of `skillcell.review` and rewritten atomically every ``preview_ever
 from __future__ import annotations
 
 import contextlib
+import getpass
 import io
 import math
 import os
@@ -37,11 +38,24 @@ from typing import Any, TextIO
 
 import gymnasium as gym
 import numpy as np
+from PIL import Image
 
+from skillcell.atomic import atomic_write_bytes
 from skillcell.demos.episode import DatasetWriter, EpisodeEntry, Provenance
 from skillcell.demos.recorder import EpisodeRecorder
+from skillcell.review.overlays import cell_review
+from skillcell.review.sources import Step
+from skillcell.review.video import FrameRenderer
 from skillcell.rollout import Rollout, RolloutStep
-from skillcell.teleop.devices import DEFAULT_SPEED, TeleopCommand, TeleopDevice, TeleopError, TeleopEvent, make_device
+from skillcell.teleop.devices import (
+    DEFAULT_SPEED,
+    TeleopCommand,
+    TeleopDevice,
+    TeleopError,
+    TeleopEvent,
+    check_device_spec,
+    make_device,
+)
 
 __all__ = ["TeleopSummary", "has_display", "record_teleop"]
 
@@ -98,8 +112,6 @@ def record_teleop(env_id: str, device: str | TeleopDevice, out: str | Path, *, e
     if realtime_factor < 0 or not math.isfinite(realtime_factor):
         raise TeleopError(f"realtime factor must be 0 (unpaced) or positive, got {realtime_factor}")
     if isinstance(device, str):
-        from skillcell.teleop.devices import check_device_spec
-
         check_device_spec(device)  # a bad spec is refused before the cell is built
     writer = DatasetWriter(out)
     writer.check_env(env_id)
@@ -131,8 +143,6 @@ def record_teleop(env_id: str, device: str | TeleopDevice, out: str | Path, *, e
 
 
 def _login_name() -> str:
-    import getpass
-
     try:
         return getpass.getuser()
     except (OSError, KeyError):  # no login name in a bare container
@@ -290,8 +300,6 @@ class _StatusLine:
     second of episode time while recording."""
 
     def __init__(self, stream: TextIO, cell):
-        from skillcell.review.overlays import cell_review
-
         self.stream, self.cell = stream, cell
         self.metrics = cell_review(cell).metrics
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
@@ -341,8 +349,6 @@ class _Preview:
     """A PNG of the cell with the review overlays and metric strip, rewritten atomically when due."""
 
     def __init__(self, env: gym.Env, path: Path, every_s: float, label: str):
-        from skillcell.review.video import FrameRenderer
-
         if every_s <= 0:
             raise TeleopError(f"preview period must be positive, got {every_s}")
         self.path, self.every_s = path, every_s
@@ -356,18 +362,12 @@ class _Preview:
         self.step(0, info, None, 0.0)
 
     def step(self, index: int, info: Mapping[str, Any], reward: float | None, episode_return: float) -> None:
-        from skillcell.review.sources import Step
-
         step = Step(index=index, time_s=index * self.dt, info=info, reward=reward, episode_return=episode_return)
         self.renderer.observe(step)
         now = time.monotonic()
         if now < self.due:
             return
         self.due = now + self.every_s
-        from PIL import Image
-
-        from skillcell.atomic import atomic_write_bytes
-
         buffer = io.BytesIO()
         Image.fromarray(self.renderer.render(step)).save(buffer, format="PNG")
         atomic_write_bytes(self.path, buffer.getvalue())
