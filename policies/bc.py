@@ -35,7 +35,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
+from tqdm.auto import tqdm
+
+from skillcell.demos.episode import DemoDataset
+from skillcell.demos.errors import DatasetError
+from skillcell.demos.recorder import EpisodeRecorder, scripted_provenance
+from skillcell.demos.scores import score_episode
+from skillcell.policies.scripted import make_expert
+from skillcell.rollout import rollout
 
 __all__ = [
     "BCResult",
@@ -161,8 +170,6 @@ class DemoTransitions:
 
 
 def _episode_scores(episodes: list[Any]) -> list[float]:
-    from skillcell.demos.scores import score_episode
-
     return [float(score_episode(ep).score) for ep in episodes]
 
 
@@ -185,9 +192,6 @@ def load_demos(path: str | Path, *, min_score: float | None = None, max_episodes
     least that; ``max_episodes`` then keeps the first that many; ``env_id``, when given, must
     match every episode's env (a dataset of another cell is refused, naming it).
     """
-    from skillcell.demos.episode import DemoDataset
-    from skillcell.demos.errors import DatasetError
-
     dataset = DemoDataset(path)
     episodes = list(dataset)
     if not episodes:
@@ -207,13 +211,6 @@ def expert_demos(env_id: str, episodes: int, *, seed: int = 0, skill: str = "exp
                  progress: bool = False) -> DemoTransitions:
     """Records the cell's scripted expert for ``episodes`` episodes (seeds ``seed, seed+1, ...``)
     in memory, through the same `EpisodeRecorder` that writes datasets; see `load_demos`."""
-    import gymnasium as gym
-    from tqdm.auto import tqdm
-
-    from skillcell.demos.recorder import EpisodeRecorder, scripted_provenance
-    from skillcell.policies.scripted import make_expert
-    from skillcell.rollout import rollout
-
     env = gym.make(env_id, **(env_kwargs or {}))
     try:
         expert = make_expert(env, skill=skill, seed=seed)
@@ -335,7 +332,6 @@ def behaviour_clone(model, demos: DemoTransitions, *, steps: int = 2000, batch_s
         seed: the minibatch order (the network's initialization is the model's seed).
     """
     import torch as th
-    from tqdm.auto import tqdm
 
     algorithm = _algorithm(model)
     if loss not in ("mse", "nll"):

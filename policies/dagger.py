@@ -37,8 +37,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from skillcell.demos.episode import DatasetWriter, Provenance
+from skillcell.demos.recorder import EpisodeRecorder
 from skillcell.policies.bc import BCResult, DemoTransitions, behaviour_clone, normalize_obs
+from skillcell.policies.history import current_observation, history_env, stack_history
 from skillcell.rollout import rollout
 
 __all__ = ["DaggerRound", "MixedPolicy", "concat_transitions", "dagger", "history_transitions", "relabel_rollout"]
@@ -83,8 +87,6 @@ def history_transitions(demos: DemoTransitions, k: int) -> DemoTransitions:
     """``demos`` with history observations (`skillcell.policies.history.stack_history`), the
     demonstrated actions being what was executed. Each episode's rows must be contiguous and in
     order, as `DemoTransitions.from_episodes` lays them out."""
-    from skillcell.policies.history import stack_history
-
     obs, nxt = [], []
     start = 0
     for i in dict.fromkeys(demos.episode.tolist()):
@@ -136,8 +138,6 @@ def relabel_rollout(env, learner: Callable[[np.ndarray], np.ndarray], expert, *,
     ``env`` is an `EpisodeRecorder` (no dataset) around the cell; ``learner`` maps the learner's
     observation (the plain one, or its history when ``history`` > 0) to an action.
     """
-    from skillcell.policies.history import history_env
-
     learner_env = history_env(env, history) if history else env
     mixed = MixedPolicy(learner, expert, beta=beta, rng=rng, plain=lambda obs: _plain(obs, env, history))
     rollout(learner_env, mixed, seed=seed)
@@ -148,14 +148,11 @@ def relabel_rollout(env, learner: Callable[[np.ndarray], np.ndarray], expert, *,
 def _plain(obs: np.ndarray, env, history: int) -> np.ndarray:
     if not history:
         return obs
-    from skillcell.policies.history import current_observation
 
     return current_observation(obs, env.observation_space.shape[0], env.action_space.shape[0], history)
 
 
 def _relabelled(episode, labels, executed, mask, *, expert_name: str, round_: int, beta: float):
-    from skillcell.demos.episode import Provenance
-
     notes = {"dagger": {"round": round_, "beta": beta, "expert": expert_name,
                         "expert_executed_steps": int(mask.sum()),
                         "actions": "the expert's labels of the visited observations; extra/executed_actions "
@@ -172,8 +169,6 @@ def _relabelled(episode, labels, executed, mask, *, expert_name: str, round_: in
 
 def _transitions(episode, executed, history: int) -> DemoTransitions:
     """BC transitions of a relabelled episode: its labels on the learner's observations."""
-    from skillcell.policies.history import stack_history
-
     obs = episode.observations
     if history:
         obs = stack_history(obs, executed, history)
@@ -197,11 +192,6 @@ def dagger(model, demos: DemoTransitions | None, *, env, expert, expert_name: st
     env_steps)`` runs after each round's BC (the evaluation). Returns the rounds and the final
     aggregate of ``demos`` and every relabelled episode.
     """
-    from tqdm.auto import tqdm
-
-    from skillcell.demos.episode import DatasetWriter
-    from skillcell.demos.recorder import EpisodeRecorder
-
     if rounds < 1 or episodes_per_round < 1:
         raise ValueError(f"dagger: rounds and episodes_per_round must be >= 1, got {rounds}, {episodes_per_round}")
     writer = DatasetWriter(dataset, name="dagger") if dataset is not None else None

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from gymnasium import spaces
 
 from skillcell.paths import sha256_file
 
@@ -173,8 +174,6 @@ _NUMBER = re.compile(r"[-+]?(inf|nan|(\d+\.?\d*|\.\d+)(e[-+]?\d+)?)", re.IGNOREC
 
 def _box(data: dict[str, Any], key: str, path: Path):
     """A ``Box`` from the readable fields SB3 stores beside a pickled space: dtype, shape, bounds as printed."""
-    from gymnasium import spaces
-
     entry = data.get(key)
     if not _serialized(entry) or not str(entry.get(":type:", "")).endswith(".spaces.box.Box'>"):
         kind = entry.get(":type:") if isinstance(entry, dict) else type(entry).__name__

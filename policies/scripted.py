@@ -25,8 +25,10 @@ import numpy as np
 
 from skillcell.envs.base import CellEnv
 from skillcell.envs.cells.peg_insert import PegInsertEnv
+from skillcell.envs.cells.weld_seam import LOOKAHEAD_M, WeldSeamEnv
 from skillcell.envs.control import quat_from_rotvec, rotvec_from_quat
 from skillcell.envs.registry import UnknownCellError, spec_of
+from skillcell.envs.weld import torch_rotation
 
 __all__ = ["PegInsertExpert", "ScriptedExpert", "WeldSeamExpert", "make_expert"]
 
@@ -256,7 +258,6 @@ class WeldSeamExpert(ScriptedExpert):
 
     def __init__(self, env, skill: str = "expert", seed: int = 0):
         super().__init__(env, skill, seed)
-        from skillcell.envs.cells.weld_seam import LOOKAHEAD_M, WeldSeamEnv
 
         if not isinstance(self.env, WeldSeamEnv):
             raise TypeError(f"WeldSeamExpert drives WeldSeamEnv, got {type(self.env).__name__}")
@@ -285,8 +286,6 @@ class WeldSeamExpert(ScriptedExpert):
         return self.noise
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        from skillcell.envs.weld import torch_rotation
-
         o = self.env.decode_obs(obs)
         R_world_seam = _matrix_from_rotvec(o["seam_rot"])
         R_seam_tcp = self.env.R_task_tcp_nominal @ _matrix_from_rotvec(o["tcp_rot_task"])

@@ -18,6 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import gymnasium as gym
+
+import skillcell  # noqa: F401  (registers the cells, also in a subprocess worker)
+from skillcell.policies.force_limit import ForceLimitPenalty
+from skillcell.policies.frozen import frozen_policy
+from skillcell.policies.history import history_env
+from skillcell.policies.residual import ResidualAction
+
 __all__ = ["TrainEnvSpec"]
 
 
@@ -37,10 +45,6 @@ class TrainEnvSpec:
 
     def cell_env(self, tier: str | None):
         """The cell at ``tier``, through ``gym.make`` (TimeLimit and the env checker as registered)."""
-        import gymnasium as gym
-
-        import skillcell  # noqa: F401  (registers the cells, also in a subprocess worker)
-
         kwargs = dict(self.env_kwargs)
         if tier is not None:
             kwargs["tier"] = tier
@@ -56,17 +60,11 @@ class TrainEnvSpec:
 
     def wrap(self, env):
         """Layers 2-4 of the module docstring around a cell env."""
-        from skillcell.policies.force_limit import ForceLimitPenalty
-        from skillcell.policies.history import history_env
-
         if self.force_penalty is not None:
             env = ForceLimitPenalty(env, *self.force_penalty)
         if self.history:
             env = history_env(env, self.history)
         if self.residual_base is not None:
-            from skillcell.policies.frozen import frozen_policy
-            from skillcell.policies.residual import ResidualAction
-
             base = frozen_policy(self.residual_base, env, seed=self.seed, where="residual.base", trusted=self.trusted)
             env = ResidualAction(env, base, self.residual_scale)
         return env

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.utils.env_checker import check_env as gym_check_env
 
 __all__ = ["CheckResult", "check_determinism", "run_env_checks", "state_trajectory"]
 
@@ -54,7 +55,6 @@ def check_determinism(make_env: Callable[[], gym.Env], seed: int = 0, steps: int
 
 def run_env_checks(env_id: str, steps: int = 200, seed: int = 0, **env_kwargs) -> list[CheckResult]:
     """Gymnasium's and SB3's env checkers, a random rollout and the determinism check."""
-    from gymnasium.utils.env_checker import check_env as gym_check_env
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
     results = []

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from skillcell.rollout import EpisodeRecord, Policy, RolloutStep, as_policy, rollout
 
@@ -66,8 +67,6 @@ def run_episodes(env, policy: Policy | Callable[[np.ndarray], np.ndarray], episo
                  on_step: Callable[[RolloutStep], None] | Iterable[Callable[[RolloutStep], None]] = (),
                  progress: bool = False) -> RolloutSummary:
     """`rollout` of ``episodes`` episodes with seeds ``seed, seed+1, ...``; ``env`` must truncate (TimeLimit)."""
-    from tqdm.auto import tqdm
-
     policy = as_policy(policy)
     summary = RolloutSummary()
     start = time.perf_counter()

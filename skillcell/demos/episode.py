@@ -59,14 +59,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium
 import mujoco
 import numpy as np
 import yaml
 
+import skillcell
 from skillcell.atomic import atomic_write_bytes, atomic_write_text, is_temporary
 from skillcell.config import ConfigError, from_mapping, parse_yaml, to_mapping
 from skillcell.demos._io import dataset_lock, sha256_bytes
 from skillcell.demos.errors import DatasetError
+from skillcell.envs.cell import compose_cell
 
 __all__ = [
     "EPISODE_FORMAT_VERSION",
@@ -139,10 +142,6 @@ class Manifest:
 
 def versions() -> dict[str, str]:
     """Versions that decide whether a replay can be bit-exact."""
-    import gymnasium
-
-    import skillcell
-
     return {"mujoco": mujoco.__version__, "skillcell": skillcell.__version__, "gymnasium": gymnasium.__version__,
             "numpy": np.__version__, "python": platform.python_version(), "machine": platform.machine()}
 
@@ -181,8 +180,6 @@ def model_xml(env) -> str:
     mismatch (also after a reset that edited the model, so call this before) this warns and
     returns an empty string.
     """
-    from skillcell.envs.cell import compose_cell
-
     cell = env.unwrapped
     spec = compose_cell(cell.config)
     spec.option.timestep = cell.config.control.timestep_s

@@ -49,11 +49,14 @@ from typing import Any
 import gymnasium as gym
 import mujoco
 import numpy as np
+from tqdm.auto import tqdm
 
 from skillcell.atomic import replace_dir
 from skillcell.demos.episode import DemoDataset, Episode, EpisodeEntry, model_hash
 from skillcell.demos.errors import DemoError, ModelMismatchWarning
 from skillcell.demos.replay import RENDER_KWARGS
+from skillcell.demos.scores import score_dataset, score_episode
+from skillcell.mp4 import VideoWriter
 
 __all__ = ["CODEBASE_VERSION", "LeRobotExport", "default_repo_id", "export_lerobot", "lerobot_home",
            "observation_names"]
@@ -220,8 +223,6 @@ class _VideoFiles:
 
     def start_episode(self) -> tuple[int, int, float]:
         """Opens a file where needed; returns its chunk and file index and the episode's start time."""
-        from skillcell.mp4 import VideoWriter
-
         if self.writer is not None and self.writer.tmp.stat().st_size >= VIDEO_FILES_SIZE_IN_MB * 2**20:
             self.writer.close()
             self.writer = None
@@ -536,8 +537,6 @@ def _provenance_columns(entry: EpisodeEntry, episode: Episode, score) -> dict[st
 
 
 def _score(episode: Episode):
-    from skillcell.demos.scores import score_episode
-
     try:
         return score_episode(episode)
     except DemoError:  # a cell without a scorer: its episodes travel without a score
@@ -561,14 +560,10 @@ def export_lerobot(path: str | Path, *, out: str | Path | None = None, repo_id: 
     Every episode must have the first one's observation layout, action and reward types and
     control rate (one LeRobot dataset has one feature set and one fps); env kwargs may differ.
     """
-    from tqdm.auto import tqdm
-
     _require_pyarrow()
     dataset = DemoDataset(path)
     entries = list(dataset.entries)
     if min_score is not None:
-        from skillcell.demos.scores import score_dataset
-
         keep = set(score_dataset(path).select(min_score))
         entries = [e for e in entries if e.id in keep]
     if not entries:

@@ -25,10 +25,12 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+from tqdm.auto import tqdm
 
 from skillcell.atomic import replace_dir
 from skillcell.demos.episode import DemoDataset, Episode
 from skillcell.demos.errors import DemoError
+from skillcell.demos.scores import score_dataset
 
 __all__ = ["default_dataset_id", "export_minari"]
 
@@ -88,14 +90,10 @@ def export_minari(path: str | Path, *, out: str | Path | None = None, dataset_id
     All episodes must come from one env id with the same kwargs (one Minari dataset has one env
     spec). The dataset is built in a temporary folder and moved into place when complete.
     """
-    from tqdm.auto import tqdm
-
     minari = _require_minari()
     dataset = DemoDataset(path)
     entries = list(dataset.entries)
     if min_score is not None:
-        from skillcell.demos.scores import score_dataset
-
         keep = set(score_dataset(path).select(min_score))
         entries = [e for e in entries if e.id in keep]
     if not entries:

@@ -16,6 +16,7 @@ from typing import Any
 import gymnasium as gym
 import mujoco
 import numpy as np
+from tqdm.auto import tqdm
 
 from skillcell.demos.episode import (
     DatasetWriter,
@@ -26,6 +27,8 @@ from skillcell.demos.episode import (
     model_xml,
     stack_infos,
 )
+from skillcell.envs.base import CellEnv
+from skillcell.envs.registry import cell_spec
 
 __all__ = ["EpisodeRecorder", "generate_demos", "scripted_provenance", "start_episode_from_state"]
 
@@ -65,8 +68,6 @@ class EpisodeRecorder(gym.Wrapper):
                  source: str = "policy", provenance: Provenance | None = None,
                  policy: dict[str, Any] | None = None):
         super().__init__(env)
-        from skillcell.envs.base import CellEnv
-
         if not isinstance(env.unwrapped, CellEnv):
             raise TypeError(f"EpisodeRecorder records skillcell cells, got {type(env.unwrapped).__name__}")
         if env.spec is None:
@@ -190,17 +191,17 @@ def generate_demos(env_id: str, episodes: int, out: str | Path, *, skill: str = 
     before anything runs. Every episode is written, failures included: a dataset that hides the
     expert's failures overstates it. Filter by score (`skillcell.demos.scores`) before training instead.
     """
-    from tqdm.auto import tqdm
-
-    from skillcell.policies import make_expert
-
+    # The expert as the registry declares it (a policies class, named by string: demos sit below policies).
+    expert_class = cell_spec(env_id).expert
+    if expert_class is None:
+        raise ValueError(f"no scripted expert for {env_id}: its register_cell declares none")
     writer = DatasetWriter(out)
     writer.check_env(env_id)
     if seed is None:
         seed = max([e.seed for e in writer.entries() if e.seed is not None], default=-1) + 1
     env = gym.make(env_id, **(env_kwargs or {}))
     try:
-        expert = make_expert(env, skill=skill, seed=seed)
+        expert = expert_class(env, skill=skill, seed=seed)
         recorder = EpisodeRecorder(
             env, writer, source=f"scripted:{skill}", provenance=scripted_provenance(f"scripted-{skill}"),
             policy={"name": type(expert).__name__, "skill": skill, "seed": seed})

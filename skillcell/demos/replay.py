@@ -28,6 +28,7 @@ from pathlib import Path
 import gymnasium as gym
 import mujoco
 import numpy as np
+from tqdm.auto import tqdm
 
 from skillcell.demos.episode import Episode, load_episode, model_hash
 from skillcell.demos.errors import DemoError, ModelMismatchWarning, ReplayVersionWarning
@@ -152,8 +153,6 @@ def replay_episode(episode: Episode | str | Path, mode: str = "state", *, video:
 
 
 def _steps_bar(n: int, progress: bool, desc: str):
-    from tqdm.auto import tqdm
-
     return tqdm(range(n), desc=desc, unit="step", disable=not progress, leave=False)
 
 
@@ -198,8 +197,6 @@ def _render_state(env, state: np.ndarray, writer: VideoWriter) -> None:
 
 def _replay_actions(env, episode: Episode, report: ReplayReport, writer: VideoWriter | None,
                     progress: bool) -> None:
-    from tqdm.auto import tqdm
-
     cell = env.unwrapped
     drift = np.full(episode.steps + 1, math.nan)
     bar = tqdm(total=episode.steps, desc="action replay", unit="step", disable=not progress, leave=False)

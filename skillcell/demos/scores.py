@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from tqdm.auto import tqdm
 
 from skillcell.atomic import atomic_write_text
 from skillcell.config import ConfigError, parse_yaml
@@ -241,8 +242,6 @@ class DatasetScores:
 
 def score_dataset(path: str | Path, progress: bool = False) -> DatasetScores:
     """Scores every episode of the dataset at ``path``."""
-    from tqdm.auto import tqdm
-
     dataset = DemoDataset(path)
     scores = []
     for entry in tqdm(dataset.entries, desc="scoring", unit="ep", disable=not progress, leave=False):

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from gymnasium import spaces
 
 from skillcell.atomic import atomic_write_bytes
 from skillcell.deploy.runner import OnnxPolicy, command_scale
@@ -67,8 +68,6 @@ OPSET = 18
 
 
 def _check_spaces(model: Any, env: Any, obs_norm: ObsNormalization | None) -> None:
-    from gymnasium import spaces
-
     obs_space, act_space = model.observation_space, model.action_space
     if not isinstance(obs_space, spaces.Box) or not isinstance(act_space, spaces.Box):
         raise ValueError("only Box observation and action spaces can be exported")

@@ -33,16 +33,25 @@ import math
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
 
+import gymnasium as gym
 import numpy as np
 import yaml
 
 from skillcell import assets
 from skillcell.atomic import atomic_write_bytes
 from skillcell.config import ConfigError, bounds, from_mapping, load_yaml, merge, quote, to_mapping
+from skillcell.deploy.envelope import EnvelopeMonitor, load_envelope
+from skillcell.deploy.export import export_run, run_parity, sb3_actions
+from skillcell.deploy.runner import OnnxPolicy, PolicyRunner, RunnerStats, SimDriver, command_scale
 from skillcell.envs.limits import has_limit_refs, resolve_limits
+from skillcell.evaluation import run_episodes
+from skillcell.policies import make_expert
+from skillcell.policies.loading import TRUST_NOTE, load_sb3_model
+from skillcell.policies.residual import ResidualRun, residual_run
 from skillcell.rollout import FunctionPolicy, Policy, Rollout
 
 __all__ = [
@@ -190,8 +199,6 @@ class _Candidate:
 
     def command_source(self, env) -> Policy:
         """The policy's physical command (the runner's input) rather than its normalized action."""
-        from skillcell.deploy.runner import command_scale
-
         policy = self.policy(env)
         scale = command_scale(env)
         return FunctionPolicy(lambda obs: np.asarray(policy(obs), dtype=np.float64) * scale, reset=policy.reset)
@@ -204,8 +211,6 @@ class _ScriptedCandidate(_Candidate):
         self.skill, self.seed = skill, seed
 
     def policy(self, env):
-        from skillcell.policies import make_expert
-
         return make_expert(env, skill=self.skill, seed=self.seed)
 
     def provenance(self) -> dict[str, Any]:
@@ -216,8 +221,6 @@ class _OnnxCandidate(_Candidate):
     kind = "sb3"
 
     def __init__(self, loaded, onnx_path: Path, sha256: str):
-        from skillcell.deploy.runner import OnnxPolicy
-
         self.loaded = loaded
         self.onnx = OnnxPolicy(onnx_path, expected_sha256=sha256)
         self.onnx_sha256 = sha256
@@ -236,10 +239,6 @@ class _OnnxCandidate(_Candidate):
 
 
 def _make_env(env_id: str, tier: str, env_kwargs: dict[str, Any]):
-    import gymnasium as gym
-
-    import skillcell  # noqa: F401  (registers the cells)
-
     try:
         return gym.make(env_id, tier=tier, **env_kwargs)
     except TypeError as exc:
@@ -259,9 +258,6 @@ def _finite(x: float) -> float | None:
 
 
 def _evaluate_tier(env_id, tier, env_kwargs, envelope, candidate, criteria, progress):
-    from skillcell.deploy.envelope import EnvelopeMonitor
-    from skillcell.evaluation import run_episodes
-
     env = EnvelopeMonitor(_make_env(env_id, tier, env_kwargs), envelope)
     try:
         u = env.unwrapped
@@ -338,9 +334,6 @@ def _evaluate_tier(env_id, tier, env_kwargs, envelope, candidate, criteria, prog
 
 def _parity_observations(env_id, tiers, env_kwargs, loaded, n):
     """Observations from rollouts of the SB3 policy (or residual run) itself, spread over the evaluated tiers."""
-    from skillcell.deploy.export import sb3_actions
-    from skillcell.policies.residual import ResidualRun
-
     obs_list: list[np.ndarray] = []
     per_tier = max(1, math.ceil(n / len(tiers)))
     for k, tier in enumerate(tiers):
@@ -368,9 +361,6 @@ def _parity_observations(env_id, tiers, env_kwargs, loaded, n):
 
 def _runner_check(env_id, env_kwargs, envelope, candidate, criteria):
     """Episodes through `PolicyRunner` + `SimDriver`: the deployment path, filter and watchdog on."""
-    from skillcell.deploy.envelope import EnvelopeMonitor
-    from skillcell.deploy.runner import PolicyRunner, RunnerStats, SimDriver
-
     env = EnvelopeMonitor(_make_env(env_id, criteria.runner_tier, env_kwargs), envelope)
     total = RunnerStats()
     successes = 0
@@ -472,8 +462,6 @@ def _judge(criteria: GateCriteria, tiers: dict[str, dict], evaluated: list[str],
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {"python": platform.python_version(), "platform": platform.platform()}
     for package in ("skillcell", "mujoco", "numpy", "gymnasium", "stable_baselines3", "torch", "onnx",
                     "onnxruntime", "onnxscript"):
@@ -502,10 +490,6 @@ def run_gate(model: str | Path, env_id: str, out_dir: str | Path, *, criteria: G
     restricts the evaluated tiers to some of the criteria's (the record says the gate is then
     incomplete). Configuration mistakes raise `ConfigError`; a failing policy does not raise.
     """
-    from skillcell.deploy.envelope import load_envelope
-    from skillcell.deploy.export import export_run, run_parity
-    from skillcell.policies.loading import TRUST_NOTE, load_sb3_model
-
     log = log or (lambda _msg: None)
     env_kwargs = dict(env_kwargs or {})
     if "tier" in env_kwargs or "randomize" in env_kwargs:
@@ -545,8 +529,6 @@ def run_gate(model: str | Path, env_id: str, out_dir: str | Path, *, criteria: G
             loaded = load_sb3_model(what, algorithm=algorithm, trusted=trusted, vecnormalize=vecnormalize)
         except ValueError as exc:
             raise ConfigError(f"model: {exc}") from None
-        from skillcell.policies.residual import residual_run
-
         # a residual.yaml next to it: base + residual are the policy
         loaded = residual_run(loaded, trusted) or loaded
         export_env = _make_env(env_id, evaluated[0], env_kwargs)

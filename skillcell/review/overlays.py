@@ -23,8 +23,10 @@ from typing import Any
 
 import mujoco
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from skillcell.envs.registry import UnknownCellError, spec_of
+from skillcell.envs.weld import METRIC_KEYS
 
 __all__ = [
     "FORCE_RGBA",
@@ -156,8 +158,6 @@ def cell_review(cell) -> CellReview:
 
 def weld_review(cell) -> CellReview:
     """Welding: every WPS metric against its band while the arc burns, the bead's in-spec share."""
-    from skillcell.envs.weld import METRIC_KEYS
-
     wps = cell.wps
     labels = {"travel_speed_mm_s": ("speed", "mm/s"), "work_angle_deg": ("work", "deg"),
               "travel_angle_deg": ("travel", "deg"), "ctwd_mm": ("CTWD", "mm"),
@@ -333,8 +333,6 @@ def block_pad(frame: np.ndarray, block: int = 16, fill=_STRIP_BG) -> np.ndarray:
 
 
 def _font(size: int):
-    from PIL import ImageFont
-
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1: the fixed bitmap font
@@ -371,8 +369,6 @@ class MetricStrip:
         ``outcome`` (``"success"`` or anything else, shown on red) is drawn at the right of the
         header, typically on the last frame.
         """
-        from PIL import Image, ImageDraw
-
         image = Image.new("RGB", (self.width, self.height), _STRIP_BG)
         draw = ImageDraw.Draw(image)
         pad, rh, font = 4, self.row_h, self.font

@@ -26,21 +26,33 @@ from __future__ import annotations
 
 import base64
 import csv
+import datetime as dt
 import html
 import io
 import math
 import os
+import shutil
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
+import yaml
+from tqdm.auto import tqdm
 
+import skillcell
 from skillcell.atomic import atomic_write_text
+from skillcell.demos.episode import DemoDataset
+from skillcell.demos.recorder import EpisodeRecorder, scripted_provenance
 from skillcell.envs.registry import cell_spec
+from skillcell.evaluation import wilson_interval
+from skillcell.review.overlays import cell_review
 from skillcell.review.runs import find_key, model_in_run_dir, read_run_config, run_env
+from skillcell.review.sources import EpisodeSource, load_policy, make_review_env
+from skillcell.review.video import FrameRenderer, render_video
 
 __all__ = ["MetricsTable", "ReportOptions", "ReportResult", "build_report", "find_datasets", "read_metrics_csv"]
 
@@ -323,8 +335,6 @@ def _score(episode) -> tuple[float | None, dict[str, float]]:
 
 
 def _load_episodes(path: Path) -> list[_EpisodeRow]:
-    from skillcell.demos.episode import DemoDataset
-
     dataset = DemoDataset(path)
     rows = []
     for entry in dataset.entries:
@@ -340,13 +350,6 @@ def _roll_out(model: Path, env_id: str, env_kwargs: dict, episodes: int, seed: i
 
     ``out`` is the report's own folder: a previous report's rollouts there are replaced, not added to.
     """
-    import shutil
-
-    import gymnasium as gym
-
-    from skillcell.demos.recorder import EpisodeRecorder, scripted_provenance
-    from skillcell.review.sources import load_policy
-
     if (out / "dataset.yaml").is_file():
         shutil.rmtree(out)
     env = gym.make(env_id, **env_kwargs)
@@ -354,7 +357,6 @@ def _roll_out(model: Path, env_id: str, env_kwargs: dict, episodes: int, seed: i
         policy = load_policy(model, env, trusted=trusted)
         recorder = EpisodeRecorder(env, out, source="policy", provenance=scripted_provenance(f"policy-{model.stem}"),
                                    policy={"name": policy.name, "file": str(model)})
-        from tqdm.auto import tqdm
 
         for k in tqdm(range(episodes), desc="rollouts", unit="ep", disable=not progress, leave=False):
             obs, _ = recorder.reset(seed=seed + k)
@@ -455,10 +457,6 @@ def _img(uri: str, alt: str) -> str:
 
 def build_report(run_dir: str | Path, out: str | Path, options: ReportOptions | None = None) -> ReportResult:
     """Writes the report of ``run_dir`` to ``out`` (see the module docstring); returns what it wrote."""
-    import datetime as dt
-
-    import skillcell
-
     options = options or ReportOptions()
     run_dir, out = Path(run_dir), Path(out)
     if not run_dir.is_dir():
@@ -505,8 +503,6 @@ def build_report(run_dir: str | Path, out: str | Path, options: ReportOptions | 
 
     # 2. configuration
     if config is not None:
-        import yaml
-
         text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
         parts.append(f"<h2>Run configuration</h2><p class='meta'>{_esc(config_path.name)}</p><pre>{_esc(text)}</pre>")
         summary = run_dir / "summary.yaml"
@@ -570,8 +566,6 @@ def build_report(run_dir: str | Path, out: str | Path, options: ReportOptions | 
 
 def _episode_sections(rows: list[_EpisodeRow], episodes_dir: Path, out: Path, files_dir: Path,
                       options: ReportOptions, result: ReportResult) -> list[str]:
-    from skillcell.evaluation import wilson_interval
-
     parts = []
     env_id = rows[0].episode.env_id
     kpi_keys = list(cell_spec(env_id).kpi_keys) if env_id else []
@@ -615,15 +609,11 @@ def _episode_sections(rows: list[_EpisodeRow], episodes_dir: Path, out: Path, fi
     result.sections.append("evaluation episodes")
 
     # Best and worst: one env for the bands (and the videos).
-    from skillcell.review.sources import EpisodeSource, make_review_env
-    from skillcell.review.video import FrameRenderer, render_video
 
     ep0 = best.episode
     env = make_review_env(ep0.env_id, ep0.env_kwargs, width=options.width, height=options.height,
                           quality=options.quality, max_episode_steps=ep0.max_episode_steps)
     try:
-        from skillcell.review.overlays import cell_review
-
         review = cell_review(env)
         pairs = [(f"best (#{best.id})", best.episode)] + ([(f"worst (#{worst.id})", worst.episode)]
                                                           if worst is not best else [])

@@ -22,8 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import mujoco
 import numpy as np
+
+import skillcell
+from skillcell.demos.episode import model_hash
+from skillcell.demos.recorder import start_episode_from_state
+from skillcell.policies import make_expert
+from skillcell.policies.loading import load_sb3_model
 
 __all__ = [
     "RENDER_KWARGS",
@@ -59,10 +66,6 @@ class Step:
 def make_review_env(env_id: str, env_kwargs: Mapping[str, Any] | None = None, *, width: int = 640,
                     height: int = 480, quality: str = "fast", max_episode_steps: int | None = None):
     """``gym.make`` with rendering on (the env's shared renderer at ``width`` x ``height``)."""
-    import gymnasium as gym
-
-    import skillcell
-
     if env_id not in skillcell.skillcell_env_ids():
         raise ValueError(f"unknown env {env_id!r}; registered: {', '.join(skillcell.skillcell_env_ids())}")
     kwargs = {k: v for k, v in dict(env_kwargs or {}).items() if k not in RENDER_KWARGS}
@@ -95,8 +98,6 @@ class EpisodeSource:
     """
 
     def __init__(self, env, episode, label: str | None = None):
-        from skillcell.demos.episode import model_hash
-
         self.env, self.episode = env, episode
         cell = env.unwrapped
         spec = mujoco.mjtState.mjSTATE_INTEGRATION
@@ -116,8 +117,6 @@ class EpisodeSource:
         return self.episode.steps + 1
 
     def __iter__(self) -> Iterator[Step]:
-        from skillcell.demos.recorder import start_episode_from_state
-
         ep, cell = self.episode, self.env.unwrapped
         m, d = cell.model, cell.data
         spec = mujoco.mjtState.mjSTATE_INTEGRATION
@@ -186,8 +185,6 @@ def load_policy(spec: str | Path, env, *, seed: int = 0, deterministic: bool = T
     """
     text = str(spec)
     if text == "expert" or text.startswith("expert:"):
-        from skillcell.policies import make_expert
-
         skill = text.partition(":")[2] or "expert"
         expert = make_expert(env, skill=skill, seed=seed)
         return Policy(expert, f"scripted {skill}", expert.reset)
@@ -198,7 +195,6 @@ def load_policy(spec: str | Path, env, *, seed: int = 0, deterministic: bool = T
         raise ValueError(f"{text!r} is neither 'expert[:skill]' nor an existing model file")
     if path.suffix != ".zip":
         raise ValueError(f"{path}: models are stable-baselines3 .zip files")
-    from skillcell.policies.loading import load_sb3_model
 
     norm_path = _find_vecnormalize(path) if vecnormalize is True else (Path(vecnormalize) if vecnormalize else None)
     loaded = load_sb3_model(path, algorithm=algo or "auto", trusted=trusted, vecnormalize=norm_path)
@@ -231,8 +227,6 @@ class RolloutSource:
         return (self.total_steps or 0) + 1
 
     def __iter__(self) -> Iterator[Step]:
-        from skillcell.demos.recorder import start_episode_from_state
-
         env, cell = self.env, self.env.unwrapped
         obs, info = env.reset(seed=self.seed)
         if self.start_state is not None:

@@ -11,10 +11,12 @@ imageio-ffmpeg to a temporary name next to the target, renamed into place only w
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from skillcell.mp4 import VideoWriter
 from skillcell.review.overlays import MetricStrip, SceneOverlays, block_pad, cell_review
@@ -135,10 +137,6 @@ def render_video(out: str | Path, source, renderer: FrameRenderer, *, every: int
 
     Returns ``{"path", "frames", "fps", "size", "seconds"}``; ``seconds`` is the wall time taken.
     """
-    import time
-
-    from tqdm.auto import tqdm
-
     if speed <= 0:
         raise ValueError(f"speed must be positive, got {speed}")
     dt = renderer.cell.control_dt
