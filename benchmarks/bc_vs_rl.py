@@ -66,7 +66,8 @@ ORDER = ["sac scratch", "bc+sac", "ppo scratch", "bc+ppo", "bc"]  # longest firs
 def _run(job: tuple[str, str, dict[str, Any], str]) -> tuple[str, str, float, str]:
     cell, name, overrides, out = job
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from skillcell.policies.train import load_train_config, train
+    from skillcell.policies.train import train
+    from skillcell.policies.train_config import load_train_config
 
     config = load_train_config(CELLS[cell]["config"], overrides)
     log_path = Path(out) / "train.log"
@@ -89,7 +90,7 @@ def _deep(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def _table(cell: str, runs: dict[str, Path], threshold: float, steps: int) -> str:
     import yaml
 
-    from skillcell.policies.train import read_metrics, steps_to_success
+    from skillcell.policies.rundir import read_metrics, steps_to_success
 
     kpis = CELLS[cell]["kpis"]
     head = (f"{'run':12s} {'RL env steps':>12s} {'demo steps':>10s} {'steps to ' + format(threshold, '.0%'):>13s} "
@@ -138,7 +139,7 @@ def _plot(results: dict[str, dict[str, Path]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from skillcell.policies.train import read_metrics
+    from skillcell.policies.rundir import read_metrics
 
     panels = [(cell, "success_rate", "success rate") for cell in results]
     panels += [(cell, "in_spec_fraction", "in-spec fraction") for cell in results if cell == "weld"]

@@ -1,9 +1,10 @@
 """Frozen policies named in a training config: DAgger's expert and residual RL's base.
 
 Either is given as text: ``scripted`` or ``scripted:<skill>`` (the cell's scripted expert,
-`skillcell.policies.scripted.make_expert`), or the path of an SB3 ``.zip`` (a ``vecnormalize.pkl``
-next to it is used, as ``skillcell eval`` does). Both become a `skillcell.rollout.Policy`: ``policy(obs) ->
-action`` for one raw env observation, and ``reset()`` at the start of every episode. SB3 files are
+`skillcell.policies.scripted.make_expert`), or the path of an SB3 ``.zip`` (its run's
+``vecnormalize.pkl`` is used, `skillcell.policies.rundir.RunDir.vecnormalize_of`, as ``skillcell
+eval`` does). Both become a `skillcell.rollout.Policy`: ``policy(obs) -> action`` for one raw env
+observation, and ``reset()`` at the start of every episode. SB3 files are
 read as data through `skillcell.policies.loading` (nothing in them is unpickled unless ``trusted``).
 """
 
@@ -15,6 +16,9 @@ from typing import Any
 import numpy as np
 
 from skillcell.config import ConfigError
+from skillcell.policies.loading import load_sb3_model
+from skillcell.policies.rundir import RunDir
+from skillcell.policies.scripted import make_expert
 from skillcell.rollout import Policy
 
 __all__ = ["SB3Policy", "frozen_policy", "is_scripted"]
@@ -46,19 +50,15 @@ def frozen_policy(spec: str, env: Any, *, seed: int = 0, where: str = "policy", 
 
     ``trusted``: unpickle an SB3 model (`skillcell.policies.loading.load_sb3_model`; runs code from it)."""
     if is_scripted(spec):
-        from skillcell.policies.scripted import make_expert
-
         skill = spec.partition(":")[2] or "expert"
         try:
             return make_expert(env, skill=skill, seed=seed)
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
-    from skillcell.policies.loading import load_sb3_model
 
     path = Path(spec)
-    stats = path.parent / "vecnormalize.pkl"
     try:
-        policy = SB3Policy(load_sb3_model(path, trusted=trusted, vecnormalize=stats if stats.is_file() else None))
+        policy = SB3Policy(load_sb3_model(path, trusted=trusted, vecnormalize=RunDir.vecnormalize_of(path)))
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     if policy.observation_shape != tuple(env.observation_space.shape):

@@ -27,10 +27,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from skillcell.policies.frozen import SB3Policy
+from skillcell.config import ConfigError, parse_yaml
+from skillcell.policies.frozen import SB3Policy, frozen_policy, is_scripted
+from skillcell.policies.rundir import RunDir
 from skillcell.rollout import Policy
 
-__all__ = ["RECORD_NAME", "ResidualAction", "ResidualRun", "compose", "learned_base", "residual_run",
+__all__ = ["ResidualAction", "ResidualRun", "compose", "learned_base", "residual_run",
            "zero_action_head"]
 
 
@@ -96,10 +98,6 @@ def learned_base(base: Policy) -> SB3Policy:
     return base
 
 
-#: the file next to a residual run's ``model.zip`` that names its base (written by `skillcell.policies.train`)
-RECORD_NAME = "residual.yaml"
-
-
 class ResidualRun:
     """A trained residual (an SB3 model) with the base and scale its ``residual.yaml`` names.
 
@@ -109,16 +107,11 @@ class ResidualRun:
     """
 
     def __init__(self, loaded: Any, record_path: Path, trusted: bool = False):
-        import yaml
-
-        from skillcell.config import ConfigError
-        from skillcell.policies.frozen import is_scripted
-
         self.loaded, self.record_path, self.trusted = loaded, Path(record_path), trusted
         try:
-            record = yaml.safe_load(self.record_path.read_text())
+            record = parse_yaml(self.record_path.read_text(), str(self.record_path))
             self.scale, base, self.history = float(record["scale"]), str(record["base"]), int(record.get("history", 0))
-        except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+        except (OSError, KeyError, TypeError, ValueError) as exc:  # ValueError: ConfigError too
             raise ConfigError(f"{self.record_path}: not a readable residual record ({exc})") from None
         self.base_spec = base if is_scripted(base) or Path(base).is_absolute() else str(self.record_path.parent / base)
         self.base_sha256 = record.get("base_sha256")
@@ -126,9 +119,6 @@ class ResidualRun:
 
     def base(self, env: Any) -> Policy:
         """The frozen base for ``env`` (a learned one is loaded once and checked against the record)."""
-        from skillcell.config import ConfigError
-        from skillcell.policies.frozen import frozen_policy, is_scripted
-
         if self.history:
             raise ConfigError(f"{self.record_path}: trained with env.history: {self.history}; the base and the "
                               "residual observe a history, which the ONNX runner does not keep")
@@ -161,6 +151,6 @@ class ResidualRun:
 
 
 def residual_run(loaded: Any, trusted: bool = False) -> ResidualRun | None:
-    """The `ResidualRun` of a loaded model whose folder has a ``residual.yaml``, else None."""
-    record = Path(loaded.path).with_name(RECORD_NAME)
-    return ResidualRun(loaded, record, trusted) if record.is_file() else None
+    """The `ResidualRun` of a loaded RL model of a residual run (`RunDir.residual_record_of`), else None."""
+    record = RunDir.residual_record_of(loaded.path)
+    return ResidualRun(loaded, record, trusted) if record is not None else None

@@ -18,7 +18,7 @@ from skillcell.cli import main
 from skillcell.config import MAX_QUOTED_CHARS, ConfigError, from_mapping, parse_yaml
 from skillcell.demos import FrameTransform, generate_demos
 from skillcell.demos.synthetic import write_capture
-from skillcell.policies.train import TrainConfig
+from skillcell.policies.train_config import TrainConfig
 
 ENV_ID = "skillcell/PegInsert-v0"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -167,7 +167,7 @@ def _cell(path):
 
 
 def _train(path):
-    from skillcell.policies.train import load_train_config
+    from skillcell.policies.train_config import load_train_config
 
     load_train_config(path)
 

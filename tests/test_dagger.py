@@ -88,7 +88,8 @@ def test_rollouts_start_from_the_env_reset(run):
 
 def test_dagger_from_human_captures_through_train(tmp_path):
     """Seed data: an imported capture of a person inserting the peg (not from the env's reset pose)."""
-    from skillcell.policies.train import load_train_config, train
+    from skillcell.policies.train import train
+    from skillcell.policies.train_config import load_train_config
 
     start = np.array([0.45, 0.10, 0.96])
 

@@ -141,7 +141,8 @@ def test_a_base_of_another_shape_is_named(base_path):
 
 
 def test_train_residual_on_the_bc_base(tmp_path):
-    from skillcell.policies.train import load_train_config, train
+    from skillcell.policies.train import train
+    from skillcell.policies.train_config import load_train_config
 
     config = load_train_config(None, {
         "env": {"id": ENV_ID}, "demos": {"episodes": 1}, "bc": {"steps": 50},
@@ -171,7 +172,8 @@ def test_train_residual_on_the_bc_base(tmp_path):
 
 def test_the_gate_exports_and_judges_a_residual_run_as_one_policy(tmp_path, capsys):
     from skillcell.deploy.gate import run_gate
-    from skillcell.policies.train import load_train_config, train
+    from skillcell.policies.train import train
+    from skillcell.policies.train_config import load_train_config
 
     config = load_train_config(None, {
         "env": {"id": ENV_ID}, "demos": {"episodes": 1}, "bc": {"steps": 50},

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from skillcell.config import ConfigError
-from skillcell.policies.train import load_train_config, read_metrics
+from skillcell.policies.rundir import read_metrics
+from skillcell.policies.train_config import load_train_config
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PEG = EXAMPLES / "train_peg_insert.yaml"

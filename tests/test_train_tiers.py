@@ -9,7 +9,8 @@ from skillcell.config import ConfigError
 from skillcell.deploy.envelope import load_envelope
 from skillcell.policies.curriculum import TierCurriculum, TierSwitch
 from skillcell.policies.force_limit import TERM, ForceLimitPenalty
-from skillcell.policies.train import _make_vec_env, build_model, load_train_config
+from skillcell.policies.train import _make_vec_env, build_model
+from skillcell.policies.train_config import load_train_config
 
 ENV_ID = "skillcell/PegInsert-v0"
 EXAMPLES = __import__("pathlib").Path(__file__).resolve().parents[1] / "examples"

@@ -62,10 +62,10 @@ def cmd_expert(args: argparse.Namespace) -> int:
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
     if args.out is not None:
-        from skillcell.policies.train import check_run_dir  # stable-baselines3, torch
+        from skillcell.policies.rundir import RunDir
 
         try:
-            check_run_dir(check_output(args.out, folder=True), args.overwrite)
+            RunDir.check_new(check_output(args.out, folder=True), args.overwrite)
         except FileExistsError as exc:
             return fail(str(exc))
     start = time.perf_counter()

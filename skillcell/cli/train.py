@@ -8,19 +8,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import tempfile
-from pathlib import Path
 
 from skillcell.cli.common import add_env_options, env_kwargs, fail, make_env, parse_set
 from skillcell.config import from_mapping
 from skillcell.paths import check_output
 from skillcell.policies.loading import ALGORITHMS, TRUST_MODEL_HELP, load_sb3_model
 from skillcell.policies.residual import residual_run
+from skillcell.policies.rundir import RunDir
 
 __all__ = ["add_commands", "cmd_eval", "cmd_train", "quickstart_learning"]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from skillcell.policies.train import load_train_config, train  # stable-baselines3, torch
+    from skillcell.policies.train import train  # stable-baselines3, torch
+    from skillcell.policies.train_config import load_train_config
 
     config = load_train_config(args.config, parse_set(args.set))
     check_output(args.out if args.out is not None else config.out, folder=True)
@@ -39,10 +40,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from skillcell.policies.train import evaluate_model
 
     th.set_num_threads(1)  # one small MLP forward per step: extra threads only contend
-    vecnormalize = args.vecnormalize
-    if vecnormalize is None and (Path(args.model).parent / "vecnormalize.pkl").is_file():
-        # A run directory keeps the observation normalization next to the model; use it.
-        vecnormalize = str(Path(args.model).parent / "vecnormalize.pkl")
+    # A model of a training run: the run's observation normalization, unless another is named.
+    vecnormalize = args.vecnormalize if args.vecnormalize is not None else RunDir.vecnormalize_of(args.model)
     try:
         loaded = load_sb3_model(args.model, algorithm=args.algo, trusted=args.trust_model, vecnormalize=vecnormalize)
     except ValueError as exc:
@@ -76,7 +75,8 @@ def quickstart_learning(env_id: str, episodes: int, rl_steps: int, out: str | No
     demonstrations, behaviour cloning into a PPO policy, ``rl_steps`` of PPO fine-tuning, and an
     evaluation on as many unseen episodes (seeds 100000..). Returns the final metrics row. An
     ``out`` that holds a run is replaced only with ``overwrite``."""
-    from skillcell.policies.train import TrainConfig, train
+    from skillcell.policies.train import train
+    from skillcell.policies.train_config import TrainConfig
 
     config = from_mapping(TrainConfig, {
         "env": {"id": env_id},
