@@ -17,8 +17,8 @@ from skillcell.demos.errors import DemoError
 from skillcell.envs.base import RenderUnavailableError
 from skillcell.paths import check_output
 from skillcell.policies.loading import TRUST_MODEL_HELP
+from skillcell.policies.rundir import RunDir
 from skillcell.review.report import ReportOptions, build_report
-from skillcell.review.runs import model_in_run_dir, run_env_of_model
 from skillcell.review.sources import EpisodeSource, RolloutSource, load_policy, make_review_env
 from skillcell.review.video import LEFT_ACCENT, RIGHT_ACCENT, FrameRenderer, render_video
 
@@ -57,7 +57,7 @@ class _Side:
         else:
             if episode_id is not None:
                 raise ValueError(f"--episode applies to episodes; {spec!r} is a model")
-            self.model = str(model_in_run_dir(path)) if path.is_dir() else spec
+            self.model = str(RunDir.open(path).final_model()) if path.is_dir() else spec
             self.name = spec
 
     def open(self, args: argparse.Namespace, partner: _Side | None, label: str | None, accent):
@@ -81,8 +81,10 @@ class _Side:
                 if env_id is None and self.model is not None and self.model.endswith(".zip"):
                     # A model from a training run: its cell, configured as it was trained
                     # (command-line env options still apply on top).
-                    env_id, run_kwargs = run_env_of_model(Path(self.model))
-                    kwargs = {**run_kwargs, **kwargs}
+                    run = RunDir.of_model(self.model)
+                    if run.config.is_file():
+                        env_id, run_kwargs = run.env()
+                        kwargs = {**run_kwargs, **kwargs}
                 if env_id is None:
                     raise ValueError(f"{self.spec!r} is a policy: name the cell with --env ENV_ID")
                 env = make_review_env(env_id, kwargs, **size)

@@ -7,7 +7,6 @@
   (state replay) or a live rollout of a policy (an SB3 model or the scripted expert).
 - `skillcell.review.video`: frames of one source, side by side pairs, atomic H.264 mp4 writing.
 - `skillcell.review.report`: ``skillcell report RUN_DIR``, a self-contained HTML page.
-- `skillcell.review.runs`: what a review reads from a training run directory.
 
 The ``render`` and ``report`` commands are `skillcell.cli.review`.
 

@@ -8,7 +8,7 @@ Sections, each present when its data is:
    shades a band around ``<col>`` (as ``success_ci_low``/``_high`` do around ``success_rate``); a
    ``phase`` (``stage``, ``algo``) text column splits the curves (`skillcell train`: bc, rl).
    SB3's own ``sb3/progress.csv`` (losses, entropy) gets the same treatment.
-2. **Run configuration**: the run's ``config.yaml`` / ``config.json`` and ``summary.yaml`` as text.
+2. **Run configuration**: the run's ``config.yaml`` and ``summary.yaml`` as text.
 3. **Evaluation episodes**: per-episode success, return, the cell's KPIs and skill score, from a
    dataset folder of episodes (`skillcell.demos` format) in ``RUN_DIR`` or given, or rolled out
    from the run's final model (``model.zip``, with its ``vecnormalize.pkl``) on the run's
@@ -49,10 +49,11 @@ from skillcell.demos.episode import DemoDataset
 from skillcell.demos.recorder import EpisodeRecorder, scripted_provenance
 from skillcell.envs.registry import cell_spec
 from skillcell.evaluation import wilson_interval
+from skillcell.policies.rundir import RunDir
 from skillcell.review.overlays import cell_review
-from skillcell.review.runs import find_key, model_in_run_dir, read_run_config, run_env
 from skillcell.review.sources import EpisodeSource, load_policy, make_review_env
 from skillcell.review.video import FrameRenderer, render_video
+from skillcell.rollout import rollout
 
 __all__ = ["MetricsTable", "ReportOptions", "ReportResult", "build_report", "find_datasets", "read_metrics_csv"]
 
@@ -306,10 +307,6 @@ def find_datasets(folder: Path, depth: int = 3) -> list[Path]:
     return found
 
 
-def _config_value(config: Any, keys: Sequence[str]) -> Any:
-    return find_key(config, tuple(keys))
-
-
 # ---------------------------------------------------------------------- episodes
 
 
@@ -359,12 +356,7 @@ def _roll_out(model: Path, env_id: str, env_kwargs: dict, episodes: int, seed: i
                                    policy={"name": policy.name, "file": str(model)})
 
         for k in tqdm(range(episodes), desc="rollouts", unit="ep", disable=not progress, leave=False):
-            obs, _ = recorder.reset(seed=seed + k)
-            policy.reset()
-            done = False
-            while not done:
-                obs, _, terminated, truncated, _ = recorder.step(policy(obs))
-                done = terminated or truncated
+            rollout(recorder, policy, seed=seed + k)
     finally:
         env.close()
     return out
@@ -458,9 +450,8 @@ def _img(uri: str, alt: str) -> str:
 def build_report(run_dir: str | Path, out: str | Path, options: ReportOptions | None = None) -> ReportResult:
     """Writes the report of ``run_dir`` to ``out`` (see the module docstring); returns what it wrote."""
     options = options or ReportOptions()
-    run_dir, out = Path(run_dir), Path(out)
-    if not run_dir.is_dir():
-        raise ValueError(f"{run_dir}: not a folder (a training run directory is expected)")
+    run, out = RunDir.open(run_dir), Path(out)
+    run_dir = run.path
     if out.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"{out}: the report is an .html file")
     files_dir = out.with_name(out.stem + "_files")
@@ -468,13 +459,13 @@ def build_report(run_dir: str | Path, out: str | Path, options: ReportOptions | 
     parts: list[str] = []
     notes = result.notes
 
-
-    config_path, config = read_run_config(run_dir)
-    run_env_id, run_env_kwargs = run_env(run_dir)
+    config = run.config_mapping()
+    train_config = run.train_config() if config is not None else None
+    run_env_id, run_env_kwargs = run.env() if train_config is not None else (None, {})
     env_id = options.env_id or run_env_id
 
     # 1. learning curve
-    metrics_path = run_dir / "metrics.csv"
+    metrics_path = run.metrics
     if metrics_path.is_file():
         table = read_metrics_csv(metrics_path)
         if table.rows:
@@ -491,7 +482,7 @@ def build_report(run_dir: str | Path, out: str | Path, options: ReportOptions | 
             notes.append(f"{metrics_path} has a header but no rows")
     else:
         notes.append(f"no metrics.csv in {run_dir}: no learning curve")
-    progress_csv = run_dir / "sb3" / "progress.csv"  # SB3's own log (losses, entropy, ...)
+    progress_csv = run.sb3_progress  # SB3's own log (losses, entropy, ...)
     if progress_csv.is_file():
         table = read_metrics_csv(progress_csv)
         if table.rows:
@@ -503,9 +494,9 @@ def build_report(run_dir: str | Path, out: str | Path, options: ReportOptions | 
 
     # 2. configuration
     if config is not None:
-        text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
-        parts.append(f"<h2>Run configuration</h2><p class='meta'>{_esc(config_path.name)}</p><pre>{_esc(text)}</pre>")
-        summary = run_dir / "summary.yaml"
+        text = yaml.safe_dump(config, sort_keys=False)
+        parts.append(f"<h2>Run configuration</h2><p class='meta'>{_esc(run.config.name)}</p><pre>{_esc(text)}</pre>")
+        summary = run.summary
         if summary.is_file():
             parts.append(f"<p class='meta'>{_esc(summary.name)}</p><pre>{_esc(summary.read_text())}</pre>")
         result.sections.append("configuration")
@@ -513,28 +504,24 @@ def build_report(run_dir: str | Path, out: str | Path, options: ReportOptions | 
     # 3-4. evaluation episodes
     demo_dataset = Path(options.dataset) if options.dataset else None
     if demo_dataset is None:
-        # `skillcell train`: demos.path (with demos.source: dataset); flat configs: dataset: <dir>.
-        demos = config.get("demos") if isinstance(config, dict) else None
-        named = demos.get("path") if isinstance(demos, dict) else None
-        named = named or _config_value(config, ("dataset", "demo_dataset", "demonstrations"))
+        named = train_config.demos.path if train_config is not None else None
         for base in (Path.cwd(), run_dir):
             if isinstance(named, str) and (base / named / "dataset.yaml").is_file():
                 demo_dataset = base / named
                 break
     episodes_dir = Path(options.episodes) if options.episodes else None
     if episodes_dir is None:
-        candidates = [p for p in find_datasets(run_dir)
-                      if demo_dataset is None or p.resolve() != demo_dataset.resolve()]
+        # DAgger's relabelled rollouts are training data, not evaluation episodes
+        skip = {p.resolve() for p in (demo_dataset, run.dagger_dataset) if p is not None}
+        candidates = [p for p in find_datasets(run_dir) if p.resolve() not in skip]
         episodes_dir = candidates[0] if candidates else None
         if len(candidates) > 1:
             notes.append(f"several episode datasets in {run_dir}; used {candidates[0]} (choose with --eval)")
     if episodes_dir is None and options.rollouts > 0:
         if env_id is None:
             raise ValueError("rolling out the final model needs the cell: --env ENV_ID (the config names none)")
-        model = model_in_run_dir(run_dir)
-        # The run's evaluation seeds when its config names them (skillcell train: eval.seed).
-        evaluation = config.get("eval") if isinstance(config, dict) else None
-        seed = int(evaluation.get("seed", 0)) if isinstance(evaluation, dict) else 0
+        model = run.final_model()
+        seed = train_config.eval.seed if train_config is not None else 0  # the run's evaluation seeds
         kwargs = run_env_kwargs if env_id == run_env_id else {}
         episodes_dir = _roll_out(model, env_id, kwargs, options.rollouts, seed, files_dir / "rollouts",
                                  options.progress, options.trust_model)

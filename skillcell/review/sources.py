@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,11 +31,12 @@ from skillcell.demos.episode import model_hash
 from skillcell.demos.recorder import start_episode_from_state
 from skillcell.policies import make_expert
 from skillcell.policies.loading import load_sb3_model
+from skillcell.policies.rundir import RunDir
+from skillcell.rollout import FunctionPolicy, Policy, Rollout
 
 __all__ = [
     "RENDER_KWARGS",
     "EpisodeSource",
-    "Policy",
     "RolloutSource",
     "Step",
     "load_policy",
@@ -149,37 +150,15 @@ def _episode_label(episode) -> str:
     return f"{source} ({who})" if who and who not in source else source
 
 
-class Policy:
-    """``action = policy(obs)`` with `reset` at every episode start and a display ``name``."""
-
-    def __init__(self, act: Callable[[np.ndarray], np.ndarray], name: str, reset: Callable[[], None] | None = None):
-        self._act, self.name, self._reset = act, name, reset
-
-    def reset(self) -> None:
-        if self._reset is not None:
-            self._reset()
-
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        return self._act(obs)
-
-
-def _find_vecnormalize(model: Path) -> Path | None:
-    """``vecnormalize.pkl`` of a training run: next to the model, or one folder up (checkpoints/)."""
-    for folder in (model.parent, model.parent.parent):
-        if (folder / "vecnormalize.pkl").is_file():
-            return folder / "vecnormalize.pkl"
-    return None
-
-
 def load_policy(spec: str | Path, env, *, seed: int = 0, deterministic: bool = True,
                 algo: str | None = None, vecnormalize: str | Path | bool | None = True,
-                trusted: bool = False) -> Policy:
+                trusted: bool = False) -> FunctionPolicy:
     """A policy for ``env`` from ``spec``.
 
     - ``expert`` or ``expert:<skill>`` (``expert:novice``): the cell's scripted expert;
     - a stable-baselines3 ``.zip`` (PPO, SAC, TD3, A2C, DDPG; ``algo`` names it when the file's
-      policy module does not). A training run's ``vecnormalize.pkl`` (next to the model or one
-      folder up; ``vecnormalize`` names another, ``False`` ignores it) normalizes the observations
+      policy module does not). The model's training run's ``vecnormalize.pkl``
+      (`RunDir.vecnormalize_of`; ``vecnormalize`` names another, ``False`` ignores it) normalizes the observations
       as in training. Both are read as data, nothing unpickled, unless ``trusted``
       (`skillcell.policies.loading.load_sb3_model`).
     """
@@ -187,7 +166,7 @@ def load_policy(spec: str | Path, env, *, seed: int = 0, deterministic: bool = T
     if text == "expert" or text.startswith("expert:"):
         skill = text.partition(":")[2] or "expert"
         expert = make_expert(env, skill=skill, seed=seed)
-        return Policy(expert, f"scripted {skill}", expert.reset)
+        return FunctionPolicy(expert, f"scripted {skill}", expert.reset)
     path = Path(text)
     if path.is_dir():
         raise ValueError(f"{path} is a folder: pass a model file (.zip) or a run directory's final model")
@@ -196,7 +175,7 @@ def load_policy(spec: str | Path, env, *, seed: int = 0, deterministic: bool = T
     if path.suffix != ".zip":
         raise ValueError(f"{path}: models are stable-baselines3 .zip files")
 
-    norm_path = _find_vecnormalize(path) if vecnormalize is True else (Path(vecnormalize) if vecnormalize else None)
+    norm_path = RunDir.vecnormalize_of(path) if vecnormalize is True else (Path(vecnormalize) if vecnormalize else None)
     loaded = load_sb3_model(path, algorithm=algo or "auto", trusted=trusted, vecnormalize=norm_path)
     expected, got = env.observation_space.shape, loaded.model.observation_space.shape
     if expected != got:
@@ -205,7 +184,7 @@ def load_policy(spec: str | Path, env, *, seed: int = 0, deterministic: bool = T
     def act(obs: np.ndarray) -> np.ndarray:
         return loaded.predict(obs, deterministic=deterministic)
 
-    return Policy(act, f"{loaded.algorithm.upper()} {path.stem}"
+    return FunctionPolicy(act, f"{loaded.algorithm.upper()} {path.stem}"
                   + (" (normalized obs)" if loaded.obs_norm is not None else ""))
 
 
@@ -227,23 +206,17 @@ class RolloutSource:
         return (self.total_steps or 0) + 1
 
     def __iter__(self) -> Iterator[Step]:
-        env, cell = self.env, self.env.unwrapped
-        obs, info = env.reset(seed=self.seed)
+        cell = self.env.unwrapped
+        start = None
         if self.start_state is not None:
-            obs, info = start_episode_from_state(cell, np.asarray(self.start_state, dtype=np.float64))
-        self.policy.reset()
-        dt = cell.control_dt
-        total, k, done, reward = 0.0, 0, False, 0.0
-        while True:
-            stop = done or (self.max_steps is not None and k >= self.max_steps)
+            state = np.asarray(self.start_state, dtype=np.float64)
+            start = lambda obs, info: start_episode_from_state(cell, state)  # noqa: E731
+        dt, total = cell.control_dt, 0.0
+        for step in Rollout(self.env, self.policy, seed=self.seed, start=start, max_steps=self.max_steps):
+            if step.reward is not None and math.isfinite(step.reward):
+                total += step.reward
+            last = step.done or (self.max_steps is not None and step.index >= self.max_steps)
             # Cut short by max_steps, the episode has no outcome yet: none is shown.
-            success = bool(info.get("is_success", False)) if done else None
-            yield Step(index=k, time_s=k * dt, info=info, reward=None if k == 0 else reward, episode_return=total,
-                       last=stop, success=success)
-            if stop:
-                return
-            obs, reward, terminated, truncated, info = env.step(self.policy(obs))
-            reward = float(reward)
-            total += reward if math.isfinite(reward) else 0.0
-            k += 1
-            done = bool(terminated or truncated)
+            yield Step(index=step.index, time_s=step.index * dt, info=step.info, reward=step.reward,
+                       episode_return=total, last=last,
+                       success=bool(step.info.get("is_success", False)) if step.done else None)
