@@ -11,6 +11,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.utils.env_checker import check_env as gym_check_env
 
+from skillcell.rollout import ActionReplay, FunctionPolicy, Rollout, rollout
+
 __all__ = ["CheckResult", "check_determinism", "run_env_checks", "state_trajectory"]
 
 
@@ -23,13 +25,9 @@ class CheckResult:
 
 def state_trajectory(env: gym.Env, seed: int, actions: np.ndarray) -> list[np.ndarray]:
     """Full integration states after ``reset(seed)`` and after each action (stops at episode end)."""
-    env.reset(seed=seed)
-    states = [env.unwrapped.get_state()]
-    for action in actions:
-        _, _, terminated, truncated, _ = env.step(action)
-        states.append(env.unwrapped.get_state())
-        if terminated or truncated:
-            break
+    states: list[np.ndarray] = []
+    rollout(env, ActionReplay(actions), seed=seed, max_steps=len(actions),
+            on_step=lambda step: states.append(env.unwrapped.get_state()))
     return states
 
 
@@ -77,16 +75,18 @@ def run_env_checks(env_id: str, steps: int = 200, seed: int = 0, **env_kwargs) -
     env = make()
     try:
         env.action_space.seed(seed)
-        env.reset(seed=seed)
-        unstable, episodes, start = 0, 1, time.perf_counter()
-        for _ in range(steps):
-            _, reward, terminated, truncated, info = env.step(env.action_space.sample())
-            if not np.isfinite(reward):
-                raise ValueError(f"non-finite reward {reward}")
-            unstable += bool(info.get("instability"))
-            if terminated or truncated:
-                env.reset()
-                episodes += 1
+        random = FunctionPolicy(lambda obs: env.action_space.sample(), name="random")
+        unstable, episodes, done, start = 0, 1, 0, time.perf_counter()
+        episode_seed: int | None = seed
+        while done < steps:  # episodes after the first continue the env's seeding
+            run = Rollout(env, random, seed=episode_seed, max_steps=steps - done)
+            for step in run:
+                if step.index and not np.isfinite(step.reward):
+                    raise ValueError(f"non-finite reward {step.reward}")
+                unstable += bool(step.index and step.info.get("instability"))
+            done += run.record.steps
+            episodes += run.record.done
+            episode_seed = None
         rate = steps / (time.perf_counter() - start)
         results.append(CheckResult("random rollout", unstable == 0,
                                    f"{steps} steps, {episodes} episodes, {unstable} unstable, {rate:.0f} steps/s"))
