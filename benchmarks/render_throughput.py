@@ -41,17 +41,13 @@ from skillcell.demos.recorder import EpisodeRecorder  # noqa: E402
 from skillcell.policies import make_expert  # noqa: E402
 from skillcell.review.sources import EpisodeSource, RolloutSource, load_policy, make_review_env  # noqa: E402
 from skillcell.review.video import FrameRenderer, render_video  # noqa: E402
+from skillcell.rollout import rollout  # noqa: E402
 
 
 def record_episode(env_id: str, seed: int, max_frames: int):
     env = gym.make(env_id, max_episode_steps=max_frames - 1)
     recorder = EpisodeRecorder(env)
-    expert = make_expert(env)
-    obs, _ = recorder.reset(seed=seed)
-    done = False
-    while not done:
-        obs, _, terminated, truncated, _ = recorder.step(expert(obs))
-        done = terminated or truncated
+    rollout(recorder, make_expert(env), seed=seed)
     env.close()
     return recorder.completed[0]
 

@@ -6,10 +6,11 @@
 import argparse
 
 import gymnasium as gym
-import imageio.v2 as imageio
 
 import skillcell  # noqa: F401  (registers skillcell/PegInsert-v0)
+from skillcell.mp4 import VideoWriter
 from skillcell.policies import make_expert
+from skillcell.rollout import rollout
 
 
 def main() -> None:
@@ -21,20 +22,15 @@ def main() -> None:
     env = gym.make("skillcell/PegInsert-v0", render_mode="rgb_array", camera="side")
     expert = make_expert(env)
     for episode in range(args.episodes):
-        obs, info = env.reset(seed=episode)
-        expert.reset()
-        frames = [env.render()] if episode == 0 else []
-        done = False
-        while not done:
-            obs, _, terminated, truncated, info = env.step(expert(obs))
-            done = terminated or truncated
-            if episode == 0:
-                frames.append(env.render())
+        if episode == 0:  # a frame after the reset and after every step
+            with VideoWriter(args.video, fps=env.unwrapped.metadata["render_fps"]) as video:
+                record = rollout(env, expert, seed=episode, on_step=lambda step: video.add(env.render()))
+            print(f"wrote {args.video} ({video.frames} frames)")
+        else:
+            record = rollout(env, expert, seed=episode)
+        info = record.final_info
         print(f"episode {episode}: success={info['is_success']} depth={info['depth_mm']:.2f} mm "
               f"peak force={info['peak_insertion_force_n']:.1f} N")
-        if frames:
-            imageio.mimsave(args.video, frames, fps=env.unwrapped.metadata["render_fps"])
-            print(f"wrote {args.video} ({len(frames)} frames)")
     env.close()
 
 
