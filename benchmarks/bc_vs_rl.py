@@ -88,9 +88,7 @@ def _deep(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def _table(cell: str, runs: dict[str, Path], threshold: float, steps: int) -> str:
-    import yaml
-
-    from skillcell.policies.rundir import read_metrics, steps_to_success
+    from skillcell.policies.rundir import RunDir, steps_to_success
 
     kpis = CELLS[cell]["kpis"]
     head = (f"{'run':12s} {'RL env steps':>12s} {'demo steps':>10s} {'steps to ' + format(threshold, '.0%'):>13s} "
@@ -102,8 +100,8 @@ def _table(cell: str, runs: dict[str, Path], threshold: float, steps: int) -> st
     for name in RUNS:
         if name not in runs:
             continue
-        rows = read_metrics(runs[name] / "metrics.csv")
-        summary = yaml.safe_load((runs[name] / "summary.yaml").read_text())
+        run = RunDir.open(runs[name])
+        rows, summary = run.read_metrics(), run.read_summary()
         final = rows[-1]
         demo_steps = (summary.get("demonstrations") or {}).get("steps", 0)
         hit = steps_to_success(rows, threshold)
@@ -139,7 +137,7 @@ def _plot(results: dict[str, dict[str, Path]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from skillcell.policies.rundir import read_metrics
+    from skillcell.policies.rundir import RunDir
 
     panels = [(cell, "success_rate", "success rate") for cell in results]
     panels += [(cell, "in_spec_fraction", "in-spec fraction") for cell in results if cell == "weld"]
@@ -149,10 +147,10 @@ def _plot(results: dict[str, dict[str, Path]], path: Path) -> None:
     for ax, (cell, key, label) in zip(axes[0], panels, strict=True):
         steps_max = 1
         for run_dir in results[cell].values():
-            rows = read_metrics(run_dir / "metrics.csv")
+            rows = RunDir.open(run_dir).read_metrics()
             steps_max = max(steps_max, max(r["env_steps"] for r in rows))
         for name, run_dir in results[cell].items():
-            rows = read_metrics(run_dir / "metrics.csv")
+            rows = RunDir.open(run_dir).read_metrics()
             x = [r["env_steps"] for r in rows]
             y = [r.get(key, math.nan) for r in rows]
             color, style = styles[name]
@@ -217,8 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     results: dict[str, dict[str, Path]] = {cell: {} for cell in args.cells}
     if args.report_only:
+        from skillcell.policies.rundir import RunDir
+
         for cell, name, _, out in jobs:
-            if (Path(out) / "summary.yaml").is_file():
+            if RunDir(out).summary.is_file():
                 results[cell][name] = Path(out)
     else:
         with mp.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
