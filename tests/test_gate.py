@@ -131,10 +131,10 @@ def test_unknown_tier_and_model_are_named(tmp_path, capsys):
 
 def test_parity_observations_are_real(unsafe_zip):
     """The parity batch comes from rollouts: finite, varied, in the env's observation layout."""
-    from skillcell.deploy.gate import _parity_observations
+    from skillcell.deploy.gate import parity_observations
     from skillcell.policies.loading import load_sb3_model
 
-    obs = _parity_observations(PEG, ["D0", "D2"], {}, load_sb3_model(unsafe_zip), 20)
+    obs = parity_observations(PEG, ["D0", "D2"], {}, load_sb3_model(unsafe_zip), 20)
     assert obs.shape == (20, *gym.make(PEG).observation_space.shape)
     assert np.isfinite(obs).all() and obs.std(axis=0).max() > 0
 

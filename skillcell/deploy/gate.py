@@ -31,7 +31,7 @@ import dataclasses
 import datetime as _dt
 import math
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -44,24 +44,41 @@ import yaml
 from skillcell import assets
 from skillcell.atomic import atomic_write_bytes
 from skillcell.config import ConfigError, bounds, from_mapping, load_yaml, merge, quote, to_mapping
-from skillcell.deploy.envelope import EnvelopeMonitor, load_envelope
+from skillcell.deploy.envelope import EnvelopeMonitor, SafetyEnvelope, load_envelope
 from skillcell.deploy.export import export_run, run_parity, sb3_actions
 from skillcell.deploy.runner import OnnxPolicy, PolicyRunner, RunnerStats, SimDriver, command_scale
 from skillcell.envs.limits import has_limit_refs, resolve_limits
-from skillcell.evaluation import run_episodes
+from skillcell.evaluation import run_episodes, wilson_interval
 from skillcell.policies import make_expert
 from skillcell.policies.loading import TRUST_NOTE, load_sb3_model
 from skillcell.policies.residual import ResidualRun, residual_run
+from skillcell.policies.rundir import RunDir
 from skillcell.rollout import FunctionPolicy, Policy, Rollout
 
 __all__ = [
     "CriterionResult",
+    "EnvelopeViolations",
+    "EpisodeRecord",
     "GateCriteria",
+    "GatePlan",
+    "GateRecord",
     "GateResult",
     "KpiCriterion",
+    "KpiStats",
+    "OnnxResult",
+    "RunnerResult",
     "TierCriterion",
+    "TierResult",
+    "check_runner",
+    "evaluate_tier",
+    "export_candidate",
+    "judge",
     "load_criteria",
+    "parity_observations",
+    "plan_gate",
+    "report_markdown",
     "run_gate",
+    "write_gate",
 ]
 
 DEFAULT_CRITERIA = assets.path("gate_criteria.yaml")
@@ -154,7 +171,138 @@ def load_criteria(cell_criteria: Path | None = None, user: str | Path | None = N
         raise ConfigError(f"criteria ({source}): {exc}") from None
 
 
-# ---------------------------------------------------------------------- results
+# ---------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class KpiStats:
+    """A process KPI over a tier's episodes (one final-step ``info`` value per episode)."""
+
+    mean: float
+    min: float
+    max: float
+    p05: float
+    p95: float
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> KpiStats:
+        return cls(mean=float(np.mean(values)), min=float(np.min(values)), max=float(np.max(values)),
+                   p05=float(np.percentile(values, 5)), p95=float(np.percentile(values, 95)))
+
+    def stat(self, name: str) -> float:
+        """The statistic a `KpiCriterion` names (``mean``, ``max``, ``min``, ``p95``, ``p05``)."""
+        return getattr(self, name)
+
+
+@dataclass(frozen=True)
+class EnvelopeViolations:
+    """One envelope limit over a tier: steps beyond it, in how many episodes, the worst value and its seed."""
+
+    steps: int
+    episodes: int
+    worst: float
+    worst_seed: int | None
+
+
+@dataclass(frozen=True)
+class EpisodeRecord:
+    """One evaluated episode: outcome, process KPIs, envelope violations by limit and the tier's draws."""
+
+    seed: int | None
+    success: bool
+    steps: int
+    episode_return: float
+    physics_invalid: bool
+    kpis: dict[str, float]
+    envelope_violations: dict[str, int]
+    tier_draws: dict[str, Any]
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {"seed": self.seed, "success": self.success, "steps": self.steps,
+                "return": round(self.episode_return, 4), "physics_invalid": self.physics_invalid,
+                "kpis": self.kpis, "envelope_violations": self.envelope_violations, "tier_draws": self.tier_draws}
+
+
+@dataclass(frozen=True)
+class TierResult:
+    """A tier's evaluation: its episodes and what the verdict reads of them."""
+
+    tier: str
+    config: dict[str, Any]  # the tier's randomization, as it ran
+    seeds: tuple[int, int]  # first and last
+    episodes: tuple[EpisodeRecord, ...]
+    non_finite_actions: int
+    kpis: dict[str, KpiStats]
+    envelope_violations: dict[str, EnvelopeViolations]
+    steps_per_second: float | None
+
+    @property
+    def successes(self) -> int:
+        return sum(e.success for e in self.episodes)
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / max(len(self.episodes), 1)
+
+    @property
+    def success_ci95(self) -> tuple[float, float]:
+        """Wilson 95% interval of the success rate."""
+        return wilson_interval(self.successes, len(self.episodes))
+
+    @property
+    def physics_invalid_episodes(self) -> int:
+        return sum(e.physics_invalid for e in self.episodes)
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {
+            "tier": self.tier,
+            "config": self.config,
+            "episodes": len(self.episodes),
+            "seeds": list(self.seeds),
+            "successes": self.successes,
+            "success_rate": self.success_rate,
+            "success_ci95": list(self.success_ci95),
+            "physics_invalid_episodes": self.physics_invalid_episodes,
+            "non_finite_actions": self.non_finite_actions,
+            "kpis": {k: dataclasses.asdict(s) for k, s in self.kpis.items()},
+            "envelope_violations": {k: dataclasses.asdict(v) for k, v in self.envelope_violations.items()},
+            "steps_per_second": self.steps_per_second,
+            "episode_log": [e.to_mapping() for e in self.episodes],
+        }
+
+
+@dataclass(frozen=True)
+class OnnxResult:
+    """The exported policy file and its parity with the Python policy it came from."""
+
+    file: str
+    sha256: str
+    metadata: dict[str, str]
+    action_max_abs_diff: float
+    command_max_abs_diff: float
+    observations: int
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {"file": self.file, "sha256": self.sha256, "metadata": self.metadata,
+                "parity": {"action_max_abs_diff": self.action_max_abs_diff,
+                           "command_max_abs_diff": self.command_max_abs_diff, "observations": self.observations}}
+
+
+@dataclass(frozen=True)
+class RunnerResult:
+    """Episodes through the exported runner (envelope filter, watchdog) and its counts over them."""
+
+    tier: str
+    episodes: int
+    successes: int
+    stats: RunnerStats
+
+    @property
+    def interventions(self) -> int:
+        return sum(self.stats.interventions.values())
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {"tier": self.tier, "episodes": self.episodes, "successes": self.successes, **self.stats.to_mapping()}
 
 
 @dataclass
@@ -171,14 +319,80 @@ class CriterionResult:
 
 
 @dataclass
-class GateResult:
-    """The gate's outcome; ``record`` is what ``gate.yaml`` holds."""
+class GateRecord:
+    """Everything the gate found, typed; `to_mapping` is ``gate.yaml``, `report_markdown` the report."""
 
-    passed: bool
-    failed: list[str]
+    env_id: str
+    cell: str
+    env_kwargs: dict[str, Any]
+    model: dict[str, Any]  # the candidate's provenance (`skillcell.policies.loading.LoadedModel.provenance`)
+    onnx: OnnxResult | None
+    criteria: GateCriteria
+    envelope: SafetyEnvelope
+    envelope_source: str
     results: list[CriterionResult]
+    tiers: dict[str, TierResult]
+    runner: RunnerResult | None
+    versions: dict[str, str]
+    created_utc: str
+
+    @property
+    def failed(self) -> list[str]:
+        return [r.name for r in self.results if r.passed is False]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed
+
+    @property
+    def complete(self) -> bool:
+        """Whether every tier of the criteria was evaluated."""
+        return len(self.tiers) == len(self.criteria.tiers)
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {
+            "skillcell_gate": 1,
+            "verdict": "pass" if self.passed else "fail",
+            "passed": self.passed,
+            "complete": self.complete,
+            "failed": self.failed,
+            "created_utc": self.created_utc,
+            "env_id": self.env_id,
+            "cell": self.cell,
+            "env_kwargs": self.env_kwargs,
+            "model": self.model,
+            "trust": TRUST_NOTE,
+            "onnx": self.onnx.to_mapping() if self.onnx else None,
+            "criteria": {**to_mapping(self.criteria),
+                         "tiers": {t.name: {"min_success_lower_ci": t.min_success_lower_ci}
+                                   for t in self.criteria.tiers}},
+            "envelope": {"source": self.envelope_source, **self.envelope.to_mapping()},
+            "results": [r.to_mapping() for r in self.results],
+            "tiers": {name: t.to_mapping() for name, t in self.tiers.items()},
+            "runner": self.runner.to_mapping() if self.runner else None,
+            "versions": self.versions,
+        }
+
+
+@dataclass
+class GateResult:
+    """The gate's outcome: the verdict, the typed `GateRecord` and ``record``, what ``gate.yaml`` holds."""
+
+    gate: GateRecord
     record: dict[str, Any]
     out_dir: Path
+
+    @property
+    def passed(self) -> bool:
+        return self.gate.passed
+
+    @property
+    def failed(self) -> list[str]:
+        return self.gate.failed
+
+    @property
+    def results(self) -> list[CriterionResult]:
+        return self.gate.results
 
     @property
     def exit_code(self) -> int:
@@ -235,7 +449,18 @@ class _OnnxCandidate(_Candidate):
         return self.loaded.provenance()
 
 
-# ---------------------------------------------------------------------- evaluation
+# ---------------------------------------------------------------------- criteria -> plan
+
+
+@dataclass(frozen=True)
+class GatePlan:
+    """What the gate will judge against, checked before minutes of evaluation."""
+
+    criteria: GateCriteria
+    envelope: SafetyEnvelope
+    envelope_source: str
+    evaluated: tuple[str, ...]  # the criteria's tiers, or the ``tiers`` asked for
+    cell: str
 
 
 def _make_env(env_id: str, tier: str, env_kwargs: dict[str, Any]):
@@ -248,16 +473,68 @@ def _make_env(env_id: str, tier: str, env_kwargs: dict[str, Any]):
         raise
 
 
-def _stat(values: np.ndarray, stat: str) -> float:
-    return float({"mean": np.mean, "max": np.max, "min": np.min,
-                  "p95": lambda v: np.percentile(v, 95), "p05": lambda v: np.percentile(v, 5)}[stat](values))
+def plan_gate(env_id: str, env_kwargs: dict[str, Any], *, criteria: GateCriteria | None = None,
+              criteria_file: str | Path | None = None, criteria_overrides: dict[str, Any] | None = None,
+              tiers: list[str] | None = None, envelope_file: str | Path | None = None) -> GatePlan:
+    """The criteria (defaults, the cell's, a user's), the envelope and the tiers to evaluate, each
+    checked against the cell: every KPI key is an ``info`` key, every tier exists."""
+    probe = _make_env(env_id, "D1", env_kwargs)  # every cell has D1 (its default randomization)
+    try:
+        u = probe.unwrapped
+        if criteria is None:
+            criteria = load_criteria(u.cell_file("criteria.yaml"), criteria_file, criteria_overrides, limits=u.limits)
+        envelope = load_envelope(probe) if envelope_file is None else load_envelope(envelope_file, env=probe)
+        envelope.validate_for(probe)
+        _, reset_info = probe.reset(seed=criteria.seed)
+        for i, kc in enumerate(criteria.kpis):
+            if kc.key not in reset_info:
+                raise ConfigError(f"kpis[{i}].key: {quote(kc.key)} is not an info key of {type(u).__name__} "
+                                  f"(its KPIs: {', '.join(u.kpi_keys)})")
+        cell = type(u).__name__
+    finally:
+        probe.close()
+    declared = [t.name for t in criteria.tiers]
+    if tiers is not None:
+        unknown = [t for t in tiers if t not in declared]
+        if unknown:
+            raise ConfigError(f"tiers: {', '.join(unknown)} not in the criteria's tiers ({', '.join(declared)})")
+    evaluated = tuple(t for t in declared if tiers is None or t in tiers)
+    needed = evaluated + ((criteria.runner_tier,) if criteria.runner_episodes else ())
+    for tier in dict.fromkeys(needed):  # every tier must exist before minutes of evaluation
+        _make_env(env_id, tier, env_kwargs).close()
+    return GatePlan(criteria, envelope, str(envelope_file) if envelope_file else "cell envelope.yaml", evaluated,
+                    cell)
+
+
+# ---------------------------------------------------------------------- evaluate
 
 
 def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def _evaluate_tier(env_id, tier, env_kwargs, envelope, candidate, criteria, progress):
+def _worse(limit: str, value: float, than: float) -> bool:
+    # Clearance is a lower bound (smaller is worse); every other limit is an upper bound.
+    return value < than if limit == "tool_clearance" else value > than
+
+
+def _envelope_violations(episodes: list[EpisodeRecord], infos: list[dict[str, Any]]) -> dict[str, EnvelopeViolations]:
+    steps: dict[str, int] = {}
+    count: dict[str, int] = {}
+    worst: dict[str, tuple[float, int | None]] = {}
+    for episode, info in zip(episodes, infos, strict=True):
+        for limit, n in episode.envelope_violations.items():
+            steps[limit] = steps.get(limit, 0) + n
+            count[limit] = count.get(limit, 0) + 1
+            value = float(info["envelope_worst"][limit])
+            if limit not in worst or _worse(limit, value, worst[limit][0]):
+                worst[limit] = (value, episode.seed)
+    return {k: EnvelopeViolations(steps[k], count[k], *worst[k]) for k in sorted(steps)}
+
+
+def evaluate_tier(env_id: str, tier: str, env_kwargs: dict[str, Any], envelope: SafetyEnvelope, candidate,
+                  criteria: GateCriteria, progress: bool = False) -> TierResult:
+    """``criteria.episodes`` seeded episodes of ``candidate`` in ``tier``, the envelope checked every step."""
     env = EnvelopeMonitor(_make_env(env_id, tier, env_kwargs), envelope)
     try:
         u = env.unwrapped
@@ -286,53 +563,28 @@ def _evaluate_tier(env_id, tier, env_kwargs, envelope, candidate, criteria, prog
         summary = run_episodes(env, FunctionPolicy(guarded, reset=policy.reset), criteria.episodes,
                                seed=criteria.seed, on_step=record_draws, progress=progress)
         kpi_keys = sorted({c.key for c in criteria.kpis} | set(u.kpi_keys))
-        episodes, violations, episodes_with, worst = [], {}, {}, {}
-        for e, drawn in zip(summary.episodes, draws, strict=True):
-            info = e.final_info
-            invalid = bool(info.get("physics_invalid")) or bool(info.get("instability"))
-            counts = info.get("envelope_violations", {})
-            for limit, n in counts.items():
-                violations[limit] = violations.get(limit, 0) + int(n)
-                episodes_with[limit] = episodes_with.get(limit, 0) + 1
-                value = float(info["envelope_worst"][limit])
-                better = (lambda a, b: a <= b) if limit != "tool_clearance" else (lambda a, b: a >= b)
-                if limit not in worst or not better(value, worst[limit]["value"]):
-                    worst[limit] = {"value": value, "seed": e.seed}
-            episodes.append({
-                "seed": e.seed, "success": e.success, "steps": e.steps, "return": round(e.episode_return, 4),
-                "physics_invalid": invalid,
-                "kpis": {k: float(info[k]) for k in kpi_keys if k in info},
-                "envelope_violations": {k: int(v) for k, v in counts.items()},
-                "tier_draws": drawn,
-            })
-        low, high = summary.success_ci95
+        infos = [e.final_info for e in summary.episodes]
+        episodes = [EpisodeRecord(
+            seed=e.seed, success=e.success, steps=e.steps, episode_return=e.episode_return,
+            physics_invalid=bool(info.get("physics_invalid")) or bool(info.get("instability")),
+            kpis={k: float(info[k]) for k in kpi_keys if k in info},
+            envelope_violations={k: int(v) for k, v in info.get("envelope_violations", {}).items()},
+            tier_draws=drawn) for e, info, drawn in zip(summary.episodes, infos, draws, strict=True)]
         kpis = {}
         for key in kpi_keys:
-            values = np.array([ep["kpis"][key] for ep in episodes if key in ep["kpis"]], dtype=float)
+            values = np.array([ep.kpis[key] for ep in episodes if key in ep.kpis], dtype=float)
             if values.size:
-                kpis[key] = {s: _stat(values, s) for s in ("mean", "min", "max", "p05", "p95")}
-        return {
-            "tier": tier,
-            "config": {"source": u.tier.source, **to_mapping(u.tier.config)},
-            "episodes": len(episodes),
-            "seeds": [criteria.seed, criteria.seed + criteria.episodes - 1],
-            "successes": summary.successes,
-            "success_rate": summary.success_rate,
-            "success_ci95": [low, high],
-            "physics_invalid_episodes": sum(ep["physics_invalid"] for ep in episodes),
-            "non_finite_actions": bad_actions[0],
-            "kpis": kpis,
-            "envelope_violations": {k: {"steps": violations[k], "episodes": episodes_with[k],
-                                        "worst": worst[k]["value"], "worst_seed": worst[k]["seed"]}
-                                    for k in sorted(violations)},
-            "steps_per_second": _finite(summary.steps_per_second),
-            "episode_log": episodes,
-        }
+                kpis[key] = KpiStats.of(values)
+        return TierResult(tier=tier, config={"source": u.tier.source, **to_mapping(u.tier.config)},
+                          seeds=(criteria.seed, criteria.seed + criteria.episodes - 1), episodes=tuple(episodes),
+                          non_finite_actions=bad_actions[0], kpis=kpis,
+                          envelope_violations=_envelope_violations(episodes, infos),
+                          steps_per_second=_finite(summary.steps_per_second))
     finally:
         env.close()
 
 
-def _parity_observations(env_id, tiers, env_kwargs, loaded, n):
+def parity_observations(env_id: str, tiers: Sequence[str], env_kwargs: dict[str, Any], loaded, n: int) -> np.ndarray:
     """Observations from rollouts of the SB3 policy (or residual run) itself, spread over the evaluated tiers."""
     obs_list: list[np.ndarray] = []
     per_tier = max(1, math.ceil(n / len(tiers)))
@@ -359,7 +611,37 @@ def _parity_observations(env_id, tiers, env_kwargs, loaded, n):
     return np.array(obs_list[:n], dtype=np.float32)
 
 
-def _runner_check(env_id, env_kwargs, envelope, candidate, criteria):
+def export_candidate(what: str, env_id: str, plan: GatePlan, env_kwargs: dict[str, Any], out_dir: Path, *,
+                     algorithm: str, vecnormalize: str | Path | None, trusted: bool,
+                     log: Callable[[str], None]) -> tuple[_OnnxCandidate, OnnxResult]:
+    """Loads the SB3 model (a residual run with its base), exports it to ``out_dir/policy.onnx`` and
+    measures parity; the candidate is then the exported file."""
+    log(f"loading {what}" + (" (trusted: unpickled)" if trusted else " (as data, nothing unpickled)"))
+    try:
+        # a model of a training run: the run's observation normalization unless another is named
+        vecnormalize = vecnormalize if vecnormalize is not None else RunDir.vecnormalize_of(what)
+        loaded = load_sb3_model(what, algorithm=algorithm, trusted=trusted, vecnormalize=vecnormalize)
+    except ValueError as exc:
+        raise ConfigError(f"model: {exc}") from None
+    loaded = residual_run(loaded, trusted) or loaded  # a residual run: base + residual are the policy
+    export_env = _make_env(env_id, plan.evaluated[0], env_kwargs)
+    try:
+        try:
+            exported = export_run(loaded, export_env, out_dir / ONNX_NAME, env_id=env_id)
+        except ValueError as exc:
+            raise ConfigError(f"model: {exc}") from None
+        log(f"exported {exported.path} (sha256 {exported.sha256})")
+        obs = parity_observations(env_id, plan.evaluated, env_kwargs, loaded, plan.criteria.parity_observations)
+        parity = run_parity(loaded, exported.path, obs, export_env)
+    finally:
+        export_env.close()
+    onnx = OnnxResult(ONNX_NAME, exported.sha256, exported.metadata, parity["action_max_abs_diff"],
+                      parity["command_max_abs_diff"], parity["observations"])
+    return _OnnxCandidate(loaded, exported.path, exported.sha256), onnx
+
+
+def check_runner(env_id: str, env_kwargs: dict[str, Any], envelope: SafetyEnvelope, candidate,
+                 criteria: GateCriteria) -> RunnerResult:
     """Episodes through `PolicyRunner` + `SimDriver`: the deployment path, filter and watchdog on."""
     env = EnvelopeMonitor(_make_env(env_id, criteria.runner_tier, env_kwargs), envelope)
     total = RunnerStats()
@@ -372,90 +654,112 @@ def _runner_check(env_id, env_kwargs, envelope, candidate, criteria):
             driver.reset(seed=criteria.seed + i)
             source.reset()
             runner = PolicyRunner(driver, envelope, command_size=env.action_space.shape[0])
-            stats = runner.run(source, steps=max_steps + 1, done=lambda d=driver: d.done)
+            total.add(runner.run(source, steps=max_steps + 1, done=lambda d=driver: d.done))
             successes += bool(driver.info.get("is_success", False))
-            total.sent += stats.sent
-            total.kept += stats.kept
-            total.held += stats.held
-            total.watchdog_trips += stats.watchdog_trips
-            total.late += stats.late
-            total.interventions.update(stats.interventions)
     finally:
         env.close()
-    return {"tier": criteria.runner_tier, "episodes": criteria.runner_episodes, "successes": successes,
-            **total.to_mapping()}
+    return RunnerResult(criteria.runner_tier, criteria.runner_episodes, successes, total)
 
 
 # ---------------------------------------------------------------------- verdict
 
 
-def _judge(criteria: GateCriteria, tiers: dict[str, dict], evaluated: list[str], envelope, onnx: dict | None,
-           runner: dict | None) -> list[CriterionResult]:
-    out: list[CriterionResult] = []
+def _success_results(criteria: GateCriteria, tiers: dict[str, TierResult]) -> list[CriterionResult]:
+    out = []
     for tc in criteria.tiers:
-        if tc.name not in tiers:
+        t = tiers.get(tc.name)
+        if t is None:
             out.append(CriterionResult(f"{tc.name}.success", None, "tier not evaluated (--tiers)"))
             continue
-        t = tiers[tc.name]
-        low, high = t["success_ci95"]
+        low, high = t.success_ci95
         out.append(CriterionResult(
             f"{tc.name}.success", low >= tc.min_success_lower_ci,
-            f"{t['successes']}/{t['episodes']} = {t['success_rate']:.1%}, 95% CI [{low:.3f}, {high:.3f}]; "
+            f"{t.successes}/{len(t.episodes)} = {t.success_rate:.1%}, 95% CI [{low:.3f}, {high:.3f}]; "
             f"lower bound must be >= {tc.min_success_lower_ci}"))
+    return out
+
+
+def _envelope_results(criteria: GateCriteria, tiers: dict[str, TierResult],
+                      envelope: SafetyEnvelope) -> list[CriterionResult]:
+    out = []
     for limit in envelope.active_limits:
-        steps = sum(t["envelope_violations"].get(limit, {}).get("steps", 0) for t in tiers.values())
+        found = {name: v for name, t in tiers.items() if (v := t.envelope_violations.get(limit))}
+        steps = sum(v.steps for v in found.values())
         if steps:
-            where = "; ".join(
-                f"{name}: {v['steps']} steps in {v['episodes']}/{t['episodes']} episodes, worst "
-                f"{v['worst']:.4g} {envelope.unit(limit)} (seed {v['worst_seed']})"
-                for name, t in tiers.items() if (v := t["envelope_violations"].get(limit)))
+            where = "; ".join(f"{name}: {v.steps} steps in {v.episodes}/{len(tiers[name].episodes)} episodes, worst "
+                              f"{v.worst:.4g} {envelope.unit(limit)} (seed {v.worst_seed})"
+                              for name, v in found.items())
             detail = f"{steps} steps beyond {envelope.bound(limit)} ({where})"
         else:
             detail = f"never beyond {envelope.bound(limit)}"
         out.append(CriterionResult(f"envelope.{limit}", steps <= criteria.max_envelope_violations, detail))
-    bad = {name: t["non_finite_actions"] for name, t in tiers.items()}
-    out.append(CriterionResult(
-        "policy.finite_actions", not any(bad.values()),
-        f"{sum(bad.values())} non-finite or malformed actions ({', '.join(f'{k}: {v}' for k, v in bad.items())})"))
-    invalid = {name: t["physics_invalid_episodes"] for name, t in tiers.items()}
-    out.append(CriterionResult(
+    return out
+
+
+def _per_tier(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in counts.items())
+
+
+def _action_result(tiers: dict[str, TierResult]) -> CriterionResult:
+    bad = {name: t.non_finite_actions for name, t in tiers.items()}
+    return CriterionResult("policy.finite_actions", not any(bad.values()),
+                           f"{sum(bad.values())} non-finite or malformed actions ({_per_tier(bad)})")
+
+
+def _physics_result(criteria: GateCriteria, tiers: dict[str, TierResult]) -> CriterionResult:
+    invalid = {name: t.physics_invalid_episodes for name, t in tiers.items()}
+    return CriterionResult(
         "physics_validity", sum(invalid.values()) <= criteria.max_physics_invalid_episodes,
-        f"{sum(invalid.values())} physics-invalid episodes ({', '.join(f'{k}: {v}' for k, v in invalid.items())}); "
-        f"at most {criteria.max_physics_invalid_episodes} allowed"))
+        f"{sum(invalid.values())} physics-invalid episodes ({_per_tier(invalid)}); "
+        f"at most {criteria.max_physics_invalid_episodes} allowed")
+
+
+def _kpi_results(criteria: GateCriteria, tiers: dict[str, TierResult]) -> list[CriterionResult]:
+    out = []
     for kc in criteria.kpis:
-        for name in evaluated:
+        for name, t in tiers.items():
             if kc.tiers and name not in kc.tiers:
                 continue
-            stats = tiers[name]["kpis"].get(kc.key)
+            stats = t.kpis.get(kc.key)
             label = f"{name}.kpi.{kc.key}"
             if stats is None:
                 out.append(CriterionResult(label, False, f"no episode reported {kc.key!r}"))
                 continue
-            value = stats[kc.stat]
+            value = stats.stat(kc.stat)
             ok = (kc.max is None or value <= kc.max) and (kc.min is None or value >= kc.min)
             bound = " and ".join(b for b in (f"<= {kc.max}" if kc.max is not None else "",
                                              f">= {kc.min}" if kc.min is not None else "") if b)
             out.append(CriterionResult(label, ok, f"{kc.stat} {value:.4g}, must be {bound}"))
-    if onnx is None:
-        out.append(CriterionResult("onnx.parity", None, "not an SB3 model: nothing to export"))
-    else:
-        diff = onnx["parity"]["action_max_abs_diff"]
-        out.append(CriterionResult(
-            "onnx.parity", diff <= criteria.onnx_parity_atol,
-            f"max abs(onnx - sb3) = {diff:.3g} on {onnx['parity']['observations']} observations "
-            f"(command: {onnx['parity']['command_max_abs_diff']:.3g}); must be <= {criteria.onnx_parity_atol}"))
-    if runner is None:
-        out.append(CriterionResult("runner", None, "runner_episodes is 0"))
-    else:
-        n = sum(runner["interventions"].values())
-        ok = n <= criteria.max_runner_interventions and runner["watchdog_trips"] == 0
-        names = ", ".join(f"{k} x{v}" for k, v in runner["interventions"].items()) or "none"
-        out.append(CriterionResult(
-            "runner", ok,
-            f"{runner['episodes']} episodes in {runner['tier']} through the envelope filter and watchdog: "
-            f"{runner['successes']} successes, {n} filter interventions ({names}), "
-            f"{runner['watchdog_trips']} watchdog trips; at most {criteria.max_runner_interventions} interventions"))
     return out
+
+
+def _onnx_result(criteria: GateCriteria, onnx: OnnxResult | None) -> CriterionResult:
+    if onnx is None:
+        return CriterionResult("onnx.parity", None, "not an SB3 model: nothing to export")
+    return CriterionResult(
+        "onnx.parity", onnx.action_max_abs_diff <= criteria.onnx_parity_atol,
+        f"max abs(onnx - sb3) = {onnx.action_max_abs_diff:.3g} on {onnx.observations} observations "
+        f"(command: {onnx.command_max_abs_diff:.3g}); must be <= {criteria.onnx_parity_atol}")
+
+
+def _runner_result(criteria: GateCriteria, runner: RunnerResult | None) -> CriterionResult:
+    if runner is None:
+        return CriterionResult("runner", None, "runner_episodes is 0")
+    stats = runner.stats
+    names = ", ".join(f"{k} x{v}" for k, v in stats.interventions.items()) or "none"
+    return CriterionResult(
+        "runner", runner.interventions <= criteria.max_runner_interventions and stats.watchdog_trips == 0,
+        f"{runner.episodes} episodes in {runner.tier} through the envelope filter and watchdog: "
+        f"{runner.successes} successes, {runner.interventions} filter interventions ({names}), "
+        f"{stats.watchdog_trips} watchdog trips; at most {criteria.max_runner_interventions} interventions")
+
+
+def judge(criteria: GateCriteria, tiers: dict[str, TierResult], envelope: SafetyEnvelope, onnx: OnnxResult | None,
+          runner: RunnerResult | None) -> list[CriterionResult]:
+    """Every criterion's verdict on the evaluated tiers, the export and the runner, in report order."""
+    return [*_success_results(criteria, tiers), *_envelope_results(criteria, tiers, envelope),
+            _action_result(tiers), _physics_result(criteria, tiers), *_kpi_results(criteria, tiers),
+            _onnx_result(criteria, onnx), _runner_result(criteria, runner)]
 
 
 # ---------------------------------------------------------------------- the gate
@@ -484,7 +788,9 @@ def run_gate(model: str | Path, env_id: str, out_dir: str | Path, *, criteria: G
              tiers: list[str] | None = None, algorithm: str = "auto", vecnormalize: str | Path | None = None,
              envelope_file: str | Path | None = None, env_kwargs: dict[str, Any] | None = None,
              trusted: bool = False, progress: bool = False, log: Callable[[str], None] | None = None) -> GateResult:
-    """Runs the gate and writes ``out_dir/gate.yaml`` and ``report.md`` (and ``policy.onnx``).
+    """Runs the gate and writes ``out_dir/gate.yaml`` and ``report.md`` (and ``policy.onnx``):
+    `plan_gate` (criteria), `export_candidate`, `evaluate_tier` and `check_runner` (evaluate),
+    `judge` (verdict), `write_gate` (report).
 
     ``model``: an SB3 ``.zip`` (unpickled only when ``trusted``) or ``scripted[:skill]``. ``tiers``
     restricts the evaluated tiers to some of the criteria's (the record says the gate is then
@@ -496,96 +802,35 @@ def run_gate(model: str | Path, env_id: str, out_dir: str | Path, *, criteria: G
         raise ConfigError("env_kwargs: the gate chooses tier and randomization itself")
     out_dir = Path(out_dir)
     kind, what = _parse_model(model)
+    plan = plan_gate(env_id, env_kwargs, criteria=criteria, criteria_file=criteria_file,
+                     criteria_overrides=criteria_overrides, tiers=tiers, envelope_file=envelope_file)
+    criteria = plan.criteria
 
-    probe = _make_env(env_id, "D1", env_kwargs)  # every cell has D1 (its default randomization)
-    try:
-        u = probe.unwrapped
-        if criteria is None:
-            criteria = load_criteria(u.cell_file("criteria.yaml"), criteria_file, criteria_overrides, limits=u.limits)
-        envelope = load_envelope(probe) if envelope_file is None else load_envelope(envelope_file, env=probe)
-        envelope.validate_for(probe)
-        _, reset_info = probe.reset(seed=criteria.seed)
-        for i, kc in enumerate(criteria.kpis):
-            if kc.key not in reset_info:
-                raise ConfigError(f"kpis[{i}].key: {quote(kc.key)} is not an info key of {type(u).__name__} "
-                                  f"(its KPIs: {', '.join(u.kpi_keys)})")
-        cell = type(u).__name__
-    finally:
-        probe.close()
-    declared = [t.name for t in criteria.tiers]
-    if tiers is not None:
-        unknown = [t for t in tiers if t not in declared]
-        if unknown:
-            raise ConfigError(f"tiers: {', '.join(unknown)} not in the criteria's tiers ({', '.join(declared)})")
-    evaluated = [t for t in declared if tiers is None or t in tiers]
-    needed = evaluated + ([criteria.runner_tier] if criteria.runner_episodes else [])
-    for tier in dict.fromkeys(needed):  # every tier must exist before minutes of evaluation
-        _make_env(env_id, tier, env_kwargs).close()
-
-    onnx_record: dict[str, Any] | None = None
+    onnx: OnnxResult | None = None
+    candidate: _Candidate
     if kind == "sb3":
-        log(f"loading {what}" + (" (trusted: unpickled)" if trusted else " (as data, nothing unpickled)"))
-        try:
-            loaded = load_sb3_model(what, algorithm=algorithm, trusted=trusted, vecnormalize=vecnormalize)
-        except ValueError as exc:
-            raise ConfigError(f"model: {exc}") from None
-        # a residual.yaml next to it: base + residual are the policy
-        loaded = residual_run(loaded, trusted) or loaded
-        export_env = _make_env(env_id, evaluated[0], env_kwargs)
-        try:
-            try:
-                exported = export_run(loaded, export_env, out_dir / ONNX_NAME, env_id=env_id)
-            except ValueError as exc:
-                raise ConfigError(f"model: {exc}") from None
-            log(f"exported {exported.path} (sha256 {exported.sha256})")
-            obs = _parity_observations(env_id, evaluated, env_kwargs, loaded, criteria.parity_observations)
-            parity = run_parity(loaded, exported.path, obs, export_env)
-        finally:
-            export_env.close()
-        onnx_record = {"file": ONNX_NAME, "sha256": exported.sha256, "metadata": exported.metadata,
-                       "parity": parity}
-        candidate: _Candidate = _OnnxCandidate(loaded, exported.path, exported.sha256)
+        candidate, onnx = export_candidate(what, env_id, plan, env_kwargs, out_dir, algorithm=algorithm,
+                                           vecnormalize=vecnormalize, trusted=trusted, log=log)
     else:
         candidate = _ScriptedCandidate(what, criteria.seed)
-
-    tier_records: dict[str, dict] = {}
-    for tier in evaluated:
+    tier_results: dict[str, TierResult] = {}
+    for tier in plan.evaluated:
         log(f"evaluating {tier}: {criteria.episodes} episodes")
-        tier_records[tier] = _evaluate_tier(env_id, tier, env_kwargs, envelope, candidate, criteria, progress)
-    runner_record = None
+        tier_results[tier] = evaluate_tier(env_id, tier, env_kwargs, plan.envelope, candidate, criteria, progress)
+    runner = None
     if criteria.runner_episodes:
         log(f"runner: {criteria.runner_episodes} episodes in {criteria.runner_tier}")
-        runner_record = _runner_check(env_id, env_kwargs, envelope, candidate, criteria)
+        runner = check_runner(env_id, env_kwargs, plan.envelope, candidate, criteria)
 
-    results = _judge(criteria, tier_records, evaluated, envelope, onnx_record, runner_record)
-    failed = [r.name for r in results if r.passed is False]
-    complete = len(evaluated) == len(criteria.tiers)
-    record = {
-        "skillcell_gate": 1,
-        "verdict": "pass" if not failed else "fail",
-        "passed": not failed,
-        "complete": complete,
-        "failed": failed,
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "env_id": env_id,
-        "cell": cell,
-        "env_kwargs": env_kwargs,
-        "model": candidate.provenance(),
-        "trust": TRUST_NOTE,
-        "onnx": onnx_record,
-        "criteria": {**to_mapping(criteria), "tiers": {t.name: {"min_success_lower_ci": t.min_success_lower_ci}
-                                                       for t in criteria.tiers}},
-        "envelope": {"source": str(envelope_file) if envelope_file else "cell envelope.yaml",
-                     **envelope.to_mapping()},
-        "results": [r.to_mapping() for r in results],
-        "tiers": tier_records,
-        "runner": runner_record,
-        "versions": _versions(),
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out_dir / GATE_NAME, yaml.safe_dump(_plain(record), sort_keys=False).encode())
-    atomic_write_bytes(out_dir / REPORT_NAME, _report(record, results).encode())
-    return GateResult(not failed, failed, results, record, out_dir)
+    gate = GateRecord(
+        env_id=env_id, cell=plan.cell, env_kwargs=env_kwargs, model=candidate.provenance(), onnx=onnx,
+        criteria=criteria, envelope=plan.envelope, envelope_source=plan.envelope_source,
+        results=judge(criteria, tier_results, plan.envelope, onnx, runner), tiers=tier_results, runner=runner,
+        versions=_versions(), created_utc=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return GateResult(gate, write_gate(gate, out_dir), out_dir)
+
+
+# ---------------------------------------------------------------------- report
 
 
 def _plain(obj: Any) -> Any:
@@ -601,51 +846,13 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def _report(record: dict[str, Any], results: list[CriterionResult]) -> str:
-    verdict = "PASS" if record["passed"] else "FAIL"
-    lines = [f"# Pre-hardware gate: {verdict}", ""]
-    lines += [f"- env: `{record['env_id']}` ({record['cell']})",
-              f"- policy: {_describe_model(record['model'])}",
-              f"- created: {record['created_utc']}"]
-    if record["onnx"]:
-        lines.append(f"- exported: `{record['onnx']['file']}`, SHA-256 `{record['onnx']['sha256']}`")
-    if not record["complete"]:
-        lines.append("- **incomplete**: not every tier of the criteria was evaluated")
-    if record["failed"]:
-        lines.append(f"- failed: {', '.join(record['failed'])}")
-    lines += ["", "## Criteria", "", "| criterion | result | evidence |", "|---|---|---|"]
-    for r in results:
-        status = {True: "pass", False: "**FAIL**", None: "n/a"}[r.passed]
-        lines.append(f"| {r.name} | {status} | {r.detail} |")
-    lines += ["", "## Tiers", "", "| tier | episodes | success | 95% CI | physics-invalid | envelope violations |",
-              "|---|---|---|---|---|---|"]
-    for name, t in record["tiers"].items():
-        low, high = t["success_ci95"]
-        env_v = ", ".join(f"{k}: {v['steps']}" for k, v in t["envelope_violations"].items()) or "none"
-        lines.append(f"| {name} | {t['episodes']} | {t['success_rate']:.1%} | {low:.3f}-{high:.3f} | "
-                     f"{t['physics_invalid_episodes']} | {env_v} |")
-    keys = sorted({k for t in record["tiers"].values() for k in t["kpis"]})
-    if keys:
-        lines += ["", "## Process KPIs (mean / p95 / max over episodes)", "",
-                  "| KPI | " + " | ".join(record["tiers"]) + " |", "|---|" + "---|" * len(record["tiers"])]
-        for key in keys:
-            cells = []
-            for t in record["tiers"].values():
-                s = t["kpis"].get(key)
-                cells.append(f"{s['mean']:.3g} / {s['p95']:.3g} / {s['max']:.3g}" if s else "-")
-            lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    lines += ["", "## Safety envelope", ""]
-    lines += [f"- `{k}`: {v}" for k, v in record["envelope"].items()]
-    if record["runner"]:
-        r = record["runner"]
-        lines += ["", "## Exported runner", "",
-                  f"{r['episodes']} episodes in {r['tier']}: {r['successes']} successes; periods sent {r['sent']}, "
-                  f"kept {r['kept']}, held {r['held']}; watchdog trips {r['watchdog_trips']}; "
-                  f"late policy answers dropped {r['late']}; "
-                  f"filter interventions {r['interventions'] or 'none'}."]
-    lines += ["", "## Trust", "", record["trust"], "", "## Versions", ""]
-    lines += [f"- {k}: {v}" for k, v in record["versions"].items()]
-    return "\n".join(lines) + "\n"
+def write_gate(gate: GateRecord, out_dir: Path) -> dict[str, Any]:
+    """Writes ``gate.yaml`` and ``report.md`` into ``out_dir``, atomically; returns what ``gate.yaml`` holds."""
+    record = _plain(gate.to_mapping())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out_dir / GATE_NAME, yaml.safe_dump(record, sort_keys=False).encode())
+    atomic_write_bytes(out_dir / REPORT_NAME, report_markdown(gate).encode())
+    return record
 
 
 def _describe_model(model: dict[str, Any]) -> str:
@@ -658,3 +865,74 @@ def _describe_model(model: dict[str, Any]) -> str:
             + (f"; a residual (scale {model['residual']['scale']}) on the base `{model['residual']['base']}` "
                f"(SHA-256 `{model['residual']['base_sha256']}`), exported as one policy" if model.get("residual")
                else ""))
+
+
+def _summary_section(gate: GateRecord) -> list[str]:
+    lines = [f"# Pre-hardware gate: {'PASS' if gate.passed else 'FAIL'}", "",
+             f"- env: `{gate.env_id}` ({gate.cell})", f"- policy: {_describe_model(gate.model)}",
+             f"- created: {gate.created_utc}"]
+    if gate.onnx:
+        lines.append(f"- exported: `{gate.onnx.file}`, SHA-256 `{gate.onnx.sha256}`")
+    if not gate.complete:
+        lines.append("- **incomplete**: not every tier of the criteria was evaluated")
+    if gate.failed:
+        lines.append(f"- failed: {', '.join(gate.failed)}")
+    return lines
+
+
+def _criteria_section(gate: GateRecord) -> list[str]:
+    lines = ["## Criteria", "", "| criterion | result | evidence |", "|---|---|---|"]
+    for r in gate.results:
+        lines.append(f"| {r.name} | {({True: 'pass', False: '**FAIL**', None: 'n/a'})[r.passed]} | {r.detail} |")
+    return lines
+
+
+def _tiers_section(gate: GateRecord) -> list[str]:
+    lines = ["## Tiers", "", "| tier | episodes | success | 95% CI | physics-invalid | envelope violations |",
+             "|---|---|---|---|---|---|"]
+    for name, t in gate.tiers.items():
+        low, high = t.success_ci95
+        violations = ", ".join(f"{k}: {v.steps}" for k, v in t.envelope_violations.items()) or "none"
+        lines.append(f"| {name} | {len(t.episodes)} | {t.success_rate:.1%} | {low:.3f}-{high:.3f} | "
+                     f"{t.physics_invalid_episodes} | {violations} |")
+    return lines
+
+
+def _kpi_section(gate: GateRecord) -> list[str]:
+    keys = sorted({k for t in gate.tiers.values() for k in t.kpis})
+    if not keys:
+        return []
+    lines = ["## Process KPIs (mean / p95 / max over episodes)", "",
+             "| KPI | " + " | ".join(gate.tiers) + " |", "|---|" + "---|" * len(gate.tiers)]
+    for key in keys:
+        cells = [f"{s.mean:.3g} / {s.p95:.3g} / {s.max:.3g}" if (s := t.kpis.get(key)) else "-"
+                 for t in gate.tiers.values()]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _envelope_section(gate: GateRecord) -> list[str]:
+    return ["## Safety envelope", "",
+            *(f"- `{k}`: {v}" for k, v in {"source": gate.envelope_source, **gate.envelope.to_mapping()}.items())]
+
+
+def _runner_section(gate: GateRecord) -> list[str]:
+    r = gate.runner
+    if r is None:
+        return []
+    s = r.stats
+    return ["## Exported runner", "",
+            f"{r.episodes} episodes in {r.tier}: {r.successes} successes; periods sent {s.sent}, kept {s.kept}, "
+            f"held {s.held}; watchdog trips {s.watchdog_trips}; late policy answers dropped {s.late}; "
+            f"filter interventions {dict(sorted(s.interventions.items())) or 'none'}."]
+
+
+def _provenance_section(gate: GateRecord) -> list[str]:
+    return ["## Trust", "", TRUST_NOTE, "", "## Versions", "", *(f"- {k}: {v}" for k, v in gate.versions.items())]
+
+
+def report_markdown(gate: GateRecord) -> str:
+    """``report.md``: the verdict, each criterion with its evidence, tiers, KPIs, envelope, runner, provenance."""
+    sections = [_summary_section, _criteria_section, _tiers_section, _kpi_section, _envelope_section,
+                _runner_section, _provenance_section]
+    return "\n\n".join("\n".join(lines) for section in sections if (lines := section(gate))) + "\n"

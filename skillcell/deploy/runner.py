@@ -160,6 +160,12 @@ class RunnerStats:
         return {"sent": self.sent, "kept": self.kept, "held": self.held, "watchdog_trips": self.watchdog_trips,
                 "late": self.late, "interventions": dict(sorted(self.interventions.items()))}
 
+    def add(self, other: RunnerStats) -> None:
+        """Adds another run's counts to these."""
+        for name in ("sent", "kept", "held", "watchdog_trips", "late"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.interventions.update(other.interventions)
+
 
 class PolicyRunner:
     """Envelope filter plus watchdog between a command source and a `RobotDriver`."""
