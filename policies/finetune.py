@@ -10,8 +10,8 @@ Three SB3 mechanisms, none of which patches SB3 internals:
   value networks, so freezing one leaves the other free. Unfrozen at the end of the first rollout
   past ``steps``, before the update that follows it.
 - `BCRegularizer` (a callback, PPO and SAC): behaviour-cloning gradient steps on the
-  demonstrations interleaved with RL (a fixed number per 1000 env steps, run at the end of each
-  rollout), with a weight that halves every ``half_life`` env steps (DAPG-style decay). The steps
+  demonstrations interleaved with RL (a fixed number per 1000 env steps, run before each rollout
+  is collected), with a weight that halves every ``half_life`` env steps (DAPG-style decay). The steps
   use their own Adam; Adam is invariant to a loss's scale, so the weight scales the step size
   (``learning_rate * weight``) instead of the loss, which is what a weighted loss term would do
   under plain gradient descent. The BC steps move the policy before the next rollout is collected,
@@ -89,9 +89,9 @@ class CriticWarmup(BaseCallback):
 class BCRegularizer(BaseCallback):
     """Behaviour-cloning gradient steps on ``demos`` interleaved with RL, with a decaying weight.
 
-    At the end of every rollout (PPO: every ``n_steps``; SAC: every ``train_freq`` env steps) it
-    runs the BC steps that are due at ``steps_per_1k`` per 1000 env steps, on minibatches of the
-    BC loss (`skillcell.policies.bc.bc_loss`, mean regression), with step size
+    Before every rollout is collected (PPO: every ``n_steps``; SAC: every ``train_freq`` env steps),
+    and once when training ends, it runs the BC steps that are due at ``steps_per_1k`` per 1000 env
+    steps, on minibatches of the BC loss (`skillcell.policies.bc.bc_loss`, mean regression), with step size
     ``learning_rate * weight``, where ``weight = weight0 * 0.5 ** (t / half_life)`` and ``t`` counts
     env steps since the actor became trainable (a critic warm-up does not use up the schedule).
     ``half_life`` 0 keeps the weight constant; below ``min_weight`` the regularizer stops.
@@ -134,7 +134,16 @@ class BCRegularizer(BaseCallback):
     def _on_step(self) -> bool:
         return True
 
-    def _on_rollout_end(self) -> None:
+    def _on_rollout_start(self) -> None:
+        # After the previous update, before the next collection: BC steps between a collection and its
+        # update would make PPO's ratios (and target_kl's early stop) compare against a policy that did
+        # not collect the rollout; they stopped every PPO update at its first minibatch.
+        self._regularize()
+
+    def _on_training_end(self) -> None:
+        self._regularize()  # the steps due for the last rollout
+
+    def _regularize(self) -> None:
         now = self.model.num_timesteps
         if not any(p.requires_grad for p in self._params):
             self.last_step = now  # the actor is frozen (critic warm-up): nothing to regularize yet

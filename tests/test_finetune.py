@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch as th
 from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import skillcell  # noqa: F401  (registers the cells)
@@ -111,6 +112,35 @@ def test_bc_regularizer_decays_and_waits_for_the_warmup(demos):
     assert reg.start_step == 128  # the schedule starts when the actor is released
     assert reg.gradient_steps == 64  # 500 per 1000 env steps over the 128 steps after the warm-up
     assert np.isfinite(reg.last_loss)
+
+
+class _RolloutPolicy(BaseCallback):
+    """Keeps the actor's parameters as they were when each rollout's collection ended."""
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self.collected = _snapshot(self.model.policy.parameters())
+
+
+def test_bc_steps_never_run_between_a_rollout_and_its_ppo_update(demos):
+    # PPO's ratios compare against the policy that collected the rollout; a BC step in between
+    # made approx_kl large at the first minibatch and target_kl stopped every update there.
+    model = PPO("MlpPolicy", _venv(), n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu",
+                policy_kwargs={"net_arch": {"pi": [32, 32], "vf": [32, 32]}})
+    behaviour_clone(model, demos, steps=20)
+    probe, reg = _RolloutPolicy(), BCRegularizer(demos, weight=1.0, half_life=0, steps_per_1k=500)
+    checked = []
+    train = model.train
+
+    def checked_train() -> None:
+        checked.append(not _changed(probe.collected, model.policy.parameters()))
+        train()
+
+    model.train = checked_train
+    model.learn(256, callback=[probe, reg])  # the probe first: it sees the policy before reg
+    assert checked == [True] * 4 and reg.gradient_steps == 128
 
 
 def test_sac_finetunes_end_to_end_from_bc_with_demonstrations_in_every_batch(demos):
