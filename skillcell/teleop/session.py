@@ -30,6 +30,7 @@ import math
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -199,7 +200,7 @@ class _Session:
         self.writer, self.operator = writer, operator
         self.status = _StatusLine(stream, self.cell)
         self.pacer = _Pacer(self.cell.dt / realtime_factor if realtime_factor > 0 else 0.0)
-        self.viewer = None
+        self.viewer: _Viewer | None = None
         self.preview: _Preview | None = None
         self.command = TeleopCommand(np.zeros(6))
         self.step: RolloutStep | None = None
@@ -373,12 +374,36 @@ class _Preview:
         atomic_write_bytes(self.path, buffer.getvalue())
 
 
-def _open_viewer(cell, *, required: bool, status: _StatusLine):
-    """The passive MuJoCo viewer on the cell's model and data, or None (with a message) where it cannot open."""
-    try:
+class _Viewer:
+    """The passive MuJoCo viewer (``mujoco.viewer.launch_passive``) on the cell's model and data.
+
+    `close` waits for the viewer's thread to finish: the thread is a daemon, and an interpreter
+    that exits while it still draws crashes in GLX (seen on Xvfb) or hangs.
+    """
+
+    def __init__(self, cell):
         import mujoco.viewer
 
-        return mujoco.viewer.launch_passive(cell.model, cell.data, show_left_ui=False, show_right_ui=False)
+        before = set(threading.enumerate())
+        self.handle = mujoco.viewer.launch_passive(cell.model, cell.data, show_left_ui=False, show_right_ui=False)
+        self.threads = [t for t in threading.enumerate() if t not in before]
+
+    def is_running(self) -> bool:
+        return self.handle.is_running()
+
+    def sync(self) -> None:
+        self.handle.sync()
+
+    def close(self) -> None:
+        self.handle.close()
+        for thread in self.threads:
+            thread.join(timeout=10.0)
+
+
+def _open_viewer(cell, *, required: bool, status: _StatusLine) -> _Viewer | None:
+    """The viewer, or None (with a message) where it cannot open and was not required."""
+    try:
+        return _Viewer(cell)
     except Exception as exc:  # GLFW and the platforms raise a variety of types
         if required:
             raise TeleopError(f"viewer: cannot open the MuJoCo viewer ({exc})") from None
