@@ -17,6 +17,11 @@ Sections, each present when its data is:
    moments out of spec, and videos (state replay with overlays).
 5. **Demonstrations**: the skill-score distribution of a demonstration dataset, per operator.
 
+Each section is one function returning its HTML fragment (`learning_curve_section`,
+`training_log_section`, `configuration_section`, `evaluation_section`, `best_worst_section`,
+`dataset_section`; `run_summary_section` is the page's title line); `build_report` finds the data
+and puts the page together.
+
 Plots are PNG images embedded as data URIs (matplotlib, Agg, no display); videos are files in
 ``<report stem>_files/`` next to the page (``embed_videos`` puts them in the page as well). The
 page and every file are written atomically.
@@ -47,6 +52,7 @@ import skillcell
 from skillcell.atomic import atomic_write_text
 from skillcell.demos.episode import DemoDataset
 from skillcell.demos.recorder import EpisodeRecorder, scripted_provenance
+from skillcell.demos.scores import score_episode
 from skillcell.envs.registry import cell_spec
 from skillcell.evaluation import wilson_interval
 from skillcell.policies.rundir import RunDir
@@ -55,7 +61,10 @@ from skillcell.review.sources import EpisodeSource, load_policy, make_review_env
 from skillcell.review.video import FrameRenderer, render_video
 from skillcell.rollout import rollout
 
-__all__ = ["MetricsTable", "ReportOptions", "ReportResult", "build_report", "find_datasets", "read_metrics_csv"]
+__all__ = ["EpisodeRow", "MetricsTable", "Ranking", "ReportOptions", "ReportResult", "Section", "best_worst_section",
+           "build_report",
+           "configuration_section", "dataset_section", "evaluation_section", "find_datasets", "learning_curve_section",
+           "read_metrics_csv", "run_summary_section", "training_log_section"]
 
 X_COLUMNS = ("env_steps", "timesteps", "total_timesteps", "num_timesteps", "time/total_timesteps", "env_step", "steps",
              "step", "iteration", "epoch")
@@ -311,7 +320,9 @@ def find_datasets(folder: Path, depth: int = 3) -> list[Path]:
 
 
 @dataclass
-class _EpisodeRow:
+class EpisodeRow:
+    """An episode of a dataset with its id and skill score (None: the cell has no scorer)."""
+
     id: int
     episode: Any
     score: float | None
@@ -320,10 +331,6 @@ class _EpisodeRow:
 
 def _score(episode) -> tuple[float | None, dict[str, float]]:
     try:
-        from skillcell.demos.scores import score_episode
-    except ImportError:  # an older tree without skill scores
-        return None, {}
-    try:
         skill = score_episode(episode)
     except Exception as exc:  # a cell without a scorer: the report ranks by return instead
         warnings.warn(f"no skill score for {episode.env_id}: {exc}", stacklevel=2)
@@ -331,13 +338,13 @@ def _score(episode) -> tuple[float | None, dict[str, float]]:
     return float(skill.score), dict(skill.components)
 
 
-def _load_episodes(path: Path) -> list[_EpisodeRow]:
+def _load_episodes(path: Path) -> list[EpisodeRow]:
     dataset = DemoDataset(path)
     rows = []
     for entry in dataset.entries:
         episode = dataset.load(entry)
         score, components = _score(episode)
-        rows.append(_EpisodeRow(entry.id, episode, score, components))
+        rows.append(EpisodeRow(entry.id, episode, score, components))
     return rows
 
 
@@ -444,133 +451,99 @@ def _img(uri: str, alt: str) -> str:
     return f'<img src="{uri}" alt="{_esc(alt)}">'
 
 
-# ---------------------------------------------------------------------- the report
+# ---------------------------------------------------------------------- sections
 
 
-def build_report(run_dir: str | Path, out: str | Path, options: ReportOptions | None = None) -> ReportResult:
-    """Writes the report of ``run_dir`` to ``out`` (see the module docstring); returns what it wrote."""
-    options = options or ReportOptions()
-    run, out = RunDir.open(run_dir), Path(out)
-    run_dir = run.path
-    if out.suffix.lower() not in (".html", ".htm"):
-        raise ValueError(f"{out}: the report is an .html file")
-    files_dir = out.with_name(out.stem + "_files")
-    result = ReportResult(path=out)
-    parts: list[str] = []
-    notes = result.notes
+@dataclass(frozen=True)
+class Section:
+    """A section of the page: its name (as `ReportResult.sections` lists it) and its HTML fragment."""
 
-    config = run.config_mapping()
-    train_config = run.train_config() if config is not None else None
-    run_env_id, run_env_kwargs = run.env() if train_config is not None else (None, {})
-    env_id = options.env_id or run_env_id
+    name: str
+    html: str
 
-    # 1. learning curve
-    metrics_path = run.metrics
-    if metrics_path.is_file():
-        table = read_metrics_csv(metrics_path)
-        if table.rows:
-            main, others = learning_curve_plots(table)
-            parts.append("<h2>Learning curve</h2>")
-            parts.append(f'<p class="meta">{_esc(metrics_path.name)}: {table.rows} rows, columns '
-                         f"{_esc(', '.join(list(table.numeric) + list(table.text)))}</p>")
-            parts += [_img(uri, "learning curve") for uri in main]
-            if others:
-                parts.append("<h3>Other logged metrics</h3>")
-                parts += [_img(uri, "logged metrics") for uri in others]
-            result.sections.append("learning curve")
-        else:
-            notes.append(f"{metrics_path} has a header but no rows")
-    else:
-        notes.append(f"no metrics.csv in {run_dir}: no learning curve")
-    progress_csv = run.sb3_progress  # SB3's own log (losses, entropy, ...)
-    if progress_csv.is_file():
-        table = read_metrics_csv(progress_csv)
-        if table.rows:
-            main, others = learning_curve_plots(table)
-            parts.append("<h2>Training log</h2>")
-            parts.append(f'<p class="meta">{_esc(progress_csv.relative_to(run_dir))}: {table.rows} rows</p>')
-            parts += [_img(uri, "training log") for uri in main + others]
-            result.sections.append("training log")
 
-    # 2. configuration
-    if config is not None:
-        text = yaml.safe_dump(config, sort_keys=False)
-        parts.append(f"<h2>Run configuration</h2><p class='meta'>{_esc(run.config.name)}</p><pre>{_esc(text)}</pre>")
-        summary = run.summary
-        if summary.is_file():
-            parts.append(f"<p class='meta'>{_esc(summary.name)}</p><pre>{_esc(summary.read_text())}</pre>")
-        result.sections.append("configuration")
+@dataclass(frozen=True)
+class Ranking:
+    """Best and worst evaluation episode, by skill score where every episode has one, else by return."""
 
-    # 3-4. evaluation episodes
-    demo_dataset = Path(options.dataset) if options.dataset else None
-    if demo_dataset is None:
-        named = train_config.demos.path if train_config is not None else None
-        for base in (Path.cwd(), run_dir):
-            if isinstance(named, str) and (base / named / "dataset.yaml").is_file():
-                demo_dataset = base / named
-                break
-    episodes_dir = Path(options.episodes) if options.episodes else None
-    if episodes_dir is None:
-        # DAgger's relabelled rollouts are training data, not evaluation episodes
-        skip = {p.resolve() for p in (demo_dataset, run.dagger_dataset) if p is not None}
-        candidates = [p for p in find_datasets(run_dir) if p.resolve() not in skip]
-        episodes_dir = candidates[0] if candidates else None
-        if len(candidates) > 1:
-            notes.append(f"several episode datasets in {run_dir}; used {candidates[0]} (choose with --eval)")
-    if episodes_dir is None and options.rollouts > 0:
-        if env_id is None:
-            raise ValueError("rolling out the final model needs the cell: --env ENV_ID (the config names none)")
-        model = run.final_model()
-        seed = train_config.eval.seed if train_config is not None else 0  # the run's evaluation seeds
-        kwargs = run_env_kwargs if env_id == run_env_id else {}
-        episodes_dir = _roll_out(model, env_id, kwargs, options.rollouts, seed, files_dir / "rollouts",
-                                 options.progress, options.trust_model)
-        notes.append(f"rolled out {model.name} for {options.rollouts} episodes into {episodes_dir}")
-    rows = _load_episodes(episodes_dir) if episodes_dir is not None else []
-    if episodes_dir is not None and not rows:
-        notes.append(f"{episodes_dir} holds no episodes")
-    if rows:
-        parts += _episode_sections(rows, episodes_dir, out, files_dir, options, result)
-    elif episodes_dir is None:
-        notes.append("no evaluation episodes (a dataset folder in the run directory, --eval DIR, or --rollouts N)")
+    best: EpisodeRow
+    worst: EpisodeRow
+    scored: bool
 
-    # 5. demonstrations
-    if demo_dataset is not None:
-        parts += _dataset_section(demo_dataset, result)
+    @classmethod
+    def of(cls, rows: list[EpisodeRow]) -> Ranking:
+        scored = all(r.score is not None for r in rows)
 
+        def rank(r: EpisodeRow) -> tuple[float, float]:
+            # Ties in score (every failed insertion scores 0) are broken by return.
+            return (r.score if scored else 0.0, r.episode.total_reward)
+
+        return cls(max(rows, key=rank), min(rows, key=rank), scored)
+
+
+def run_summary_section(run: RunDir, env_id: str | None) -> str:
+    """The page's title line: the run directory, its cell, when and by which skillcell version."""
     generated = dt.datetime.now().isoformat(timespec="seconds")
-    title = f"skillcell report: {run_dir.name}"
-    head = (f"<h1>{_esc(title)}</h1><p class='meta'>run directory {_esc(run_dir.resolve())}"
+    return (f"<h1>{_esc(_title(run))}</h1><p class='meta'>run directory {_esc(run.path.resolve())}"
             + (f" &middot; cell {_esc(env_id)}" if env_id else "")
             + f" &middot; generated {generated} by skillcell {_esc(skillcell.__version__)}</p>")
-    note_html = "".join(f'<p class="note">{_esc(n)}</p>' for n in notes)
-    page = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_esc(title)}</title>\n'
-            f"<style>{_CSS}</style>\n</head>\n<body>\n{head}\n{note_html}\n" + "\n".join(parts)
-            + "\n</body>\n</html>\n")
-    atomic_write_text(out, page)
-    return result
 
 
-def _episode_sections(rows: list[_EpisodeRow], episodes_dir: Path, out: Path, files_dir: Path,
-                      options: ReportOptions, result: ReportResult) -> list[str]:
-    parts = []
+def learning_curve_section(run: RunDir, notes: list[str]) -> Section | None:
+    """``metrics.csv``: success and return on top, every other numeric column below."""
+    path = run.metrics
+    if not path.is_file():
+        notes.append(f"no metrics.csv in {run.path}: no learning curve")
+        return None
+    table = read_metrics_csv(path)
+    if not table.rows:
+        notes.append(f"{path} has a header but no rows")
+        return None
+    main, others = learning_curve_plots(table)
+    columns = ", ".join(list(table.numeric) + list(table.text))
+    parts = ["<h2>Learning curve</h2>",
+             f'<p class="meta">{_esc(path.name)}: {table.rows} rows, columns {_esc(columns)}</p>',
+             *(_img(uri, "learning curve") for uri in main)]
+    if others:
+        parts += ["<h3>Other logged metrics</h3>", *(_img(uri, "logged metrics") for uri in others)]
+    return Section("learning curve", "\n".join(parts))
+
+
+def training_log_section(run: RunDir) -> Section | None:
+    """SB3's own log (losses, entropy, ...), plotted as the learning curve is."""
+    path = run.sb3_progress
+    table = read_metrics_csv(path) if path.is_file() else None
+    if table is None or not table.rows:
+        return None
+    main, others = learning_curve_plots(table)
+    return Section("training log", "\n".join([
+        "<h2>Training log</h2>", f'<p class="meta">{_esc(path.relative_to(run.path))}: {table.rows} rows</p>',
+        *(_img(uri, "training log") for uri in main + others)]))
+
+
+def configuration_section(run: RunDir, config: dict[str, Any] | None) -> Section | None:
+    """The run's config as it ran, and its summary."""
+    if config is None:
+        return None
+    text = yaml.safe_dump(config, sort_keys=False)
+    html_ = f"<h2>Run configuration</h2><p class='meta'>{_esc(run.config.name)}</p><pre>{_esc(text)}</pre>"
+    if run.summary.is_file():
+        html_ += f"\n<p class='meta'>{_esc(run.summary.name)}</p><pre>{_esc(run.summary.read_text())}</pre>"
+    return Section("configuration", html_)
+
+
+def evaluation_section(rows: list[EpisodeRow], ranking: Ranking, episodes_dir: Path) -> Section:
+    """One table row per evaluation episode (success, return, score, the cell's KPIs), and the KPIs over them."""
     env_id = rows[0].episode.env_id
     kpi_keys = list(cell_spec(env_id).kpi_keys) if env_id else []
     successes = sum(r.episode.success for r in rows)
     low, high = wilson_interval(successes, len(rows))
-    scored = all(r.score is not None for r in rows)
+    scored = ranking.scored
     rank_by = "skill score" if scored else "return"
-
-    def rank(r: _EpisodeRow) -> tuple[float, float]:
-        # Ties in score (every failed insertion scores 0) are broken by return.
-        return (r.score if scored else 0.0, r.episode.total_reward)
-
-    best = max(rows, key=rank)
-    worst = min(rows, key=rank)
-    parts.append("<h2>Evaluation episodes</h2>")
-    parts.append(f'<p class="meta">{_esc(episodes_dir)}: {len(rows)} episodes of {_esc(env_id)}; success '
-                 f"{successes}/{len(rows)} = {successes / len(rows):.0%} (95% CI {low:.0%}-{high:.0%}); "
-                 f"best and worst by {rank_by}{' (ties by return)' if scored else ''}</p>")
+    parts = ["<h2>Evaluation episodes</h2>",
+             f'<p class="meta">{_esc(episodes_dir)}: {len(rows)} episodes of {_esc(env_id)}; success '
+             f"{successes}/{len(rows)} = {successes / len(rows):.0%} (95% CI {low:.0%}-{high:.0%}); "
+             f"best and worst by {rank_by}{' (ties by return)' if scored else ''}</p>"]
     headers = ["episode", "seed", "source", "success", "steps", "return"] + (["score"] if scored else []) + kpi_keys
     table_rows, classes = [], []
     for r in rows:
@@ -582,81 +555,166 @@ def _episode_sections(rows: list[_EpisodeRow], episodes_dir: Path, out: Path, fi
         cells += [_fmt(r.score)] if scored else []
         cells += [_fmt(final.get(k, math.nan)) for k in kpi_keys]
         table_rows.append(cells)
-        classes.append("best" if r is best else "worst" if r is worst else "")
+        classes.append("best" if r is ranking.best else "worst" if r is ranking.worst else "")
     parts.append(_table(headers, table_rows, classes, left=3))
     if kpi_keys:
         means = []
         for k in kpi_keys:
             values = np.array([float(r.episode.infos[k][-1]) for r in rows if k in r.episode.infos])
             values = values[np.isfinite(values)]
-            means.append([_esc(k), _fmt(values.mean()) if values.size else "-",
-                          _fmt(values.std()) if values.size else "-", _fmt(values.min()) if values.size else "-",
-                          _fmt(values.max()) if values.size else "-"])
+            means.append([_esc(k), *((_fmt(f(values)) if values.size else "-")
+                                     for f in (np.mean, np.std, np.min, np.max))])
         parts.append("<h3>KPIs over the episodes</h3>" + _table(["KPI", "mean", "std", "min", "max"], means, left=1))
-    result.sections.append("evaluation episodes")
+    return Section("evaluation episodes", "\n".join(parts))
 
-    # Best and worst: one env for the bands (and the videos).
 
+def best_worst_section(ranking: Ranking, out: Path, files_dir: Path, options: ReportOptions,
+                       files: list[Path]) -> Section:
+    """The best and the worst episode: process metrics over time with their bands, the moments out of
+    spec, and their videos (written under ``files_dir``, appended to ``files``)."""
+    best, worst = ranking.best, ranking.worst
     ep0 = best.episode
     env = make_review_env(ep0.env_id, ep0.env_kwargs, width=options.width, height=options.height,
                           quality=options.quality, max_episode_steps=ep0.max_episode_steps)
     try:
         review = cell_review(env)
-        pairs = [(f"best (#{best.id})", best.episode)] + ([(f"worst (#{worst.id})", worst.episode)]
-                                                          if worst is not best else [])
-        parts.append("<h2>Best and worst episode</h2>")
-        parts.append(_img(_series_plot(pairs, review.series, review), "process metrics over time"))
+        pairs = [(f"best (#{best.id})", best)] + ([(f"worst (#{worst.id})", worst)] if worst is not best else [])
+        parts = ["<h2>Best and worst episode</h2>",
+                 _img(_series_plot([(label, row.episode) for label, row in pairs], review.series, review),
+                      "process metrics over time")]
         blocks = []
-        for (label, episode), row in zip(pairs, (best, worst), strict=False):
+        for label, row in pairs:
+            episode = row.episode
             marks = _bookmarks(episode, review)
             block = [f"<h3>{_esc(label)}: {'success' if episode.success else 'no success'}, return "
                      f"{episode.total_reward:.2f}" + (f", score {row.score:.2f}" if row.score is not None else "")
-                     + "</h3>"]
-            if marks:
-                block.append("<p class='meta'>out of spec: " + "; ".join(_esc(m) for m in marks) + "</p>")
-            else:
-                block.append("<p class='meta'>no metric out of spec</p>")
+                     + "</h3>",
+                     "<p class='meta'>out of spec: " + "; ".join(_esc(m) for m in marks) + "</p>" if marks
+                     else "<p class='meta'>no metric out of spec</p>"]
             if options.videos:
-                name = "best.mp4" if row is best else "worst.mp4"
-                path = files_dir / name
-                every = max(1, math.ceil((episode.steps + 1) / options.max_video_frames))
-                renderer = FrameRenderer(env, options.camera, label=label)
-                render_video(path, EpisodeSource(env, episode, label=label), renderer, every=every,
-                             progress=options.progress)
-                result.files.append(path)
-                if options.embed_videos:
-                    src = "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode()
-                else:
-                    src = os.path.relpath(path, out.parent)
-                block.append(f'<video controls preload="metadata" src="{_esc(src)}"></video>')
+                block.append(_episode_video(env, row is best, label, episode, out, files_dir, options, files))
             blocks.append("<div>" + "".join(block) + "</div>")
         parts.append('<div class="pair">' + "".join(blocks) + "</div>")
-        result.sections.append("best and worst episode")
     finally:
         env.close()
-    return parts
+    return Section("best and worst episode", "\n".join(parts))
 
 
-def _dataset_section(path: Path, result: ReportResult) -> list[str]:
+def _episode_video(env, is_best: bool, label: str, episode, out: Path, files_dir: Path, options: ReportOptions,
+                   files: list[Path]) -> str:
+    path = files_dir / ("best.mp4" if is_best else "worst.mp4")
+    every = max(1, math.ceil((episode.steps + 1) / options.max_video_frames))
+    render_video(path, EpisodeSource(env, episode, label=label), FrameRenderer(env, options.camera, label=label),
+                 every=every, progress=options.progress)
+    files.append(path)
+    if options.embed_videos:
+        src = "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode()
+    else:
+        src = os.path.relpath(path, out.parent)
+    return f'<video controls preload="metadata" src="{_esc(src)}"></video>'
+
+
+def dataset_section(path: Path, notes: list[str]) -> Section | None:
+    """A demonstration dataset's skill-score distribution (return where the cell has no scorer), per operator."""
     rows = _load_episodes(path)
     if not rows:
-        result.notes.append(f"demonstration dataset {path} holds no episodes")
-        return []
+        notes.append(f"demonstration dataset {path} holds no episodes")
+        return None
     scored = all(r.score is not None for r in rows)
     groups: dict[str, list[float]] = {}
     for r in rows:
         value = r.score if scored else r.episode.total_reward
         groups.setdefault(r.episode.provenance.operator_id or "unknown", []).append(value)
     what = "skill score" if scored else "return (no skill scorer for this cell)"
-    parts = ["<h2>Demonstrations</h2>",
-             f'<p class="meta">{_esc(path)}: {len(rows)} episodes, {len(groups)} operator(s); {what} distribution</p>',
-             _img(_histogram(groups, what), "skill score distribution")]
     table = []
     for operator, values in groups.items():
         v = np.asarray(values)
         ok = [r.episode.success for r in rows if (r.episode.provenance.operator_id or "unknown") == operator]
         table.append([_esc(operator), str(len(v)), _fmt(v.mean()), _fmt(v.std()), _fmt(v.min()), _fmt(v.max()),
                       f"{np.mean(ok):.0%}"])
-    parts.append(_table(["operator", "episodes", "mean", "std", "min", "max", "success"], table, left=1))
-    result.sections.append("demonstrations")
-    return parts
+    return Section("demonstrations", "\n".join([
+        "<h2>Demonstrations</h2>",
+        f'<p class="meta">{_esc(path)}: {len(rows)} episodes, {len(groups)} operator(s); {what} distribution</p>',
+        _img(_histogram(groups, what), "skill score distribution"),
+        _table(["operator", "episodes", "mean", "std", "min", "max", "success"], table, left=1)]))
+
+
+# ---------------------------------------------------------------------- the report
+
+
+def _title(run: RunDir) -> str:
+    return f"skillcell report: {run.path.name}"
+
+
+def _demo_dataset(options: ReportOptions, train_config, run_dir: Path) -> Path | None:
+    """``--dataset``, else the dataset the run's config trained on, where it is found."""
+    if options.dataset:
+        return Path(options.dataset)
+    named = train_config.demos.path if train_config is not None else None
+    for base in (Path.cwd(), run_dir):
+        if isinstance(named, str) and (base / named / "dataset.yaml").is_file():
+            return base / named
+    return None
+
+
+def _evaluation_dataset(run: RunDir, options: ReportOptions, demo_dataset: Path | None, env_id: str | None,
+                        env_kwargs: dict[str, Any], seed: int, files_dir: Path, notes: list[str]) -> Path | None:
+    """``--eval``, else a dataset in the run directory, else (``--rollouts N``) the final model rolled out."""
+    if options.episodes:
+        return Path(options.episodes)
+    # DAgger's relabelled rollouts are training data, not evaluation episodes
+    skip = {p.resolve() for p in (demo_dataset, run.dagger_dataset) if p is not None}
+    candidates = [p for p in find_datasets(run.path) if p.resolve() not in skip]
+    if len(candidates) > 1:
+        notes.append(f"several episode datasets in {run.path}; used {candidates[0]} (choose with --eval)")
+    if candidates or options.rollouts <= 0:
+        return candidates[0] if candidates else None
+    if env_id is None:
+        raise ValueError("rolling out the final model needs the cell: --env ENV_ID (the config names none)")
+    model = run.final_model()
+    episodes_dir = _roll_out(model, env_id, env_kwargs, options.rollouts, seed, files_dir / "rollouts",
+                             options.progress, options.trust_model)
+    notes.append(f"rolled out {model.name} for {options.rollouts} episodes into {episodes_dir}")
+    return episodes_dir
+
+
+def build_report(run_dir: str | Path, out: str | Path, options: ReportOptions | None = None) -> ReportResult:
+    """Writes the report of ``run_dir`` to ``out`` (see the module docstring); returns what it wrote."""
+    options = options or ReportOptions()
+    run, out = RunDir.open(run_dir), Path(out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"{out}: the report is an .html file")
+    files_dir = out.with_name(out.stem + "_files")
+    result = ReportResult(path=out)
+    notes = result.notes
+
+    config = run.config_mapping()
+    train_config = run.train_config() if config is not None else None
+    run_env_id, run_env_kwargs = run.env() if train_config is not None else (None, {})
+    env_id = options.env_id or run_env_id
+
+    sections = [learning_curve_section(run, notes), training_log_section(run), configuration_section(run, config)]
+    demo_dataset = _demo_dataset(options, train_config, run.path)
+    episodes_dir = _evaluation_dataset(
+        run, options, demo_dataset, env_id, run_env_kwargs if env_id == run_env_id else {},
+        train_config.eval.seed if train_config is not None else 0, files_dir, notes)  # the run's evaluation seeds
+    rows = _load_episodes(episodes_dir) if episodes_dir is not None else []
+    if rows:
+        ranking = Ranking.of(rows)
+        sections += [evaluation_section(rows, ranking, episodes_dir),
+                     best_worst_section(ranking, out, files_dir, options, result.files)]
+    elif episodes_dir is not None:
+        notes.append(f"{episodes_dir} holds no episodes")
+    else:
+        notes.append("no evaluation episodes (a dataset folder in the run directory, --eval DIR, or --rollouts N)")
+    if demo_dataset is not None:
+        sections.append(dataset_section(demo_dataset, notes))
+
+    present = [s for s in sections if s is not None]
+    result.sections += [s.name for s in present]
+    note_html = "".join(f'<p class="note">{_esc(n)}</p>' for n in notes)
+    page = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_esc(_title(run))}</title>\n'
+            f"<style>{_CSS}</style>\n</head>\n<body>\n{run_summary_section(run, env_id)}\n{note_html}\n"
+            + "\n".join(s.html for s in present) + "\n</body>\n</html>\n")
+    atomic_write_text(out, page)
+    return result
