@@ -30,6 +30,7 @@ import csv
 import io
 import math
 import os
+import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ import yaml
 
 from skillcell.atomic import atomic_write_bytes, atomic_write_text
 from skillcell.config import ConfigError, parse_yaml
+from skillcell.policies.train_config import load_train_config
 
 __all__ = ["MetricsLog", "RunDir", "RunDirError", "read_metrics", "steps_to_success"]
 
@@ -172,8 +174,6 @@ class RunDir:
 
     def train_config(self):
         """The run's `TrainConfig` (strictly loaded, as `skillcell train` ran it)."""
-        from skillcell.policies.train_config import load_train_config
-
         return load_train_config(self.require(self.config, "the config as run"))
 
     def env(self) -> tuple[str, dict[str, Any]]:
@@ -233,8 +233,6 @@ class RunDir:
         return atomic_write_bytes(path, buffer.getvalue())
 
     def save_vec_normalize(self, vn) -> Path:
-        import pickle
-
         # VecNormalize.save pickles itself minus its venv; the same, through the atomic writer.
         venv, vn.venv = vn.venv, None
         try:
