@@ -126,6 +126,50 @@ def test_a_dataset_of_another_cell_is_refused_before_anything_runs(tmp_path):
     assert (tmp_path / "demos" / "dataset.yaml").read_bytes() == before
 
 
+@pytest.fixture
+def x_display():
+    """A virtual X display (Xvfb) for the MuJoCo viewer; skipped where Xvfb is not installed."""
+    import shutil
+    import subprocess
+
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (apt install xvfb): no display to open the viewer on")
+    server = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert select.select([server.stdout], [], [], 20)[0], "Xvfb did not start"
+        yield f":{server.stdout.readline().decode().strip()}"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_the_viewer_follows_a_session_where_there_is_a_display(tmp_path, x_display):
+    import subprocess
+
+    spec = write_script(tmp_path / "weld.yaml", WELD_SCRIPT)
+    code = ("import sys, skillcell; from skillcell.teleop import record_teleop; "
+            f"s = record_teleop({WELD!r}, {spec!r}, 'demos', episodes=1, viewer=True, realtime_factor=4); "
+            "print(s.report())")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "DISPLAY": x_display})
+    assert done.returncode == 0, done.stderr  # viewer=True: a viewer that cannot open is an error
+    assert "saved 1 episodes" in done.stdout and "no MuJoCo viewer" not in done.stdout
+    episode = DemoDataset(tmp_path / "demos")[0]
+    assert replay_episode(episode, "action").bit_exact  # the viewer only watched
+
+
+def test_a_display_that_cannot_be_opened_is_a_message_or_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISPLAY", ":987654")  # set, as over SSH without X forwarding, but not there
+    spec = write_script(tmp_path / "peg.yaml", "- {t: 0.0, delta: [0, 0, -0.2, 0, 0, 0]}\n- {t: 0.2, event: save}\n")
+    status = io.StringIO()
+    summary = record_teleop(PEG, spec, tmp_path / "demos", realtime_factor=0, status=status)
+    assert "no MuJoCo viewer" in status.getvalue() and len(summary.entries) == 1  # the status line carries on
+    with pytest.raises(TeleopError, match="viewer: cannot open the MuJoCo viewer"):
+        record_teleop(PEG, spec, tmp_path / "demos", realtime_factor=0, viewer=True, status=io.StringIO())
+    assert len(DemoDataset(tmp_path / "demos")) == 1
+
+
 # ---------------------------------------------------------------------- keyboard
 
 

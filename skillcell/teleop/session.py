@@ -32,6 +32,7 @@ import shutil
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -382,8 +383,15 @@ class _Viewer:
     """
 
     def __init__(self, cell):
+        import glfw  # the viewer's windowing library, a dependency of mujoco
         import mujoco.viewer
 
+        # Probed here: the viewer's own thread ends the process (mju_error) when GLFW cannot start.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            started = glfw.init()
+        if not started:
+            raise RuntimeError("; ".join(str(w.message) for w in caught) or "GLFW could not start")
         before = set(threading.enumerate())
         self.handle = mujoco.viewer.launch_passive(cell.model, cell.data, show_left_ui=False, show_right_ui=False)
         self.threads = [t for t in threading.enumerate() if t not in before]
