@@ -71,6 +71,15 @@ class ScriptedExpert:
         self.skill = skill
         self.rng = np.random.default_rng(seed)
 
+    @classmethod
+    def for_episode(cls, env, skill: str, seed: int, episode_seed: int) -> ScriptedExpert:
+        """An expert for the one episode seeded ``episode_seed`` of a run seeded ``seed``.
+
+        Its noise is drawn from both seeds, not carried over from the episodes before, so that the
+        episode is the same whichever process runs it and whatever ran there first (`skillcell.parallel`).
+        """
+        return cls(env, skill=skill, seed=[seed, episode_seed])
+
     def reset(self) -> None:
         """Forgets the previous episode."""
 

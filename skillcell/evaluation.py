@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
+from skillcell.parallel import SeedTask, map_seeds
 from skillcell.rollout import EpisodeRecord, Policy, RolloutStep, as_policy, rollout
 
-__all__ = ["RolloutSummary", "run_episodes", "wilson_interval"]
+__all__ = ["RolloutSummary", "run_episodes", "run_seeds", "wilson_interval"]
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
@@ -76,3 +77,23 @@ def run_episodes(env, policy: Policy | Callable[[np.ndarray], np.ndarray], episo
         bar.set_postfix(success=f"{summary.success_rate:.0%}")
     summary.wall_time_s = time.perf_counter() - start
     return summary
+
+
+def run_seeds(task: SeedTask[EpisodeRecord], episodes: int, seed: int = 0, *, workers: int | None = 1,
+              address: str | None = None, progress: bool = False) -> RolloutSummary:
+    """``task``'s episodes with seeds ``seed, seed+1, ...``, spread over workers (`skillcell.parallel.map_seeds`).
+
+    The episodes are in seed order and the same for any worker count; the wall time is the
+    whole call's (a Ray start included).
+    """
+    successes = [0, 0]
+
+    def status(record: EpisodeRecord) -> str:
+        successes[0] += record.success
+        successes[1] += 1
+        return f"success={successes[0] / successes[1]:.0%}"
+
+    start = time.perf_counter()
+    records = map_seeds(task, range(seed, seed + episodes), workers=workers, address=address, progress=progress,
+                        status=status)
+    return RolloutSummary(records, time.perf_counter() - start)

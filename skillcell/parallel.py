@@ -171,7 +171,8 @@ def _on_ray(task: SeedTask[R], seeds: list[int], workers: int | None, address: s
                         results[index] = ray.get(ref)
                     except RayTaskError as exc:
                         cause = exc.cause if exc.cause is not None else exc
-                        raise SeedFailedError(seeds[index], f"{type(cause).__name__}: {cause}") from cause
+                        first_line = (str(cause).strip().splitlines() or [""])[0]  # Ray appends the traceback
+                        raise SeedFailedError(seeds[index], f"{type(cause).__name__}: {first_line}") from cause
                     except ray.exceptions.RayError as exc:  # the worker died on every attempt
                         raise SeedFailedError(seeds[index], f"its worker died on all {max_retries + 1} attempts "
                                                             f"({type(exc).__name__})") from None

@@ -8,11 +8,19 @@ import time
 import skillcell
 from skillcell.checks import run_env_checks
 from skillcell.cli import demos, gate, review, teleop, train
-from skillcell.cli.common import add_env_options, env_kwargs, fail, make_env, run_command
+from skillcell.cli.common import (
+    add_env_options,
+    add_parallel_options,
+    env_kwargs,
+    fail,
+    make_env,
+    parallel_kwargs,
+    run_command,
+)
 from skillcell.envs.registry import cell_ids, cell_spec
-from skillcell.evaluation import run_episodes
+from skillcell.evaluation import run_seeds
 from skillcell.paths import check_output
-from skillcell.policies import make_expert
+from skillcell.policies.episodes import EpisodeTask, PolicySpec
 
 __all__ = ["build_parser", "main"]
 
@@ -37,20 +45,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _run_expert(env_id: str, episodes: int, seed: int, skill: str, progress: bool, **kwargs):
-    env = make_env(env_id, **kwargs)
-    try:
-        expert = make_expert(env, skill=skill, seed=seed)
-        summary = run_episodes(env, expert, episodes, seed=seed, progress=progress)
-        return summary, cell_spec(env_id).kpi_keys
-    finally:
-        env.close()
+def _run_expert(env_id: str, episodes: int, seed: int, skill: str, progress: bool, *, workers: int | None = 1,
+                address: str | None = None, **kwargs):
+    make_env(env_id).close()  # an unknown id is refused with the list of cells
+    task = EpisodeTask(env_id, PolicySpec(f"scripted:{skill}", seed=seed), kwargs)
+    summary = run_seeds(task, episodes, seed, workers=workers, address=address, progress=progress)
+    return summary, cell_spec(env_id).kpi_keys
 
 
 def cmd_expert(args: argparse.Namespace) -> int:
     try:
         summary, kpi_keys = _run_expert(args.env_id, args.episodes, args.seed, args.skill, not args.no_progress,
-                                        **env_kwargs(args))
+                                        **parallel_kwargs(args), **env_kwargs(args))
     except ValueError as exc:  # e.g. a skill level the cell's expert does not have
         return fail(str(exc))
     print(f"{args.env_id} scripted {args.skill}, seeds {args.seed}..{args.seed + args.episodes - 1}")
@@ -107,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skill", default="expert", help="skill level of the scripted expert (welding: expert, novice)")
     p.add_argument("--no-progress", action="store_true")
     add_env_options(p)
+    add_parallel_options(p)
     p.set_defaults(func=cmd_expert)
 
     p = sub.add_parser("quickstart", help="the main job end to end on the default cell")

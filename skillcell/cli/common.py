@@ -1,8 +1,9 @@
 """What every ``skillcell`` command shares: env options, ``--set`` parsing, building the env, exit codes
 and the mapping of bad input to one line on stderr.
 
-Exit codes of every command: 0 done, 1 done but failed (a gate, a check, an infeasible import), 2
-bad input (nothing was written), 3 no working OpenGL (only commands that render).
+Exit codes of every command: 0 done, 1 done but failed (a gate, a check, an infeasible import; an
+episode on a Ray worker that failed), 2 bad input (nothing was written; no Ray cluster at
+``--address``), 3 no working OpenGL (only commands that render).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import gymnasium as gym
 from skillcell.config import ConfigError, parse_yaml, quote
 from skillcell.demos.errors import DemoError
 from skillcell.envs import MenagerieUnavailableError, skillcell_env_ids
+from skillcell.parallel import ClusterUnavailableError, SeedFailedError
 from skillcell.paths import OutputError
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_NO_GL", "EXIT_OK", "add_env_options", "env_kwargs", "fail",
-           "make_env", "parse_set", "run_command"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_NO_GL", "EXIT_OK", "add_env_options", "add_parallel_options",
+           "env_kwargs", "fail", "make_env", "parallel_kwargs", "parse_set", "run_command"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NO_GL = 0, 1, 2, 3
 
@@ -60,6 +62,23 @@ def add_env_options(parser: argparse.ArgumentParser, *, tier: bool = True, rando
                                                            "(the cell's tiers.yaml)")
 
 
+def add_parallel_options(parser: argparse.ArgumentParser) -> None:
+    """``--workers``, ``--address``: episodes spread by seed over Ray workers (`skillcell.parallel`)."""
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="episodes at a time, by seed: 1 (default) runs here without Ray, N > 1 on a local Ray "
+                             "instance of N CPUs; with --address, at most N at a time (default: the cluster's CPUs)")
+    parser.add_argument("--address", metavar="ADDR", help="an existing Ray cluster (auto: the one `ray start` runs "
+                                                          "here; or HOST:PORT of its head)")
+
+
+def parallel_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``workers`` and ``address`` for `skillcell.parallel` from the options `add_parallel_options` added."""
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    workers = args.workers if args.workers is not None or args.address is not None else 1
+    return {"workers": workers, "address": args.address}
+
+
 def env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The `gym.make` keywords of the options `add_env_options` added."""
     kwargs: dict[str, Any] = {}
@@ -88,5 +107,7 @@ def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
         return func(args)
     except ConfigError as exc:
         return fail(f"config error: {exc}")
-    except (MenagerieUnavailableError, OutputError, DemoError) as exc:
+    except (MenagerieUnavailableError, OutputError, DemoError, ClusterUnavailableError) as exc:
         return fail(str(exc))
+    except SeedFailedError as exc:  # a worker kept dying, or an episode raised: named, never dropped
+        return fail(str(exc), EXIT_FAILED)

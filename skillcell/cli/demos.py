@@ -11,7 +11,15 @@ import argparse
 import warnings
 from pathlib import Path
 
-from skillcell.cli.common import EXIT_NO_GL, add_env_options, env_kwargs, fail, make_env
+from skillcell.cli.common import (
+    EXIT_NO_GL,
+    add_env_options,
+    add_parallel_options,
+    env_kwargs,
+    fail,
+    make_env,
+    parallel_kwargs,
+)
 from skillcell.demos.capture import format_report, import_capture
 from skillcell.demos.episode import DemoDataset, load_episode
 from skillcell.demos.lerobot_io import export_lerobot
@@ -30,7 +38,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     make_env(args.env_id).close()  # an unknown id is refused with the list of cells
     try:
         entries = generate_demos(args.env_id, args.episodes, args.out, skill=args.skill, seed=args.seed,
-                                 env_kwargs=env_kwargs(args), progress=not args.no_progress)
+                                 env_kwargs=env_kwargs(args), progress=not args.no_progress, **parallel_kwargs(args))
     except ValueError as exc:  # a skill level the cell's expert does not have, a dataset of another cell
         return fail(str(exc))
     successes = sum(e.success for e in entries)
@@ -42,7 +50,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     check_output(args.out, folder=True)
-    result = import_capture(args.capture, args.out, sidecar=args.sidecar, progress=not args.no_progress)
+    result = import_capture(args.capture, args.out, sidecar=args.sidecar, run_to_end=not args.stop_at_outcome,
+                            progress=not args.no_progress)
     print(format_report(result.report))
     out = Path(args.out)
     print(f"episode {result.entry.id} -> {out / result.entry.file}; report {out / result.entry.report}")
@@ -147,12 +156,15 @@ def add_commands(subparsers) -> None:
     p.add_argument("--out", required=True, help="dataset folder (created, or appended to)")
     p.add_argument("--no-progress", action="store_true")
     add_env_options(p)
+    add_parallel_options(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("import", help="retarget a human tool capture (CSV + sidecar YAML) onto the robot")
     p.add_argument("capture", help="capture CSV; its sidecar is the same path with .yaml (docs/capture_format.md)")
     p.add_argument("--sidecar", help="sidecar YAML, if not next to the CSV")
     p.add_argument("--out", required=True, help="dataset folder (created, or appended to)")
+    p.add_argument("--stop-at-outcome", action="store_true", help="end the episode at the task's outcome (the peg "
+                                                                   "seated, the seam end) instead of the capture's end")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_import)
 

@@ -9,11 +9,21 @@ import argparse
 import dataclasses
 import tempfile
 
-from skillcell.cli.common import add_env_options, env_kwargs, fail, make_env, parse_set
+from skillcell.cli.common import (
+    add_env_options,
+    add_parallel_options,
+    env_kwargs,
+    fail,
+    make_env,
+    parallel_kwargs,
+    parse_set,
+)
 from skillcell.config import from_mapping
+from skillcell.envs.registry import cell_spec
+from skillcell.evaluation import run_seeds
 from skillcell.paths import check_output
-from skillcell.policies.loading import ALGORITHMS, TRUST_MODEL_HELP, load_sb3_model
-from skillcell.policies.residual import residual_run
+from skillcell.policies.episodes import EpisodeTask, PolicySpec
+from skillcell.policies.loading import ALGORITHMS, TRUST_MODEL_HELP
 from skillcell.policies.rundir import RunDir
 
 __all__ = ["add_commands", "cmd_eval", "cmd_train", "quickstart_learning"]
@@ -35,36 +45,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import torch as th
-
-    from skillcell.policies.train import evaluate_model
-
-    th.set_num_threads(1)  # one small MLP forward per step: extra threads only contend
+    make_env(args.env).close()  # an unknown id is refused with the list of cells
+    spec = PolicySpec(args.model, algorithm=args.algo, vecnormalize=args.vecnormalize, trusted=args.trust_model)
     # A model of a training run: the run's observation normalization, unless another is named.
-    vecnormalize = args.vecnormalize if args.vecnormalize is not None else RunDir.vecnormalize_of(args.model)
+    vecnormalize = spec.vecnormalize_file()
     try:
-        loaded = load_sb3_model(args.model, algorithm=args.algo, trusted=args.trust_model, vecnormalize=vecnormalize)
-    except ValueError as exc:
+        summary = run_seeds(EpisodeTask(args.env, spec, env_kwargs(args)), args.episodes, args.seed,
+                            progress=not args.no_progress, **parallel_kwargs(args))
+    except ValueError as exc:  # a model that cannot be read, or that observes another shape
         return fail(str(exc))
-    model = loaded.model
-    env = make_env(args.env, **env_kwargs(args))
-    try:
-        residual = residual_run(loaded, args.trust_model)  # a residual run: it acts on top of its base
-        if residual is not None:
-            env = residual.wrap(env)
-        if model.observation_space.shape != env.observation_space.shape:
-            return fail(f"{args.model} takes observations of shape {model.observation_space.shape}; "
-                        f"{args.env} gives {env.observation_space.shape}")
-        summary = evaluate_model(model, env, args.episodes, args.seed, loaded.normalize, progress=not args.no_progress)
-        kpi_keys = env.unwrapped.kpi_keys
-    finally:
-        env.close()
     print(f"{args.model} on {args.env}, seeds {args.seed}..{args.seed + args.episodes - 1}, deterministic actions"
           + (f", observations normalized by {vecnormalize}" if vecnormalize else ""))
     print(summary.report())
     print(f"mean return {sum(e.episode_return for e in summary.episodes) / len(summary.episodes):.2f}, "
           f"mean length {summary.total_steps / len(summary.episodes):.1f} steps")
-    for key in kpi_keys:
+    for key in cell_spec(args.env).kpi_keys:
         print(f"mean {key}: {summary.mean(key):.3f}")
     return 0 if summary.successes > 0 else 1
 
@@ -97,7 +92,7 @@ def quickstart_learning(env_id: str, episodes: int, rl_steps: int, out: str | No
     row = result.metrics[-1]
     print(f"learned policy (BC + {int(row['env_steps'])} PPO env steps), {episodes} unseen randomized episodes: "
           f"success {row['success_rate']:.1%} (95% CI {row['success_ci_low']:.1%}-{row['success_ci_high']:.1%})"
-          + (f"; model in {out}/model.zip (skillcell eval {out}/model.zip --env {env_id})" if out else ""))
+          + (f"; model in {RunDir(out).model} (skillcell eval {RunDir(out).model} --env {env_id})" if out else ""))
     return row
 
 
@@ -124,4 +119,5 @@ def add_commands(subparsers) -> None:
     p.add_argument("--trust-model", action="store_true", help=TRUST_MODEL_HELP)
     p.add_argument("--no-progress", action="store_true")
     add_env_options(p)
+    add_parallel_options(p)
     p.set_defaults(func=cmd_eval)

@@ -9,14 +9,13 @@ and the controller's command at every step, and on the episode's last step hands
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import mujoco
 import numpy as np
-from tqdm.auto import tqdm
 
 from skillcell.demos.episode import (
     DatasetWriter,
@@ -24,26 +23,14 @@ from skillcell.demos.episode import (
     EpisodeEntry,
     Provenance,
     model_hash,
-    model_xml,
     stack_infos,
 )
 from skillcell.envs.base import CellEnv
 from skillcell.envs.registry import cell_spec
+from skillcell.parallel import iter_seeds
+from skillcell.rollout import rollout
 
-__all__ = ["EpisodeRecorder", "generate_demos", "scripted_provenance", "start_episode_from_state"]
-
-
-def start_episode_from_state(cell, state: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-    """Starts an episode of the `CellEnv` ``cell`` at a stored integration state; ``(obs, info)``.
-
-    `CellEnv.set_state` restores the state, resets the controller command and the episode
-    statistics and measures the metrics, as `CellEnv.reset` does after placing the robot; the
-    ``info`` it does not return is measured once more here. That second measurement is of the
-    same instant (no motion, no arc yet), so it changes nothing, and recording and replay both
-    start episodes through this function, so they match even if it did.
-    """
-    obs = cell.set_state(state)
-    return obs, {**cell._evaluate(), "instability": ""}
+__all__ = ["EpisodeRecorder", "ExpertDemoTask", "generate_demos", "scripted_provenance"]
 
 
 def scripted_provenance(name: str) -> Provenance:
@@ -79,10 +66,11 @@ class EpisodeRecorder(gym.Wrapper):
         self.completed: list[Episode] = []
         self.entries: list[EpisodeEntry] = []
         cell = env.unwrapped
-        # Both from the model as built, before a reset may edit it (a tier's friction and mass
-        # draws); a replay builds the env the same way and compares the hash before its reset.
+        # Both of the model as built: the hash before a reset may edit the model (a tier's friction
+        # and mass draws; a replay builds the env the same way and compares the hash before its
+        # reset), the MJCF from the spec it compiled from, which those edits never reach.
         self._model_hash = model_hash(cell.model)
-        self._model_xml = model_xml(env)
+        self._model_xml = cell.mj_spec.to_xml()
         self._state_size = mujoco.mj_stateSize(cell.model, mujoco.mjtState.mjSTATE_INTEGRATION)
         self._buffer: dict[str, list] | None = None
         self._seed: int | None = None
@@ -107,7 +95,7 @@ class EpisodeRecorder(gym.Wrapper):
         if self._buffer is None:
             raise RuntimeError("call reset() first")
         cell = self.env.unwrapped
-        obs, info = start_episode_from_state(cell, cell.get_state())
+        obs, info = cell.set_state(cell.get_state())
         for key in self._buffer:
             self._buffer[key].clear()
         self._record(obs, info)
@@ -182,38 +170,73 @@ class EpisodeRecorder(gym.Wrapper):
             self.entries.append(self.writer.add(episode))
 
 
+@dataclass(frozen=True)
+class ExpertDemoTask:
+    """A `skillcell.parallel.SeedTask`: one episode of the cell's scripted expert, recorded.
+
+    ``seed`` is the run's (the first episode's); each episode's expert is
+    `ScriptedExpert.for_episode` of it and the episode's seed. The episode is returned, not
+    written: one writer in the calling process writes every episode, in seed order.
+    """
+
+    env_id: str
+    skill: str
+    seed: int
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def expert_class(self) -> type:
+        # The expert as the registry declares it (a policies class, named by string: demos sit below policies).
+        expert_class = cell_spec(self.env_id).expert
+        if expert_class is None:
+            raise ValueError(f"no scripted expert for {self.env_id}: its register_cell declares none")
+        return expert_class
+
+    def setup(self) -> EpisodeRecorder:
+        expert_class = self.expert_class()
+        env = gym.make(self.env_id, **self.env_kwargs)
+        try:
+            expert_class(env, skill=self.skill, seed=self.seed)  # a skill level the expert does not have
+        except ValueError:
+            env.close()
+            raise
+        return EpisodeRecorder(env, source=f"scripted:{self.skill}",
+                               provenance=scripted_provenance(f"scripted-{self.skill}"),
+                               policy={"name": expert_class.__name__, "skill": self.skill, "seed": self.seed})
+
+    def run(self, recorder: EpisodeRecorder, seed: int) -> Episode:
+        expert = self.expert_class().for_episode(recorder, self.skill, self.seed, seed)
+        rollout(recorder, expert, seed=seed)
+        return recorder.completed.pop()
+
+    def close(self, recorder: EpisodeRecorder) -> None:
+        recorder.close()
+
+
 def generate_demos(env_id: str, episodes: int, out: str | Path, *, skill: str = "expert", seed: int | None = None,
-                   env_kwargs: dict[str, Any] | None = None, progress: bool = True) -> list[EpisodeEntry]:
+                   env_kwargs: dict[str, Any] | None = None, progress: bool = True, workers: int | None = 1,
+                   address: str | None = None) -> list[EpisodeEntry]:
     """Runs the cell's scripted expert for ``episodes`` episodes (seeds ``seed, seed+1, ...``) into ``out``.
 
     ``seed`` defaults to one past the largest seed the dataset ``out`` already holds (0 for a new
     one), so appending never records an episode twice. A dataset of another env id is refused
     before anything runs. Every episode is written, failures included: a dataset that hides the
     expert's failures overstates it. Filter by score (`skillcell.demos.scores`) before training instead.
+
+    ``workers``, ``address``: episodes run in parallel by seed (`skillcell.parallel.map_seeds`);
+    the episodes are written here, in seed order, as soon as they and the ones before are in, so
+    the dataset is the same for any worker count.
     """
-    # The expert as the registry declares it (a policies class, named by string: demos sit below policies).
-    expert_class = cell_spec(env_id).expert
-    if expert_class is None:
-        raise ValueError(f"no scripted expert for {env_id}: its register_cell declares none")
     writer = DatasetWriter(out)
     writer.check_env(env_id)
     if seed is None:
         seed = max([e.seed for e in writer.entries() if e.seed is not None], default=-1) + 1
-    env = gym.make(env_id, **(env_kwargs or {}))
-    try:
-        expert = expert_class(env, skill=skill, seed=seed)
-        recorder = EpisodeRecorder(
-            env, writer, source=f"scripted:{skill}", provenance=scripted_provenance(f"scripted-{skill}"),
-            policy={"name": type(expert).__name__, "skill": skill, "seed": seed})
-        bar = tqdm(range(episodes), desc="demos", unit="ep", disable=not progress, leave=False)
-        for i in bar:
-            obs, _ = recorder.reset(seed=seed + i)
-            expert.reset()
-            done = False
-            while not done:
-                obs, _, terminated, truncated, _ = recorder.step(expert(obs))
-                done = terminated or truncated
-            bar.set_postfix(success=f"{np.mean([e.success for e in recorder.entries]):.0%}")
-        return recorder.entries
-    finally:
-        env.close()
+    task = ExpertDemoTask(env_id, skill, seed, dict(env_kwargs or {}))
+    entries: list[EpisodeEntry] = []
+
+    def status(episode: Episode) -> str:
+        return f"success={(sum(e.success for e in entries) + episode.success) / (len(entries) + 1):.0%}"
+
+    for _, episode in iter_seeds(task, range(seed, seed + episodes), workers=workers, address=address,
+                                 progress=progress, desc="demos", status=status):
+        entries.append(writer.add(episode))
+    return entries
