@@ -38,12 +38,12 @@ skillcell_env_ids = cell_ids
 
 register_cell("skillcell/PegInsert-v0", "skillcell.envs.cells.peg_insert:PegInsertEnv",
               expert="skillcell.policies.scripted:PegInsertExpert", scorer="skillcell.demos.scores:PegInsertScorer",
-              review="skillcell.review.overlays:peg_review", working_direction=(0.0, 0.0, -1.0), contact_task=True,
+              review="skillcell.review.overlays:peg_review", contact_task=True,
               run_to_end={"task": {"terminate_on_success": False}}, max_episode_steps=200)
 _WELD = {"entry_point": "skillcell.envs.cells.weld_seam:WeldSeamEnv",  # what the weld variants share
          "expert": "skillcell.policies.scripted:WeldSeamExpert", "scorer": "skillcell.demos.scores:WeldSeamScorer",
          "review": "skillcell.review.overlays:weld_review", "capture_signals": ("arc_on",),
-         "working_direction": (0.0, 0.0, -1.0), "run_to_end": {"task": {"terminate_at_seam_end": False}},
+         "run_to_end": {"task": {"terminate_at_seam_end": False}},
          "max_episode_steps": 1000}
 register_cell("skillcell/WeldSeam-v0", **_WELD, kwargs={"variant": "fillet"})
 register_cell("skillcell/WeldSeamLap-v0", **_WELD, kwargs={"variant": "lap"})

@@ -374,6 +374,14 @@ class CellEnv(gym.Env):
         None where a cell declares none."""
         return None
 
+    def nominal_tool_axis(self, points: np.ndarray) -> np.ndarray:
+        """The tool axis (the TCP's z, cell frame) of the tool aligned with the task near each of
+        ``points`` (K, 3): `R_task_tcp_nominal` in the task frame as it is now (after `reset`). A cell
+        whose task frame varies along the work (a seam) gives the one nearest each point. The capture
+        importer checks a person's tool orientation against it."""
+        axis = self.data.site_xmat[self.task_site].reshape(3, 3) @ self.R_task_tcp_nominal[:, 2]
+        return np.tile(axis, (len(points), 1))
+
     def cell_file(self, name: str) -> Path | None:
         """The file ``name`` in the cell's asset folder (`cell_dir`), or None where there is none."""
         if self.cell_dir is None:

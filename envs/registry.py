@@ -1,7 +1,7 @@
 """The cell registry: one `register_cell` call says everything the rest of skillcell needs of a cell.
 
 ``register_cell(id, entry_point, expert=..., scorer=..., review=..., capture_signals=...,
-working_direction=..., contact_task=..., run_to_end=..., max_episode_steps=..., kwargs=...)``
+contact_task=..., run_to_end=..., max_episode_steps=..., kwargs=...)``
 registers the id with Gymnasium (so ``gym.make(id)`` works) and records, as lazy ``"module:Name"``
 strings resolved on first use:
 
@@ -18,10 +18,6 @@ What a human capture of the cell needs (`skillcell.demos.import_capture`):
 
 - ``capture_signals`` names, per task action channel (``action[6:]``), the capture signal column
   that drives it (welding: ``("arc_on",)``);
-- ``working_direction``: the cell-frame direction the tool works along (down, onto the table: a
-  peg into its hole, a torch onto its plate). The tool axis (the TCP's z) keeps the tilt from it
-  that the cell's nominal tool orientation (``CellEnv.R_task_tcp_nominal``) has, turned freely
-  about it; a capture whose tool axis does not is refused as mis-read (``quat_order``, frames);
 - ``contact_task``: the tool works in contact with the part (an insertion, not a weld): tool
   contact is then no collision, and the import runs the cell in its compliant control mode
   where the cell offers one;
@@ -78,7 +74,6 @@ class CellSpec:
     scorer_ref: str | None = None
     review_ref: str | None = None
     capture_signals: tuple[str, ...] = ()
-    working_direction: tuple[float, float, float] | None = None
     contact_task: bool = False
     run_to_end: Mapping[str, Any] = field(default_factory=dict)
     max_episode_steps: int | None = None
@@ -113,8 +108,8 @@ class CellSpec:
 
 def register_cell(id: str, entry_point: str, *, expert: str | None = None, scorer: str | None = None,
                   review: str | None = None, capture_signals: tuple[str, ...] = (),
-                  working_direction: tuple[float, float, float] | None = None, contact_task: bool = False,
-                  run_to_end: Mapping[str, Any] | None = None, max_episode_steps: int | None = None,
+                  contact_task: bool = False, run_to_end: Mapping[str, Any] | None = None,
+                  max_episode_steps: int | None = None,
                   kwargs: Mapping[str, Any] | None = None) -> CellSpec:
     """Declares a cell (see the module docstring) and registers ``id`` with Gymnasium.
 
@@ -124,15 +119,9 @@ def register_cell(id: str, entry_point: str, *, expert: str | None = None, score
     for role, ref in (("entry_point", entry_point), ("expert", expert), ("scorer", scorer), ("review", review)):
         if ref is not None and not (isinstance(ref, str) and _REF.match(ref)):
             raise ValueError(f"register_cell({id!r}): {role} must be a 'package.module:Name' string, got {ref!r}")
-    if working_direction is not None:
-        norm = sum(v * v for v in working_direction) ** 0.5
-        if len(working_direction) != 3 or abs(norm - 1.0) > 1e-6:
-            raise ValueError(f"register_cell({id!r}): working_direction must be a unit 3-vector, got "
-                             f"{working_direction!r}")
     spec = CellSpec(id=id, entry_point=entry_point, expert_ref=expert, scorer_ref=scorer, review_ref=review,
-                    capture_signals=tuple(capture_signals),
-                    working_direction=None if working_direction is None else tuple(map(float, working_direction)),
-                    contact_task=bool(contact_task), run_to_end=dict(run_to_end or {}),
+                    capture_signals=tuple(capture_signals), contact_task=bool(contact_task),
+                    run_to_end=dict(run_to_end or {}),
                     max_episode_steps=max_episode_steps, kwargs=dict(kwargs or {}))
     known = _CELLS.get(id)
     if known is not None:

@@ -178,7 +178,8 @@ def test_import_skillcell_imports_no_cell_expert_scorer_or_review_module():
 def test_register_cell_refuses_what_it_cannot_resolve_or_would_shadow():
     spec = cell_spec("skillcell/PegInsert-v0")
     again = register_cell(spec.id, spec.entry_point, expert=spec.expert_ref, scorer=spec.scorer_ref,
-                          review=spec.review_ref, max_episode_steps=spec.max_episode_steps)
+                          review=spec.review_ref, contact_task=spec.contact_task, run_to_end=spec.run_to_end,
+                          max_episode_steps=spec.max_episode_steps)
     assert again is spec, "the same declaration twice is a no-op"
     with pytest.raises(ValueError, match=r"'skillcell/PegInsert-v0' is already registered"):
         register_cell(spec.id, spec.entry_point, max_episode_steps=100)

@@ -23,9 +23,12 @@ def test_the_weld_capture_welds_the_seam_in_spec(tmp_path):
     report, episode = _imported(CAPTURES / "weld_fillet_pass.csv", tmp_path / "weld")
     assert report["feasible"], report["problems"]
     assert report["capture"]["rate_hz"] == pytest.approx(120.0, abs=0.1)
-    assert report["ended_by"] == "task success" and report["out_of_reach"]["count"] == 0
-    assert report["deviation"]["path_mm"]["max"] < 1.0  # the robot follows the welder's torch
-    assert bool(episode.infos["is_success"][-1])
+    assert report["ended_by"] == "end of capture" and report["out_of_reach"]["count"] == 0
+    assert report["tracking"]["path_mm"]["max"] < 1.0  # the robot follows the welder's torch
+    assert report["tracking"]["lag_s"]["max"] < 0.05
+    assert bool(episode.infos["is_success"][-1]) and report["task"]["first_success_s"] < 22.0
+    # The whole pass is kept: the crater fill, the arc off and the torch backed away after the seam end.
+    assert episode.steps == report["steps"] and not episode.infos["arc_on"][-1]
     assert episode.infos["in_spec_fraction"][-1] >= 0.9  # the fillet WPS's min_in_spec_fraction
     # What the welder did is in the data: speed drifting inside the band, the arc on for the pass.
     welding = np.asarray(episode.infos["arc_on"], bool)
@@ -36,7 +39,7 @@ def test_the_weld_capture_welds_the_seam_in_spec(tmp_path):
 def test_the_peg_capture_seats_the_peg(tmp_path):
     report, episode = _imported(CAPTURES / "peg_insertion.csv", tmp_path / "peg")
     assert report["feasible"], report["problems"]
-    assert report["ended_by"] == "task success"
+    assert report["ended_by"] == "end of capture" and report["task"]["first_success_s"] is not None
     assert bool(episode.infos["is_success"][-1]) and not bool(episode.infos["jammed"][-1])
     assert np.max(episode.infos["peak_insertion_force_n"]) < 40.0  # the part's rated insertion force
 

@@ -238,6 +238,17 @@ class WeldSeamEnv(CellEnv, EzPickle):
         """The seam's length: a pass travels all of it."""
         return self.path.length
 
+    def nominal_tool_axis(self, points: np.ndarray) -> np.ndarray:
+        """The torch axis at the WPS's nominal work and travel angles in the seam frame at the seam sample
+        nearest each point."""
+        metrics = self.metrics
+        seam = metrics.points_world
+        nearest = np.concatenate([np.argmin(((chunk[:, None, :] - seam[None]) ** 2).sum(axis=2), axis=1)
+                                  for chunk in np.array_split(np.asarray(points, float), max(1, len(points) // 512))])
+        tangent, normal = metrics.tangents_world[nearest], metrics.normal_world
+        a = self.R_task_tcp_nominal[:, 2]  # in the seam frame: tangent, left (normal x tangent), normal
+        return a[0] * tangent + a[1] * np.cross(normal, tangent) + a[2] * normal
+
     # ------------------------------------------------------------------ world
 
     def _build_task(self, spec: mujoco.MjSpec) -> None:

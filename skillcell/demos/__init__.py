@@ -3,7 +3,8 @@
 - `EpisodeRecorder` records any rollout of a cell into episode files (`Episode`, `DatasetWriter`,
   `DemoDataset`); `generate_demos` runs the cell's scripted expert into a dataset.
 - `import_capture` turns a human tool capture (CSV + sidecar YAML, ``docs/capture_format.md``)
-  into an executed robot episode with a feasibility report.
+  into an executed robot episode with a feasibility report, in stages (`skillcell.demos.capture`:
+  read, retarget, execute, assess).
 - `replay_episode` checks episodes: ``state`` (bit-exact physics) or ``action`` (drift).
 - `score_dataset` / `filter_dataset` score demonstrations per episode and per operator.
 - `export_minari` writes a Minari dataset, `export_lerobot` a LeRobot v3.0 dataset.
@@ -34,6 +35,7 @@ from skillcell.demos.errors import (
     ReplayVersionWarning,
     ScaleError,
     TimestampError,
+    ToolAxisError,
     TruncatedCaptureError,
 )
 from skillcell.demos.lerobot_io import export_lerobot
@@ -73,6 +75,7 @@ __all__ = [
     "ScaleError",
     "SkillScore",
     "TimestampError",
+    "ToolAxisError",
     "TruncatedCaptureError",
     "export_lerobot",
     "export_minari",

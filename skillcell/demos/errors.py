@@ -17,6 +17,7 @@ __all__ = [
     "ReplayVersionWarning",
     "ScaleError",
     "TimestampError",
+    "ToolAxisError",
     "TruncatedCaptureError",
 ]
 
@@ -73,7 +74,13 @@ class NonUnitQuaternionError(CaptureError):
 
 
 class ScaleError(CaptureError):
-    """The path's size or speed is implausible for the declared ``length_unit`` (mm declared as m)."""
+    """The path's size or speed is implausible for the declared ``length_unit`` (mm declared as m), or
+    for the cell: mostly outside its workspace, or spanning a small part of its task (inches as mm)."""
+
+
+class ToolAxisError(CaptureError):
+    """The tool axis strays from the cell's nominal one on most samples: quaternions mis-read (x, y, z, w
+    as w, x, y, z) or a wrong frame rotation."""
 
 
 class InfeasibleCaptureError(CaptureError):

@@ -94,6 +94,13 @@ def _final(episode: Episode, key: str) -> float:
     return float(values[-1]) if values is not None and len(values) else math.nan
 
 
+def _time_to_success(episode: Episode) -> float:
+    """When the episode first succeeded (s), else its duration: an episode may run on past its success
+    (an imported capture keeps the operator's hold after the peg is seated)."""
+    flags = np.asarray(episode.infos.get("is_success", []), bool)
+    return float(np.argmax(flags)) * episode.control_dt if flags.any() else episode.duration_s
+
+
 def _weighted(components: dict[str, float], weights: dict[str, float]) -> float:
     return sum(weights[k] * components[k] for k in weights) / sum(weights.values())
 
@@ -108,7 +115,7 @@ def _cell_config(episode: Episode):
 
 @dataclass(frozen=True)
 class PegInsertScorer:
-    """Scores a peg insertion. Ramps: time ``time_good_s``..``time_bad_s`` (the 10 s time limit),
+    """Scores a peg insertion. Ramps: time to the peg seated ``time_good_s``..``time_bad_s`` (the 10 s time limit),
     peak force from the cell's ``task.jam_force_n`` (full marks) to its
     ``limits.rated_insertion_force_n`` (none), read from the episode's cell config, search
     ``search_good_mm``..``search_bad_mm``; the score is their weighted mean for a successful,
@@ -140,7 +147,7 @@ class PegInsertScorer:
         success = episode.success and not bool(episode.infos.get("physics_invalid", [False])[-1])
         config = _cell_config(episode)
         force_good, force_bad = config.task.jam_force_n, config.limits.rated_insertion_force_n
-        metrics = {"time_s": episode.duration_s, "peak_force_n": _final(episode, "peak_insertion_force_n"),
+        metrics = {"time_s": _time_to_success(episode), "peak_force_n": _final(episode, "peak_insertion_force_n"),
                    "search_length_mm": self.search_length_mm(episode), "success": float(success)}
         components = {"time": ramp(metrics["time_s"], self.time_good_s, self.time_bad_s),
                       "peak_force": ramp(metrics["peak_force_n"], force_good, force_bad),

@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 
 from skillcell.config import to_mapping
-from skillcell.demos.capture import FrameTransform, _quat_mul
+from skillcell.demos.capture import FrameTransform, quat_mul
 from skillcell.demos.episode import Provenance
 
 __all__ = ["PathFunction", "line_arc_path", "write_capture"]
@@ -59,7 +59,7 @@ def line_arc_path(start_pos: np.ndarray, start_quat: np.ndarray, duration_s: flo
                            -drop_mm * 1e-3 * on_line / line], axis=-1)
         tilt = math.radians(tilt_deg) * np.sin(math.pi * s / length)
         turn = _quat_from_rotvec(np.stack([tilt, np.zeros_like(tilt), np.zeros_like(tilt)], axis=-1))
-        return start_pos + offset, _quat_mul(turn, np.broadcast_to(start_quat, turn.shape))
+        return start_pos + offset, quat_mul(turn, np.broadcast_to(start_quat, turn.shape))
 
     return path
 
@@ -85,10 +85,10 @@ def write_capture(csv_path: str | Path, path: PathFunction, duration_s: float, *
     R, p = capture_to_cell.rotation(), np.asarray(capture_to_cell.translation) * scale
     pos = (pos_cell - p) @ R / scale
     inverse = capture_to_cell.quat() * np.array([1.0, -1.0, -1.0, -1.0])
-    quat = _quat_mul(np.broadcast_to(inverse, quat_cell.shape), quat_cell)
+    quat = quat_mul(np.broadcast_to(inverse, quat_cell.shape), quat_cell)
     pos += rng.normal(0.0, position_noise_mm * 1e-3 / scale, pos.shape)
     wobble = _quat_from_rotvec(rng.normal(0.0, math.radians(orientation_noise_deg), (n, 3)))
-    quat = _quat_mul(quat, wobble)
+    quat = quat_mul(quat, wobble)
     quat /= np.linalg.norm(quat, axis=1, keepdims=True)
     quat *= np.where(rng.random(n) < 0.5, 1.0, -1.0)[:, None]  # trackers flip signs freely
     columns = {"t": t, "x": pos[:, 0], "y": pos[:, 1], "z": pos[:, 2], "qw": quat[:, 0], "qx": quat[:, 1],
