@@ -51,6 +51,7 @@ from skillcell.review.video import FrameRenderer
 from skillcell.rollout import Rollout, RolloutStep
 from skillcell.teleop.devices import (
     DEFAULT_SPEED,
+    DELTA_NAMES,
     TeleopCommand,
     TeleopDevice,
     TeleopError,
@@ -123,7 +124,7 @@ def record_teleop(env_id: str, device: str | TeleopDevice, out: str | Path, *, e
     env = gym.make(env_id, **dict(env_kwargs or {}))
     try:
         cell = env.unwrapped
-        task_channels = tuple(cell.action_names[6:])
+        task_channels = tuple(cell.action_names[len(DELTA_NAMES):])
         if isinstance(device, str):
             device = make_device(device, task_channels, cell.dt, speed=speed)
         elif device.task_channels != task_channels:
