@@ -90,6 +90,7 @@ __all__ = [
     "execution_overrides",
     "format_report",
     "import_capture",
+    "quat_mul",
     "read_capture",
     "resample_capture",
     "retarget",
@@ -359,7 +360,7 @@ def _check_scale(path: Path, t: np.ndarray, pos_m: np.ndarray, unit: str) -> Non
                          "capture in m? set length_unit: m", path, column="x")
 
 
-def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Hamilton product of (..., 4) arrays (w, x, y, z)."""
     aw, ax, ay, az = np.moveaxis(a, -1, 0)
     bw, bx, by, bz = np.moveaxis(b, -1, 0)
@@ -386,11 +387,11 @@ def _cell_path(raw_pose: np.ndarray, side: CaptureSidecar, sample_scale: float, 
     quat = raw_pose[:, 3:][:, _QUAT_ORDERS[quat_order]]
     quat = _continuous(quat / np.linalg.norm(quat, axis=1, keepdims=True))
     frame, tool = side.capture_to_cell, side.tcp_in_tool
-    quat_tool = _quat_mul(np.broadcast_to(frame.quat(), quat.shape), quat)
+    quat_tool = quat_mul(np.broadcast_to(frame.quat(), quat.shape), quat)
     pos_tool = raw_pose[:, :3] * sample_scale @ frame.rotation().T + np.asarray(frame.translation) * frame_scale
     pos_cell = pos_tool + _quat_rotate(quat_tool, np.broadcast_to(np.asarray(tool.translation) * frame_scale,
                                                                   pos_tool.shape))
-    return pos_cell, _continuous(_quat_mul(quat_tool, np.broadcast_to(tool.quat(), quat_tool.shape)))
+    return pos_cell, _continuous(quat_mul(quat_tool, np.broadcast_to(tool.quat(), quat_tool.shape)))
 
 
 def read_capture(csv_path: str | Path, sidecar_path: str | Path | None = None) -> Capture:
@@ -1020,7 +1021,7 @@ def assess(plan: Retargeted, run: Execution) -> Feasibility:
     path_step = np.abs(np.diff(pos, axis=0))
     translation = np.linalg.norm(path_step, axis=1)
     rotation = _quat_angle(quat[1:], quat[:-1])
-    rotation_step = np.abs(np.array([_rotvec(q) for q in _quat_mul(quat[1:], quat[:-1] * [1, -1, -1, -1])]))
+    rotation_step = np.abs(np.array([_rotvec(q) for q in quat_mul(quat[1:], quat[:-1] * [1, -1, -1, -1])]))
     joint_speed = np.abs(np.diff(kin.qpos, axis=0)) / dt
     outside = np.any((pos < plan.workspace[0]) | (pos > plan.workspace[1]), axis=1)
 
