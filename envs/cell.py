@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import mujoco
+import mujoco_menagerie
 
 from skillcell import assets
 from skillcell.config import ConfigError, bounds, from_mapping, load_yaml, merge, quote
@@ -142,8 +143,6 @@ def _asset_file(relative: str, key: str) -> Path:
 
 def load_robot_spec(robot: RobotConfig) -> mujoco.MjSpec:
     """The Menagerie robot as an `MjSpec`; offline, `MENAGERIE_ROOT` must point at a Menagerie copy."""
-    import mujoco_menagerie
-
     try:
         entry = mujoco_menagerie.get(robot.menagerie)
     except mujoco_menagerie.MenagerieError as exc:
