@@ -10,7 +10,8 @@ that process runs (`SeedTask.run`), as one process running all the seeds in turn
 Otherwise every seed is a Ray task (``ray.remote``): on a local Ray instance with ``workers``
 CPUs, started for the call and stopped after it, or on the cluster at ``address`` (``"auto"``:
 the one ``ray start`` runs on this machine), at most ``workers`` seeds at a time when given. A
-Ray instance already running in this process (``ray.init`` by the caller) is used as it is.
+Ray instance already running in this process (``ray.init`` by the caller, or a `session` around
+several calls, which then share one Ray start) is used as it is.
 
 A task's result depends on its seed alone (each episode resets its env with its seed), so the
 results are the same for any worker count. A worker process that dies (killed, out of memory, a
@@ -22,6 +23,7 @@ its own error, before any worker starts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import uuid
@@ -30,7 +32,8 @@ from typing import Any, Protocol, TypeVar
 
 from tqdm.auto import tqdm
 
-__all__ = ["ClusterUnavailableError", "ParallelError", "SeedFailedError", "SeedTask", "iter_seeds", "map_seeds"]
+__all__ = ["ClusterUnavailableError", "ParallelError", "SeedFailedError", "SeedTask", "iter_seeds", "map_seeds",
+           "session"]
 
 R = TypeVar("R")
 
@@ -68,6 +71,26 @@ class SeedFailedError(ParallelError):
         self.seed = seed
 
 
+@contextlib.contextmanager
+def session(*, workers: int | None = 1, address: str | None = None) -> Iterator[None]:
+    """Ray, started (or connected) once for every `map_seeds` call inside, and stopped after; nothing for 1 worker."""
+    if _local(workers, address):
+        yield
+        return
+    started = _start_ray(workers, address)
+    try:
+        yield
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def _local(workers: int | None, address: str | None) -> bool:
+    return address is None and (workers or 1) == 1
+
+
 def map_seeds(task: SeedTask[R], seeds: Sequence[int], *, workers: int | None = 1, address: str | None = None,
               progress: bool = False, desc: str = "episodes", status: Callable[[R], str] | None = None,
               max_retries: int = MAX_RETRIES) -> list[R]:
@@ -94,7 +117,7 @@ def iter_seeds(task: SeedTask[R], seeds: Sequence[int], *, workers: int | None =
         raise ValueError("seeds must not repeat: results are keyed by seed")
     bar = tqdm(total=len(seeds), desc=desc, unit="ep", disable=not progress, leave=False)
     try:
-        local = address is None and (workers or 1) == 1
+        local = _local(workers, address)
         results = _in_process(task, seeds) if local else _on_ray(task, seeds, workers, address, max_retries)
         for seed, result in results:
             bar.update(1)

@@ -90,6 +90,17 @@ def test_two_workers_write_the_dataset_of_one(local_ray, tmp_path):
         assert files_one[name] == files_two[name], name
 
 
+def test_two_workers_give_the_gate_of_one(local_ray, tmp_path):
+    from skillcell.deploy.gate import run_gate
+
+    overrides = {"episodes": 4, "runner_episodes": 0}
+    one, two = (run_gate("scripted", PEG, tmp_path / name, tiers=["D2"], criteria_overrides=overrides, workers=n)
+                for name, n in (("one", 1), ("two", 2)))
+    assert [r.to_mapping() for r in one.results] == [r.to_mapping() for r in two.results]
+    log_one, log_two = (r.record["tiers"]["D2"]["episode_log"] for r in (one, two))
+    assert [e["seed"] for e in log_two] == [0, 1, 2, 3] and log_one == log_two
+
+
 def test_a_novice_episode_depends_on_its_seed_alone(tmp_path):
     """The welder's wander is drawn per episode: seed 1 alone is seed 1 after seed 0 (what makes any split work)."""
     task = ExpertDemoTask(WELD, "novice", seed=5)

@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import Any
 
-from skillcell.cli.common import add_env_options, env_kwargs
+from skillcell.cli.common import add_env_options, add_parallel_options, env_kwargs, parallel_kwargs
 from skillcell.deploy.gate import GATE_NAME, ONNX_NAME, REPORT_NAME, run_gate
 from skillcell.paths import check_output
 from skillcell.policies.loading import ALGORITHMS, TRUST_MODEL_HELP
@@ -26,11 +26,12 @@ def cmd_gate(args: argparse.Namespace) -> int:
     if args.gate_seed is not None:
         overrides["seed"] = args.gate_seed
     tiers = [t.strip() for t in args.tiers.split(",") if t.strip()] if args.tiers else None
+    parallel = parallel_kwargs(args)
     result = run_gate(args.model, args.env_id, args.out, criteria_file=args.criteria,
                       criteria_overrides=overrides or None, tiers=tiers, algorithm=args.algo,
                       vecnormalize=args.vecnormalize, envelope_file=args.envelope, env_kwargs=env_kwargs(args),
-                      trusted=args.trust_model,
-                      progress=not args.no_progress, log=lambda msg: print(f"gate: {msg}", file=sys.stderr))
+                      trusted=args.trust_model, progress=not args.no_progress,
+                      log=lambda msg: print(f"gate: {msg}", file=sys.stderr), **parallel)
     for r in result.results:
         status = {True: "PASS", False: "FAIL", None: "n/a "}[r.passed]
         print(f"[{status}] {r.name}: {r.detail}")
@@ -62,5 +63,6 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--episodes", type=int, dest="gate_episodes", help="episodes per tier (criteria default: 50)")
     parser.add_argument("--seed", type=int, dest="gate_seed", help="first episode seed")
     add_env_options(parser, tier=False, randomize=False)  # the gate chooses tiers and randomization itself
+    add_parallel_options(parser)
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=cmd_gate)

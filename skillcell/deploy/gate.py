@@ -31,6 +31,7 @@ import dataclasses
 import datetime as _dt
 import math
 import platform
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -48,12 +49,14 @@ from skillcell.deploy.envelope import EnvelopeMonitor, SafetyEnvelope, load_enve
 from skillcell.deploy.export import export_run, run_parity, sb3_actions
 from skillcell.deploy.runner import OnnxPolicy, PolicyRunner, RunnerStats, SimDriver, command_scale
 from skillcell.envs.limits import has_limit_refs, resolve_limits
-from skillcell.evaluation import run_episodes, wilson_interval
+from skillcell.envs.registry import spec_of
+from skillcell.evaluation import wilson_interval
+from skillcell.parallel import map_seeds, session
 from skillcell.policies import make_expert
 from skillcell.policies.loading import TRUST_NOTE, load_sb3_model
 from skillcell.policies.residual import ResidualRun, residual_run
 from skillcell.policies.rundir import RunDir
-from skillcell.rollout import FunctionPolicy, Policy, Rollout
+from skillcell.rollout import FunctionPolicy, Policy, Rollout, rollout
 
 __all__ = [
     "CriterionResult",
@@ -68,6 +71,7 @@ __all__ = [
     "OnnxResult",
     "RunnerResult",
     "TierCriterion",
+    "TierEpisodeTask",
     "TierResult",
     "check_runner",
     "evaluate_tier",
@@ -423,6 +427,7 @@ class _ScriptedCandidate(_Candidate):
 
     def __init__(self, skill: str, seed: int):
         self.skill, self.seed = skill, seed
+        self.source = _ScriptedSource(skill, seed)
 
     def policy(self, env):
         return make_expert(env, skill=self.skill, seed=self.seed)
@@ -438,6 +443,7 @@ class _OnnxCandidate(_Candidate):
         self.loaded = loaded
         self.onnx = OnnxPolicy(onnx_path, expected_sha256=sha256)
         self.onnx_sha256 = sha256
+        self.source = _OnnxSource(str(onnx_path), sha256)
 
     def policy(self, env):
         return self.onnx
@@ -447,6 +453,34 @@ class _OnnxCandidate(_Candidate):
 
     def provenance(self) -> dict[str, Any]:
         return self.loaded.provenance()
+
+
+@dataclass(frozen=True)
+class _ScriptedSource:
+    """The scripted candidate as a worker builds it: an expert per episode (`ScriptedExpert.for_episode`)."""
+
+    skill: str
+    seed: int
+
+    def setup(self) -> None:
+        return None
+
+    def policy(self, state: None, env, seed: int) -> Policy:
+        return spec_of(env).expert.for_episode(env, self.skill, self.seed, seed)
+
+
+@dataclass(frozen=True)
+class _OnnxSource:
+    """The exported candidate as a worker loads it: the ONNX file the gate judges, checked by its SHA-256."""
+
+    path: str
+    sha256: str
+
+    def setup(self) -> OnnxPolicy:
+        return OnnxPolicy(self.path, expected_sha256=self.sha256)
+
+    def policy(self, state: OnnxPolicy, env, seed: int) -> Policy:
+        return state
 
 
 # ---------------------------------------------------------------------- criteria -> plan
@@ -518,27 +552,53 @@ def _worse(limit: str, value: float, than: float) -> bool:
     return value < than if limit == "tool_clearance" else value > than
 
 
-def _envelope_violations(episodes: list[EpisodeRecord], infos: list[dict[str, Any]]) -> dict[str, EnvelopeViolations]:
+def _envelope_violations(episodes: list[EpisodeRecord],
+                         worst_values: list[dict[str, float]]) -> dict[str, EnvelopeViolations]:
     steps: dict[str, int] = {}
     count: dict[str, int] = {}
     worst: dict[str, tuple[float, int | None]] = {}
-    for episode, info in zip(episodes, infos, strict=True):
+    for episode, episode_worst in zip(episodes, worst_values, strict=True):
         for limit, n in episode.envelope_violations.items():
             steps[limit] = steps.get(limit, 0) + n
             count[limit] = count.get(limit, 0) + 1
-            value = float(info["envelope_worst"][limit])
+            value = episode_worst[limit]
             if limit not in worst or _worse(limit, value, worst[limit][0]):
                 worst[limit] = (value, episode.seed)
     return {k: EnvelopeViolations(steps[k], count[k], *worst[k]) for k in sorted(steps)}
 
 
-def evaluate_tier(env_id: str, tier: str, env_kwargs: dict[str, Any], envelope: SafetyEnvelope, candidate,
-                  criteria: GateCriteria, progress: bool = False) -> TierResult:
-    """``criteria.episodes`` seeded episodes of ``candidate`` in ``tier``, the envelope checked every step."""
-    env = EnvelopeMonitor(_make_env(env_id, tier, env_kwargs), envelope)
-    try:
+@dataclass(frozen=True)
+class _TierEpisode:
+    """A tier's episode as a worker returns it: the record, the envelope's worst values, malformed actions."""
+
+    record: EpisodeRecord
+    envelope_worst: dict[str, float]
+    non_finite_actions: int
+
+
+@dataclass(frozen=True)
+class TierEpisodeTask:
+    """`skillcell.parallel.SeedTask`: one gate episode of a candidate in a tier, the envelope checked every step."""
+
+    env_id: str
+    tier: str
+    env_kwargs: dict[str, Any]
+    envelope: SafetyEnvelope
+    source: _ScriptedSource | _OnnxSource
+    kpi_keys: tuple[str, ...]
+
+    def setup(self) -> tuple[EnvelopeMonitor, Any]:
+        env = EnvelopeMonitor(_make_env(self.env_id, self.tier, self.env_kwargs), self.envelope)
+        try:
+            return env, self.source.setup()
+        except BaseException:
+            env.close()
+            raise
+
+    def run(self, state: tuple[EnvelopeMonitor, Any], seed: int) -> _TierEpisode:
+        env, built = state
         u = env.unwrapped
-        policy = candidate.policy(env)
+        policy = self.source.policy(built, env, seed)
         bad_actions = [0]
 
         def guarded(obs: np.ndarray) -> np.ndarray:
@@ -550,38 +610,61 @@ def evaluate_tier(env_id: str, tier: str, env_kwargs: dict[str, Any], envelope: 
                 return np.zeros(u.action_space.shape)
             return action
 
-        draws: list[dict[str, Any]] = []
+        draws: dict[str, Any] = {}
 
         def record_draws(step) -> None:
             if step.index == 0:  # the env was just reset: the tier's draws for the episode, as evidence
                 sample = u.tier_sample
-                draws.append({"friction_scale": round(float(sample.friction_scale), 4),
+                draws.update({"friction_scale": round(float(sample.friction_scale), 4),
                               "mass_scale": [round(float(x), 4) for x in sample.mass_scale],
                               "ft_bias": [round(float(x), 4) for x in sample.ft_bias],
                               "latency_steps": int(sample.latency_steps)})
 
-        summary = run_episodes(env, FunctionPolicy(guarded, reset=policy.reset), criteria.episodes,
-                               seed=criteria.seed, on_step=record_draws, progress=progress)
-        kpi_keys = sorted({c.key for c in criteria.kpis} | set(u.kpi_keys))
-        infos = [e.final_info for e in summary.episodes]
-        episodes = [EpisodeRecord(
+        e = rollout(env, FunctionPolicy(guarded, reset=policy.reset), seed=seed, on_step=record_draws)
+        info = e.final_info
+        violations = {k: int(v) for k, v in info.get("envelope_violations", {}).items()}
+        record = EpisodeRecord(
             seed=e.seed, success=e.success, steps=e.steps, episode_return=e.episode_return,
             physics_invalid=bool(info.get("physics_invalid")) or bool(info.get("instability")),
-            kpis={k: float(info[k]) for k in kpi_keys if k in info},
-            envelope_violations={k: int(v) for k, v in info.get("envelope_violations", {}).items()},
-            tier_draws=drawn) for e, info, drawn in zip(summary.episodes, infos, draws, strict=True)]
-        kpis = {}
-        for key in kpi_keys:
-            values = np.array([ep.kpis[key] for ep in episodes if key in ep.kpis], dtype=float)
-            if values.size:
-                kpis[key] = KpiStats.of(values)
-        return TierResult(tier=tier, config={"source": u.tier.source, **to_mapping(u.tier.config)},
-                          seeds=(criteria.seed, criteria.seed + criteria.episodes - 1), episodes=tuple(episodes),
-                          non_finite_actions=bad_actions[0], kpis=kpis,
-                          envelope_violations=_envelope_violations(episodes, infos),
-                          steps_per_second=_finite(summary.steps_per_second))
+            kpis={k: float(info[k]) for k in self.kpi_keys if k in info},
+            envelope_violations=violations, tier_draws=draws)
+        return _TierEpisode(record, {k: float(info["envelope_worst"][k]) for k in violations}, bad_actions[0])
+
+    def close(self, state: tuple[EnvelopeMonitor, Any]) -> None:
+        state[0].close()
+
+
+def evaluate_tier(env_id: str, tier: str, env_kwargs: dict[str, Any], envelope: SafetyEnvelope, candidate,
+                  criteria: GateCriteria, progress: bool = False, *, workers: int | None = 1,
+                  address: str | None = None) -> TierResult:
+    """``criteria.episodes`` seeded episodes of ``candidate`` in ``tier``, the envelope checked every step.
+
+    ``workers``, ``address``: the episodes spread by seed (`skillcell.parallel.map_seeds`); the
+    result is the same for any worker count.
+    """
+    probe = _make_env(env_id, tier, env_kwargs)
+    try:
+        u = probe.unwrapped
+        kpi_keys = tuple(sorted({c.key for c in criteria.kpis} | set(u.kpi_keys)))
+        config = {"source": u.tier.source, **to_mapping(u.tier.config)}
     finally:
-        env.close()
+        probe.close()
+    task = TierEpisodeTask(env_id, tier, dict(env_kwargs), envelope, candidate.source, kpi_keys)
+    start = time.perf_counter()
+    done = map_seeds(task, range(criteria.seed, criteria.seed + criteria.episodes), workers=workers,
+                     address=address, progress=progress, desc=tier)
+    wall = time.perf_counter() - start
+    episodes = [d.record for d in done]
+    kpis = {}
+    for key in kpi_keys:
+        values = np.array([ep.kpis[key] for ep in episodes if key in ep.kpis], dtype=float)
+        if values.size:
+            kpis[key] = KpiStats.of(values)
+    steps = sum(ep.steps for ep in episodes)
+    return TierResult(tier=tier, config=config, seeds=(criteria.seed, criteria.seed + criteria.episodes - 1),
+                      episodes=tuple(episodes), non_finite_actions=sum(d.non_finite_actions for d in done),
+                      kpis=kpis, envelope_violations=_envelope_violations(episodes, [d.envelope_worst for d in done]),
+                      steps_per_second=_finite(steps / wall) if wall > 0 else None)
 
 
 def parity_observations(env_id: str, tiers: Sequence[str], env_kwargs: dict[str, Any], loaded, n: int) -> np.ndarray:
@@ -787,7 +870,8 @@ def run_gate(model: str | Path, env_id: str, out_dir: str | Path, *, criteria: G
              criteria_file: str | Path | None = None, criteria_overrides: dict[str, Any] | None = None,
              tiers: list[str] | None = None, algorithm: str = "auto", vecnormalize: str | Path | None = None,
              envelope_file: str | Path | None = None, env_kwargs: dict[str, Any] | None = None,
-             trusted: bool = False, progress: bool = False, log: Callable[[str], None] | None = None) -> GateResult:
+             trusted: bool = False, progress: bool = False, log: Callable[[str], None] | None = None,
+             workers: int | None = 1, address: str | None = None) -> GateResult:
     """Runs the gate and writes ``out_dir/gate.yaml`` and ``report.md`` (and ``policy.onnx``):
     `plan_gate` (criteria), `export_candidate`, `evaluate_tier` and `check_runner` (evaluate),
     `judge` (verdict), `write_gate` (report).
@@ -795,6 +879,8 @@ def run_gate(model: str | Path, env_id: str, out_dir: str | Path, *, criteria: G
     ``model``: an SB3 ``.zip`` (unpickled only when ``trusted``) or ``scripted[:skill]``. ``tiers``
     restricts the evaluated tiers to some of the criteria's (the record says the gate is then
     incomplete). Configuration mistakes raise `ConfigError`; a failing policy does not raise.
+    ``workers``, ``address``: the tiers' episodes spread by seed over Ray workers
+    (`skillcell.parallel`; one Ray start for every tier); the verdict is the same for any count.
     """
     log = log or (lambda _msg: None)
     env_kwargs = dict(env_kwargs or {})
@@ -814,9 +900,11 @@ def run_gate(model: str | Path, env_id: str, out_dir: str | Path, *, criteria: G
     else:
         candidate = _ScriptedCandidate(what, criteria.seed)
     tier_results: dict[str, TierResult] = {}
-    for tier in plan.evaluated:
-        log(f"evaluating {tier}: {criteria.episodes} episodes")
-        tier_results[tier] = evaluate_tier(env_id, tier, env_kwargs, plan.envelope, candidate, criteria, progress)
+    with session(workers=workers, address=address):
+        for tier in plan.evaluated:
+            log(f"evaluating {tier}: {criteria.episodes} episodes")
+            tier_results[tier] = evaluate_tier(env_id, tier, env_kwargs, plan.envelope, candidate, criteria,
+                                               progress, workers=workers, address=address)
     runner = None
     if criteria.runner_episodes:
         log(f"runner: {criteria.runner_episodes} episodes in {criteria.runner_tier}")
