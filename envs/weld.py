@@ -26,6 +26,7 @@ import bisect
 import collections
 import itertools
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -33,7 +34,7 @@ import mujoco
 import numpy as np
 
 from skillcell.config import ConfigError, bounds
-from skillcell.envs.control import clip_float, rotate_transposed
+from skillcell.envs.control import clip_float
 
 __all__ = [
     "METRIC_KEYS",
@@ -291,11 +292,14 @@ class WeldMetrics:
         self.ctwd_nominal = wps.nominal("ctwd_mm") * 1e-3
         self._geomgroup = np.zeros(6, np.uint8)
         self._geomgroup[plate_group] = 1
-        self._geomid = np.zeros(1, np.int32)
-        self._bands = [wps.band(k) for k in METRIC_KEYS]
+        #: the WPS bands as (low_0, high_0, low_1, ...) in `METRIC_KEYS` order
+        self._band_bounds = tuple(bound for key in METRIC_KEYS for bound in wps.band(key))
         self._summary_columns = [(f"bead_{key}_mean", f"bead_{key}_std", METRIC_KEYS.index(key))
                                  for key in ("travel_speed_mm_s", "work_angle_deg", "travel_angle_deg", "ctwd_mm")]
         self._window = max(2, round(weave_window_s / control_dt))
+        # The weave's running mean is off the exact one by at most about (3.5 window + 16) eps
+        # times the largest deviation summed since the last resynchronization (`_weave`); twice that.
+        self._mean_tolerance = (7 * self._window + 32) * sys.float_info.epsilon
         n = len(path.s)
         self._s_list = path.s.tolist()  # bisect on a list beats numpy for one lookup per call
         self._last_piece = n - 2
@@ -311,13 +315,11 @@ class WeldMetrics:
         self._R_world_seam_flat = self.R_world_seam.ravel()  # a view
         #: `R_world_seam` row by row as nine floats
         self.R_world_seam_rows = self._R_world_seam_flat.tolist()
+        self._seam_quat = np.empty(4)
+        self._seam_rotvec_array = np.empty(3)
         self._search = np.empty((n, 3))
         self._windows: dict[int, tuple[list[float], list[int]]] = {}
         self._ray_vec = np.empty(3)
-        # The lateral deviations in the weave window, oldest first, in a buffer twice the window:
-        # appending slides the window and only copies it back once per window length.
-        self._lateral = np.zeros(2 * self._window)
-        self._centred = np.empty(self._window)
 
     def reset(self, p_world_workpiece: np.ndarray, R_world_workpiece: np.ndarray) -> None:
         self.points_world[:] = self.path.points @ R_world_workpiece.T + p_world_workpiece
@@ -331,14 +333,20 @@ class WeldMetrics:
         self.welded_count = self.in_spec_count = 0
         self.index = 0
         self.s = None
-        #: the aim point of the last `measure` (world frame, m)
+        #: the aim point of the last `measure` (world frame, m), and in the seam frame there
         self.aim: tuple[float, float, float] | None = None
-        self._lateral_start = self._lateral_size = 0
+        self.aim_seam: tuple[float, float, float] | None = None
+        self.R_world_seam_rows = []  # no frame yet: the first `measure` writes `R_world_seam`
+        self._seam_rotvec: tuple[float, float, float] | None = None
+        #: the lateral deviations in the weave window, oldest first
         self._lateral_values: collections.deque[float] = collections.deque()
         self._lateral_sorted: list[float] = []
         self._pair_lows: list[float] = []
         self._pair_highs: list[float] = []
-        self._lateral_sorted_valid = True
+        self._lateral_finite = True
+        self._lateral_sum = 0.0  # running, resynchronized every window length
+        self._lateral_since_sync = 0
+        self._lateral_abs_max = 0.0
         self._weave_cache = (0.0, 0.0)
         self.arc_steps = 0
         self._sum = [0.0] * len(METRIC_KEYS)
@@ -346,9 +354,16 @@ class WeldMetrics:
 
     def _piece(self, s: float) -> tuple[int, float]:
         """Sample index ``k`` and fraction ``u`` with ``s`` between samples ``k`` and ``k + 1``."""
-        s = min(max(s, 0.0), self.path.length)
-        k = min(bisect.bisect_right(self._s_list, s) - 1, self._last_piece)
-        return k, (s - self._s_list[k]) / self._piece_lengths[k]
+        # min and max by comparisons (a NaN stays a NaN, as through the builtins)
+        if s < 0.0:
+            s = 0.0
+        elif s > self.path.length:
+            s = self.path.length
+        s_list = self._s_list
+        k = bisect.bisect_right(s_list, s) - 1
+        if k > self._last_piece:
+            k = self._last_piece
+        return k, (s - s_list[k]) / self._piece_lengths[k]
 
     def _point(self, s: float) -> tuple[float, float, float]:
         k, u = self._piece(s)
@@ -362,11 +377,13 @@ class WeldMetrics:
     def seam_ahead(self, distances) -> list[float]:
         """The seam points ``distances`` (m) ahead of the last aim point's seam position, from the
         aim point in the seam frame there, flattened: what a seam-tracking sensor reports."""
-        (ax, ay, az), s, R = self.aim, self.s, self.R_world_seam_rows
+        (ax, ay, az), s = self.aim, self.s
+        r0, r1, r2, r3, r4, r5, r6, r7, r8 = self.R_world_seam_rows
         out = []
-        for ahead in distances:
+        for ahead in distances:  # `rotate_transposed`, inline
             px, py, pz = self._point(s + ahead)
-            out.extend(rotate_transposed(R, (px - ax, py - ay, pz - az)))
+            x, y, z = px - ax, py - ay, pz - az
+            out += (r0 * x + r3 * y + r6 * z, r1 * x + r4 * y + r7 * z, r2 * x + r5 * y + r8 * z)
         return out
 
     def _frame(self, s: float) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
@@ -454,22 +471,6 @@ class WeldMetrics:
         self.index = k
         return best_s
 
-    def ray_ctwd(self, p_tcp: np.ndarray, axis: np.ndarray, p_seam) -> float:
-        """Contact-tip-to-work distance (m) along the torch axis; inf if the torch points away.
-
-        A ray cast to the plates; where it slips through a root gap (or hits nothing), the
-        distance to the plane of the base plate's top face through the seam, which is where the
-        arc would burn.
-        """
-        distance = mujoco.mj_ray(self.model, self.data, p_tcp, axis, self._geomgroup, 1, -1, self._geomid)
-        (px, py, pz), (ax, ay, az), (qx, qy, qz) = p_tcp.tolist(), axis.tolist(), p_seam
-        n0, n1, n2 = self._normal
-        facing = ax * n0 + ay * n1 + az * n2
-        plane = ((qx - px) * n0 + (qy - py) * n1 + (qz - pz) * n2) / facing if facing < -1e-6 else math.inf
-        if distance < 0 or distance > plane:
-            return plane
-        return distance
-
     def measure(self, p_tcp: np.ndarray, R_world_tcp: np.ndarray, arc_on: bool) -> dict[str, float]:
         """The step's metrics for a TCP pose; with the arc on, it also deposits bead up to here."""
         px, py, pz = p_tcp.tolist()
@@ -478,40 +479,63 @@ class WeldMetrics:
         aim = self.aim = (px + c * ax, py + c * ay, pz + c * az)
         s_previous = self.s
         s = self.locate(aim)
-        p_seam, (tx, ty, tz), (yx, yy, yz) = self._frame(s)
-        sx, sy, sz = p_seam
+        (sx, sy, sz), (tx, ty, tz), (yx, yy, yz) = self._frame(s)
         n0, n1, n2 = self._normal
-        self.p_world_seam[:] = p_seam
-        rows = self.R_world_seam_rows = [tx, yx, n0, ty, yy, n1, tz, yz, n2]
-        self._R_world_seam_flat[:] = rows
+        seam = self.p_world_seam
+        seam[0], seam[1], seam[2] = sx, sy, sz
+        rows = [tx, yx, n0, ty, yy, n1, tz, yz, n2]
+        if rows != self.R_world_seam_rows:  # a straight seam keeps its frame: nothing to write
+            self.R_world_seam_rows = rows
+            self._R_world_seam_flat[:] = rows
+            self._seam_rotvec = None
         ox, oy, oz = aim[0] - sx, aim[1] - sy, aim[2] - sz
         lateral = ox * yx + oy * yy + oz * yz
         vertical = ox * n0 + oy * n1 + oz * n2
+        self.aim_seam = (ox * tx + oy * ty + oz * tz, lateral, vertical)  # R_world_seam.T @ o, as numpy sums
         bx, by, bz = -ax, -ay, -az
         work = 90.0 - math.degrees(math.atan2(bx * -yx + by * -yy + bz * -yz, bx * n0 + by * n1 + bz * n2))
         travel = math.degrees(math.asin(max(-1.0, min(1.0, ax * tx + ay * ty + az * tz))))
-        self._ray_vec[:] = ax, ay, az
-        ctwd = self.ray_ctwd(p_tcp, self._ray_vec, p_seam)
+        # CTWD: a ray cast to the plates; where it slips through a root gap (or hits nothing), the
+        # distance to the plane of the base plate's top face through the seam, where the arc would burn.
+        ray = self._ray_vec
+        ray[0], ray[1], ray[2] = ax, ay, az
+        distance = mujoco.mj_ray(self.model, self.data, p_tcp, ray, self._geomgroup, 1, -1, None)
+        facing = ax * n0 + ay * n1 + az * n2
+        plane = ((sx - px) * n0 + (sy - py) * n1 + (sz - pz) * n2) / facing if facing < -1e-6 else math.inf
+        ctwd = plane if distance < 0 or distance > plane else distance
         speed = 0.0 if s_previous is None else (s - s_previous) / self.dt
         self.s = s
 
         if arc_on:
             self._append_lateral(lateral)
         weave_width, weave_hz = self._weave_cache
-        values = (speed * 1e3, work, travel, ctwd * 1e3, lateral * 1e3, vertical * 1e3, weave_width * 1e3)
-        in_spec = all([low <= v <= high for v, (low, high) in zip(values, self._bands, strict=True)])
+        v0, v3, v4, v5, v6 = speed * 1e3, ctwd * 1e3, lateral * 1e3, vertical * 1e3, weave_width * 1e3
+        l0, h0, l1, h1, l2, h2, l3, h3, l4, h4, l5, h5, l6, h6 = self._band_bounds
+        in_spec = (l0 <= v0 <= h0 and l1 <= work <= h1 and l2 <= travel <= h2 and l3 <= v3 <= h3
+                   and l4 <= v4 <= h4 and l5 <= v5 <= h5 and l6 <= v6 <= h6)
         if arc_on:
             self.arc_steps += 1
-            self._sum = [total + v for total, v in zip(self._sum, values, strict=True)]
-            self._sum_sq = [total + v * v for total, v in zip(self._sum_sq, values, strict=True)]
+            t0, t1, t2, t3, t4, t5, t6 = self._sum
+            self._sum = [t0 + v0, t1 + work, t2 + travel, t3 + v3, t4 + v4, t5 + v5, t6 + v6]
+            t0, t1, t2, t3, t4, t5, t6 = self._sum_sq
+            self._sum_sq = [t0 + v0 * v0, t1 + work * work, t2 + travel * travel, t3 + v3 * v3, t4 + v4 * v4,
+                            t5 + v5 * v5, t6 + v6 * v6]
             if s_previous is not None:
                 self._deposit(min(s_previous, s), max(s_previous, s), in_spec)
         return {
-            "travel_speed_mm_s": values[0], "work_angle_deg": work, "travel_angle_deg": travel,
-            "ctwd_mm": values[3], "lateral_deviation_mm": values[4], "vertical_deviation_mm": values[5],
-            "weave_width_mm": values[6], "weave_frequency_hz": weave_hz, "in_spec": in_spec,
+            "travel_speed_mm_s": v0, "work_angle_deg": work, "travel_angle_deg": travel,
+            "ctwd_mm": v3, "lateral_deviation_mm": v4, "vertical_deviation_mm": v5,
+            "weave_width_mm": v6, "weave_frequency_hz": weave_hz, "in_spec": in_spec,
             "seam_position_mm": s * 1e3,
         }
+
+    def seam_rotvec(self) -> tuple[float, float, float]:
+        """The rotation vector of `R_world_seam` (rad), computed once per seam frame."""
+        if self._seam_rotvec is None:
+            mujoco.mju_mat2Quat(self._seam_quat, self._R_world_seam_flat)
+            mujoco.mju_quat2Vel(self._seam_rotvec_array, self._seam_quat, 1.0)
+            self._seam_rotvec = tuple(self._seam_rotvec_array.tolist())
+        return self._seam_rotvec
 
     def _deposit(self, lo: float, hi: float, in_spec: bool) -> None:
         """Welds the samples with ``lo <= s <= hi`` that are not welded yet (in spec or not)."""
@@ -525,62 +549,73 @@ class WeldMetrics:
                     self.in_spec_count += 1
 
     def _append_lateral(self, lateral: float) -> None:
-        buffer, window = self._lateral, self._window
-        start, size = self._lateral_start, self._lateral_size
-        if start + size == len(buffer):
-            buffer[:size] = buffer[start:start + size]
-            start = 0
-        buffer[start + size] = lateral
-        if size == window:
-            start += 1
-        else:
-            size += 1
-        self._lateral_start, self._lateral_size = start, size
-        # A NaN has no place in an ordering: numpy answers for the rest of the episode.
-        self._lateral_sorted_valid = self._lateral_sorted_valid and lateral == lateral
-        if self._lateral_sorted_valid:
-            self._slide_orderings(lateral)
+        values, window = self._lateral_values, self._window
+        oldest = values.popleft() if len(values) == window else None
+        # A NaN or an infinity has no place in an ordering or a sum: numpy answers for the rest of the episode.
+        self._lateral_finite = self._lateral_finite and math.isfinite(lateral)
+        if self._lateral_finite:
+            self._slide_orderings(lateral, oldest, values[0] if values and oldest is not None else None,
+                                  values[-1] if values else None)
+            magnitude = abs(lateral)
+            if magnitude > self._lateral_abs_max:
+                self._lateral_abs_max = magnitude
+        values.append(lateral)
+        if self._lateral_finite:
+            self._lateral_since_sync += 1
+            if self._lateral_since_sync >= window:
+                self._lateral_sum, self._lateral_since_sync = math.fsum(values), 0
+            else:
+                self._lateral_sum = (self._lateral_sum - (oldest or 0.0)) + lateral
         self._weave_cache = self._weave()
 
-    def _slide_orderings(self, lateral: float) -> None:
-        """Adds ``lateral`` to the sorted window and the sorted pair lows and highs, dropping the oldest."""
-        values, ordered, lows, highs = self._lateral_values, self._lateral_sorted, self._pair_lows, self._pair_highs
-        if len(values) == self._window:
-            oldest = values.popleft()
+    def _slide_orderings(self, lateral: float, oldest: float | None, next_oldest: float | None,
+                         newest: float | None) -> None:
+        """Adds ``lateral`` to the sorted window and the sorted pair lows and highs, dropping ``oldest``."""
+        ordered, lows, highs = self._lateral_sorted, self._pair_lows, self._pair_highs
+        if oldest is not None:
             del ordered[bisect.bisect_left(ordered, oldest)]
-            low, high = (oldest, values[0]) if oldest < values[0] else (values[0], oldest)
+            low, high = (oldest, next_oldest) if oldest < next_oldest else (next_oldest, oldest)
             del lows[bisect.bisect_left(lows, low)]
             del highs[bisect.bisect_left(highs, high)]
-        if values:
-            low, high = (values[-1], lateral) if values[-1] < lateral else (lateral, values[-1])
+        if newest is not None:
+            low, high = (newest, lateral) if newest < lateral else (lateral, newest)
             bisect.insort(lows, low)
             bisect.insort(highs, high)
-        values.append(lateral)
         bisect.insort(ordered, lateral)
 
     def _weave(self) -> tuple[float, float]:
         """Peak-to-peak width (m) and frequency (Hz) of the lateral oscillation in the window.
 
-        The frequency counts zero crossings of the deviation about its mean, ``np.signbit``
-        changes of ``h - mean``. Consecutive pairs change sign where ``low < mean <= high``, so the
-        count comes from the pairs' sorted lows and highs and the width from the sorted window,
-        both kept up to date as the window slides; numpy answers only the cases that ordering
-        cannot (a mean of exactly zero, where signbit sees -0.0, a zero width, a NaN).
+        The frequency counts zero crossings of the deviation about its mean as numpy does,
+        ``np.signbit`` changes of ``h - mean`` with ``mean = np.mean(h)``. Consecutive pairs change
+        sign where ``low < mean <= high``, so the count comes from the pairs' sorted lows and highs
+        and the width from the sorted window, kept up to date as the window slides. The mean is a
+        running sum: where no pair bound lies within its error bound of it, it gives numpy's count;
+        numpy's own mean answers the rest, as it answers what ordering cannot (a mean at zero,
+        where signbit sees -0.0, a zero width, a non-finite value).
         """
-        size = self._lateral_size
+        values = self._lateral_values
+        size = len(values)
         if size < 4:
             return 0.0, 0.0
-        h = self._lateral[self._lateral_start:self._lateral_start + size]
-        # np.mean's own arithmetic (a pairwise sum over the window, oldest first, then one division).
-        mean = float(np.add.reduce(h)) / size
-        ordered = self._lateral_sorted
-        width = ordered[-1] - ordered[0] if self._lateral_sorted_valid else math.nan
-        if mean != 0.0 and width > 0.0:
-            crossings = bisect.bisect_left(self._pair_lows, mean) - bisect.bisect_left(self._pair_highs, mean)
+        if self._lateral_finite:
+            ordered, lows, highs = self._lateral_sorted, self._pair_lows, self._pair_highs
+            width = ordered[-1] - ordered[0]
+            mean = self._lateral_sum / size
+            tolerance = self._mean_tolerance * self._lateral_abs_max
+            below, above = mean - tolerance, mean + tolerance
+            if width > 0.0 and (below > 0.0 or above < 0.0):
+                i, j = bisect.bisect_left(lows, below), bisect.bisect_left(highs, below)
+                if (i == len(lows) or lows[i] > above) and (j == len(highs) or highs[j] > above):
+                    return width, (i - j) / (2.0 * size * self.dt)
+        h = np.array(values)
+        mean = float(np.add.reduce(h)) / size  # np.mean's arithmetic: a pairwise sum, one division
+        if self._lateral_finite and mean != 0.0 and width > 0.0:
+            crossings = bisect.bisect_left(lows, mean) - bisect.bisect_left(highs, mean)
         else:
-            below = np.signbit(np.subtract(h, mean, out=self._centred[:size]))
+            below_mean = np.signbit(h - mean)
             width = float(np.maximum.reduce(h) - np.minimum.reduce(h))
-            crossings = int(np.count_nonzero(below[1:] != below[:-1]))
+            crossings = int(np.count_nonzero(below_mean[1:] != below_mean[:-1]))
         return width, crossings / (2.0 * size * self.dt)
 
     def bead_summary(self) -> dict[str, float]:
