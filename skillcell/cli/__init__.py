@@ -21,6 +21,7 @@ from skillcell.envs.registry import cell_ids, cell_spec
 from skillcell.evaluation import run_seeds
 from skillcell.paths import check_output
 from skillcell.policies.episodes import EpisodeTask, PolicySpec
+from skillcell.policies.rundir import RunDir
 
 __all__ = ["build_parser", "main"]
 
@@ -67,9 +68,9 @@ def cmd_expert(args: argparse.Namespace) -> int:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
+    if args.gate_episodes < 0:
+        return fail(f"--gate-episodes must be 0 (no gate) or more, got {args.gate_episodes}")
     if args.out is not None:
-        from skillcell.policies.rundir import RunDir
-
         try:
             RunDir.check_new(check_output(args.out, folder=True), args.overwrite)
         except FileExistsError as exc:
@@ -86,8 +87,9 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     print(f"scripted expert, {args.episodes} randomized episodes: {summary.report()}")
     if args.rl_steps >= 0:
         # Those expert episodes become demonstrations -> behaviour cloning -> short RL -> evaluation.
+        # ... and the pre-hardware gate of what it learned.
         train.quickstart_learning(args.env, args.episodes, args.rl_steps, args.out, not args.no_progress,
-                            overwrite=args.overwrite)
+                                  overwrite=args.overwrite, gate_episodes=args.gate_episodes)
     print(f"wall time {time.perf_counter() - start:.1f} s")
     return 0 if summary.success_rate > 0 else 1
 
@@ -121,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--rl-steps", type=int, default=4096,
                    help="PPO env steps after behaviour cloning (0: cloning only; -1: no learning)")
+    p.add_argument("--gate-episodes", type=int, default=20,
+                   help="episodes per tier of the closing pre-hardware gate (the default gate runs 50; 0: no gate)")
     p.add_argument("--out", help="keep the run directory here (default: a temporary one)")
     p.add_argument("--overwrite", action="store_true", help="start afresh in an --out that holds a run")
     p.add_argument("--no-progress", action="store_true")

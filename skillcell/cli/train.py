@@ -25,13 +25,13 @@ from skillcell.paths import check_output
 from skillcell.policies.episodes import EpisodeTask, PolicySpec
 from skillcell.policies.loading import ALGORITHMS, TRUST_MODEL_HELP
 from skillcell.policies.rundir import RunDir
+from skillcell.policies.train_config import TrainConfig, load_train_config
 
 __all__ = ["add_commands", "cmd_eval", "cmd_train", "quickstart_learning"]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from skillcell.policies.train import train  # stable-baselines3, torch
-    from skillcell.policies.train_config import load_train_config
 
     config = load_train_config(args.config, parse_set(args.set))
     check_output(args.out if args.out is not None else config.out, folder=True)
@@ -65,34 +65,53 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def quickstart_learning(env_id: str, episodes: int, rl_steps: int, out: str | None, progress: bool, *,
-                        overwrite: bool = False) -> dict:
-    """The learning half of ``skillcell quickstart``: the expert's ``episodes`` (seeds 0..) as
-    demonstrations, behaviour cloning into a PPO policy, ``rl_steps`` of PPO fine-tuning, and an
-    evaluation on as many unseen episodes (seeds 100000..). Returns the final metrics row. An
+                        overwrite: bool = False, gate_episodes: int = 20) -> dict:
+    """The learning half of ``skillcell quickstart``: the expert's ``episodes`` (seeds 0..) at the
+    D2 tier as demonstrations, behaviour cloning into a PPO policy, ``rl_steps`` of PPO fine-tuning,
+    an evaluation on as many unseen D2 episodes (seeds 100000..), and the pre-hardware gate of the
+    learned policy with ``gate_episodes`` per tier (0: no gate). Returns the final metrics row. An
     ``out`` that holds a run is replaced only with ``overwrite``."""
+    from skillcell.deploy.gate import run_gate
     from skillcell.policies.train import train
-    from skillcell.policies.train_config import TrainConfig
 
     config = from_mapping(TrainConfig, {
-        "env": {"id": env_id},
+        # D2, the gate's hardest tier: a policy cloned at D1 alone pushes 125 N into the block there.
+        "env": {"id": env_id, "tier": "D2"},
         "demos": {"source": "expert", "episodes": episodes, "seed": 0},
         "bc": {"steps": 1000, "log_std": -3.0},
-        "rl": {"algo": "ppo", "steps": rl_steps, "learning_rate": 1e-4,
+        # A clone's actions must stay precise: PPO's first Adam steps at 1e-4 took it from 100% to 0-25%.
+        "rl": {"algo": "ppo", "steps": rl_steps, "learning_rate": 3e-5,
                "ppo": {"n_steps": 1024, "batch_size": 128, "n_epochs": 5, "clip_range": 0.1, "target_kl": 0.02}},
         "finetune": {"critic_warmup_steps": min(2048, rl_steps // 2), "bc_weight": 1.0},
         "eval": {"every_steps": 0, "episodes": episodes, "seed": 100_000},
         "checkpoints": False, "progress": progress,
     })
+    # Seating must be worth more than hovering aligned over the hole (examples/train_peg_insert.yaml).
+    config = dataclasses.replace(config, env=dataclasses.replace(config.env, overrides={"reward": {"success": 200.0}}))
     with tempfile.TemporaryDirectory(prefix="skillcell-quickstart-") as tmp:
         def log(message: str) -> None:
             if out or not message.startswith("run directory"):  # a temporary one is gone when this returns
                 print(f"  {message}")
 
         result = train(config, out=out or tmp, overwrite=overwrite or out is None, log=log)
-    row = result.metrics[-1]
-    print(f"learned policy (BC + {int(row['env_steps'])} PPO env steps), {episodes} unseen randomized episodes: "
-          f"success {row['success_rate']:.1%} (95% CI {row['success_ci_low']:.1%}-{row['success_ci_high']:.1%})"
-          + (f"; model in {RunDir(out).model} (skillcell eval {RunDir(out).model} --env {env_id})" if out else ""))
+        row = result.metrics[-1]
+        model = RunDir(result.run_dir).model
+        print(f"learned policy (BC + {int(row['env_steps'])} PPO env steps), {episodes} unseen randomized D2 "
+              f"episodes: success {row['success_rate']:.1%} (95% CI {row['success_ci_low']:.1%}-"
+              f"{row['success_ci_high']:.1%})" + (f"; model in {model} (skillcell eval {model} --env {env_id})"
+                                                  if out else ""))
+        if gate_episodes > 0:
+            gate_dir = result.run_dir / "gate"
+            gate = run_gate(model, env_id, gate_dir, criteria_overrides={"episodes": gate_episodes},
+                            progress=progress)
+            print(f"pre-hardware gate of the learned policy, {gate_episodes} episodes per tier (the default gate "
+                  f"runs 50: skillcell gate MODEL --env {env_id} --out DIR):")
+            for r in gate.results:
+                if r.passed is False:
+                    print(f"  [FAIL] {r.name}: {r.detail}")
+            print(f"  gate: {'PASS' if gate.passed else 'FAIL: ' + ', '.join(gate.failed)}"
+                  f" ({len(gate.results)} criteria" + (f"; report in {gate_dir}" if out else "") + ")")
+            row = {**row, "gate_passed": gate.passed}
     return row
 
 
