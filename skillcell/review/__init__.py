@@ -10,7 +10,7 @@
 
 The ``render`` and ``report`` commands are `skillcell.cli.review`.
 
-Nothing here is imported by ``import skillcell``: the commands that do not render never load it.
+Nothing here is imported by ``import skillcell``; the cell registry names the review presets by string.
 """
 
 __all__: list[str] = []
