@@ -379,7 +379,9 @@ def test_the_import_runs_as_four_stages_with_typed_records(weld_cell, tmp_path):
                     reason="needs the compliant control mode (control.mode: impedance, issue 14.1), not in "
                            "ControlConfig yet")
 def test_a_spiral_search_within_the_clearance_ends_seated(tmp_path):
-    """The fitter lands 0.6 mm off the axis of a 0.2 mm-clearance hole, presses lightly and spirals in."""
+    """The fitter presses the peg lightly on the surface 0.6 mm off the axis of a 0.1 mm-per-side hole,
+    spirals outwards over the opening (passing within 0.06 mm of its axis) and pushes home from where the
+    spiral ends, 0.2 mm off the axis: as a person's hand does, the arm must let the peg drop in on the way."""
     env = gym.make(PEG, randomize=False, clearance_mm=0.2)
     env.reset(seed=0)
     cell = env.unwrapped
@@ -393,12 +395,14 @@ def test_a_spiral_search_within_the_clearance_ends_seated(tmp_path):
     axis, x, y = R_hole[:, 2], R_hole[:, 0], R_hole[:, 1]
     landing = hole + 0.6e-3 * x - 0.3e-3 * axis  # pressed 0.3 mm onto the surface, off the axis
     p = start + np.outer(min_jerk(t / 3.0), landing - start)
-    # An inward spiral, three turns from 0.6 mm to the axis, while pressing; then pushed home.
-    u = np.clip((t - 3.5) / 3.0, 0.0, 1.0)
-    radius, phase = 0.6e-3 * (1 - u), 2 * math.pi * 3 * u
-    p += np.outer(radius * np.cos(phase) - 0.6e-3, x) + np.outer(radius * np.sin(phase), y)
+    u = np.clip((t - 3.5) / 3.0, 0.0, 1.0)  # three turns, the radius growing to 0.8 mm
+    radius, phase = 0.8e-3 * u, 2 * math.pi * 3 * u + math.pi
+    p += np.outer(radius * np.cos(phase), x) + np.outer(radius * np.sin(phase), y)
     p -= np.outer(min_jerk((t - 7.0) / 3.0) * (depth + 0.3e-3), axis)
     p += hand(rng, t, tremor_mm=0.03)[0]
+    lateral = np.linalg.norm((p - hole) - np.outer((p - hole) @ axis, axis), axis=1)
+    searching = (t > 3.5) & (t < 6.5)
+    assert lateral[searching].min() < 0.1e-3 < 0.15e-3 < lateral[(t > 6.5) & (t < 7.0)].min()
     csv = write_tracker_capture(tmp_path, "spiral", t, p, np.repeat(R_peg[None], len(t), 0), cell_id=PEG, rng=rng,
                                 body_behind_mm=60.0, extra={"env_kwargs": {"randomize": False, "clearance_mm": 0.2}})
     result = import_capture(csv, tmp_path / "out", progress=False)

