@@ -22,6 +22,7 @@ import numpy as np
 from skillcell.config import to_mapping
 from skillcell.envs.cell import ROBOT_PREFIX, TOOL_PREFIX, CellConfig, compose_cell
 from skillcell.envs.control import CartesianController, index_of, rotate_transposed
+from skillcell.envs.impedance import ImpedanceController
 from skillcell.envs.tiers import TierRuntime, resolve_tier
 
 __all__ = ["CellEnv", "ObsField", "RenderUnavailableError"]
@@ -107,7 +108,9 @@ class CellEnv(gym.Env):
         self._setup_task()
 
         control = config.control
-        self.controller = CartesianController(
+        # control.mode: joint servos by differential IK, or a Cartesian spring (skillcell.envs.impedance).
+        controller_class = ImpedanceController if control.mode == "impedance" else CartesianController
+        self.controller = controller_class(
             self.model, self.data, self.tcp_site, self.arm_qpos_adr, self.arm_dof_adr, self.arm_actuators,
             max_translation=control.max_translation_mm * 1e-3,
             max_rotation=math.radians(control.max_rotation_deg),

@@ -12,19 +12,21 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import mujoco
 import mujoco_menagerie
 
 from skillcell import assets
 from skillcell.config import ConfigError, bounds, from_mapping, load_yaml, merge, quote
+from skillcell.envs.impedance import use_torque_actuators
 
 __all__ = [
     "ROBOT_PREFIX",
     "TOOL_PREFIX",
     "CellConfig",
     "ControlConfig",
+    "ImpedanceConfig",
     "MenagerieUnavailableError",
     "RobotConfig",
     "ToolConfig",
@@ -64,9 +66,39 @@ class ToolConfig:
 
 
 @dataclass(frozen=True)
-class ControlConfig:
-    """Physics and control rates, and the Cartesian action scaling of `CellEnv`."""
+class ImpedanceConfig:
+    """The Cartesian spring and damper of ``control.mode: impedance`` (`skillcell.envs.impedance`), per
+    cell axis at the TCP: translation, then rotation."""
 
+    stiffness_n_per_m: tuple[float, float, float] = field(default=(2000.0, 2000.0, 2000.0),
+                                                          metadata=bounds(10.0, 1e5))
+    stiffness_nm_per_rad: tuple[float, float, float] = field(default=(50.0, 50.0, 50.0), metadata=bounds(0.1, 1e4))
+    damping_n_s_per_m: tuple[float, float, float] = field(default=(250.0, 250.0, 250.0), metadata=bounds(0.0, 1e5))
+    damping_nm_s_per_rad: tuple[float, float, float] = field(default=(7.0, 7.0, 7.0), metadata=bounds(0.0, 1e4))
+
+    @property
+    def stiffness(self) -> tuple[float, ...]:
+        """The six stiffnesses, translation (N/m) then rotation (N*m/rad)."""
+        return (*self.stiffness_n_per_m, *self.stiffness_nm_per_rad)
+
+    @property
+    def damping(self) -> tuple[float, ...]:
+        """The six dampings, translation (N*s/m) then rotation (N*m*s/rad)."""
+        return (*self.damping_n_s_per_m, *self.damping_nm_s_per_rad)
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """Physics and control rates, the control mode, and the Cartesian action scaling of `CellEnv`.
+
+    ``mode``: ``position`` drives the arm's joint servos by differential IK
+    (`skillcell.envs.control.CartesianController`); ``impedance`` makes the joints torque-driven
+    and holds the tool on a Cartesian spring and damper (``impedance``) about the commanded pose
+    (`skillcell.envs.impedance.ImpedanceController`). The action interface is the same in both.
+    """
+
+    mode: Literal["position", "impedance"] = "position"
+    impedance: ImpedanceConfig = ImpedanceConfig()
     timestep_s: float = field(default=0.0005, metadata=bounds(1e-5, 0.01))
     control_hz: float = field(default=20.0, metadata=bounds(1.0, 1000.0))
     max_translation_mm: float = field(default=5.0, metadata=bounds(0.01, 50.0))
@@ -100,6 +132,11 @@ class CellConfig:
     robot: RobotConfig = RobotConfig()
     tool: ToolConfig = ToolConfig()
     control: ControlConfig = ControlConfig()
+
+    def __post_init__(self) -> None:
+        if self.control.mode == "impedance" and not self.robot.gravity_compensation:
+            raise ConfigError("control.mode: impedance needs robot.gravity_compensation: true (a torque-driven "
+                              "arm holds its own weight only with the gravity feed-forward)")
 
 
 def load_cell_config(cls: type[C], default_yaml: Path | Sequence[Path], cell: str | Path | None,
@@ -170,7 +207,9 @@ def compose_cell(config: CellConfig) -> mujoco.MjSpec:
     Robot names get the prefix ``robot/`` and tool names ``tool/``. With
     ``robot.gravity_compensation`` every robot and tool body carries ``gravcomp=1``, which stands
     in for the gravity feed-forward of a real arm controller; the F/T sensor still reads the tool
-    weight, as a real one does, and `CellEnv` compensates it.
+    weight, as a real one does, and `CellEnv` compensates it. With ``control.mode: impedance`` the
+    robot's joint servos are replaced by torque motors and Cartesian spring-dampers
+    (`skillcell.envs.impedance.use_torque_actuators`).
     """
     scene = mujoco.MjSpec.from_file(str(_asset_file(config.scene, "scene")))
     robot = load_robot_spec(config.robot)
@@ -179,6 +218,9 @@ def compose_cell(config: CellConfig) -> mujoco.MjSpec:
     if config.robot.gravity_compensation:
         for body in (*robot.bodies, *tool.bodies):
             body.gravcomp = 1.0
+    if config.control.mode == "impedance":
+        impedance = config.control.impedance
+        use_torque_actuators(robot, impedance.stiffness, impedance.damping)
 
     mount = scene.site("robot_mount")
     if mount is None:

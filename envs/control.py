@@ -110,10 +110,8 @@ class CartesianController:
         self.ctrl_low = model.actuator_ctrlrange[actuator_ids, 0].copy()
         self.ctrl_high = model.actuator_ctrlrange[actuator_ids, 1].copy()
         self._damping_eye = damping**2 * np.eye(6)
-        kp = model.actuator_gainprm[actuator_ids, 0]
-        kd = -model.actuator_biasprm[actuator_ids, 2]
-        #: kd/kp of the joint servos: the lag of a constant-velocity command without feed-forward
-        self.servo_time_constant = float(np.median(kd / kp)) if np.all(kp > 0) else 0.0
+        #: the lag of a constant-velocity command without feed-forward (s)
+        self.servo_time_constant = self._lag_time(model, actuator_ids)
         self.feedforward_time = velocity_feedforward * self.servo_time_constant
         self.control_dt = control_dt
         self.p_world_cmd = np.zeros(3)
@@ -138,6 +136,13 @@ class CartesianController:
         self._quat_tcp_inv = np.empty(4)
         self._quat_step = np.empty(4)
         self._rot_err = np.empty(3)
+
+    @staticmethod
+    def _lag_time(model: mujoco.MjModel, actuator_ids: np.ndarray) -> float:
+        """``kd/kp`` of the joint servos; a subclass that tracks the command otherwise gives its own lag."""
+        kp = model.actuator_gainprm[actuator_ids, 0]
+        kd = -model.actuator_biasprm[actuator_ids, 2]
+        return float(np.median(kd / kp)) if np.all(kp > 0) else 0.0
 
     def reset(self) -> None:
         """Commands the current TCP pose."""
@@ -206,6 +211,11 @@ class CartesianController:
         error = self._error
         error[:] = ex, ey, ez, e3, e4, e5
 
+        self._track(error)
+
+    def _track(self, error: np.ndarray) -> None:
+        """Writes the actuator commands that take the tool along ``error`` (the lead-limited pose
+        error plus feed-forward, world frame): here joint targets; a subclass drives its own actuators."""
         # The damped least-squares solve stays in numpy/LAPACK: OpenBLAS's kernels fuse
         # multiply-adds, so no other formulation gives the same bits.
         j = self._jac_arm

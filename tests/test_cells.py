@@ -29,11 +29,12 @@ from skillcell.review.overlays import cell_review
 TIERS = ("D0", "D1", "D2")
 
 
-@pytest.fixture(scope="module", params=cell_ids())
-def d0_run(request):
-    """One seeded scripted-expert episode of the cell at D0, recorded: ``(env_id, env, episode)``."""
-    env_id = request.param
-    env = EpisodeRecorder(gym.make(env_id, tier="D0"), None, source="scripted:expert",
+@pytest.fixture(scope="module")
+def d0_run(cell_case):
+    """One seeded scripted-expert episode of the cell (a contact cell in each control mode) at D0, recorded:
+    ``(env_id, env, episode)``."""
+    env_id = cell_case.env_id
+    env = EpisodeRecorder(cell_case.make(tier="D0"), None, source="scripted:expert",
                           provenance=Provenance(operator_id="test", consent=True))
     expert = make_expert(env, seed=0)
     obs, _ = env.reset(seed=0)

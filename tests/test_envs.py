@@ -1,4 +1,5 @@
-"""Checks every registered ``skillcell/*`` env: a new cell is covered by registering it."""
+"""Checks every registered ``skillcell/*`` env: a new cell is covered by registering it, a contact cell in each
+control mode (the ``cell_case`` fixture, ``tests/conftest.py``)."""
 
 import pickle
 import warnings
@@ -22,19 +23,14 @@ def test_registry_has_cells():
     assert "skillcell/PegInsert-v0" in ENV_IDS
 
 
-@pytest.fixture(params=ENV_IDS)
-def env_id(request):
-    return request.param
-
-
-def test_gymnasium_env_checker(env_id):
-    env = gym.make(env_id)
+def test_gymnasium_env_checker(cell_case):
+    env = cell_case.make()
     gym_check_env(env.unwrapped, skip_render_check=True)
     env.close()
 
 
-def test_sb3_env_checker(env_id):
-    env = gym.make(env_id)
+def test_sb3_env_checker(cell_case):
+    env = cell_case.make()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         sb3_check_env(env.unwrapped, warn=True)
@@ -43,13 +39,13 @@ def test_sb3_env_checker(env_id):
     env.close()
 
 
-def test_determinism_bit_exact(env_id):
-    result = check_determinism(lambda: gym.make(env_id), seed=3, steps=40)
+def test_determinism_bit_exact(cell_case):
+    result = check_determinism(cell_case.make, seed=3, steps=40)
     assert result.passed, result.detail
 
 
-def test_different_seeds_differ(env_id):
-    env = gym.make(env_id)
+def test_different_seeds_differ(cell_case):
+    env = cell_case.make()
     actions = np.zeros((5, *env.action_space.shape))
     a = state_trajectory(env, 1, actions)
     b = state_trajectory(env, 2, actions)
@@ -60,8 +56,8 @@ def test_different_seeds_differ(env_id):
 @pytest.mark.parametrize("bad", [
     "nan", "inf", "short", "long", "text",
 ])
-def test_bad_actions_are_rejected_before_ctrl(env_id, bad):
-    env = gym.make(env_id)
+def test_bad_actions_are_rejected_before_ctrl(cell_case, bad):
+    env = cell_case.make()
     env.reset(seed=0)
     n = env.action_space.shape[0]
     action = {
@@ -80,8 +76,8 @@ def test_bad_actions_are_rejected_before_ctrl(env_id, bad):
     env.close()
 
 
-def test_instability_ends_episode(env_id):
-    env = gym.make(env_id)
+def test_instability_ends_episode(cell_case):
+    env = cell_case.make()
     env.reset(seed=0)
     env.unwrapped.data.qvel[0] = np.nan
     obs, reward, terminated, _, info = env.step(np.zeros(env.action_space.shape))
@@ -97,8 +93,8 @@ def test_instability_ends_episode(env_id):
     env.close()
 
 
-def test_step_contract(env_id):
-    env = gym.make(env_id)
+def test_step_contract(cell_case):
+    env = cell_case.make()
     obs, info = env.reset(seed=0)
     assert obs.dtype == np.float32 and env.observation_space.contains(obs)
     assert "is_success" in info
@@ -116,9 +112,9 @@ def test_step_contract(env_id):
     env.close()
 
 
-def test_dt_is_the_control_period(env_id):
+def test_dt_is_the_control_period(cell_case):
     # Gymnasium's convention (MujocoEnv.dt): tools read env.unwrapped.dt as the time of one step.
-    env = gym.make(env_id)
+    env = cell_case.make()
     u = env.unwrapped
     assert u.dt == u.model.opt.timestep * u.n_substeps
     assert u.dt == pytest.approx(1.0 / u.config.control.control_hz)
@@ -130,8 +126,8 @@ def test_dt_is_the_control_period(env_id):
     env.close()
 
 
-def test_decode_obs_round_trip(env_id):
-    env = gym.make(env_id)
+def test_decode_obs_round_trip(cell_case):
+    env = cell_case.make()
     obs, _ = env.reset(seed=0)
     u = env.unwrapped
     decoded = u.decode_obs(obs)
@@ -140,9 +136,9 @@ def test_decode_obs_round_trip(env_id):
     env.close()
 
 
-def test_the_commanded_pose_is_observed(env_id):
+def test_the_commanded_pose_is_observed(cell_case):
     """tcp_lead and tcp_lead_rot put the commanded TCP pose together from the measured one."""
-    env = gym.make(env_id)
+    env = cell_case.make()
     env.reset(seed=0)
     u = env.unwrapped
     action = np.zeros(env.action_space.shape)
@@ -158,8 +154,8 @@ def test_the_commanded_pose_is_observed(env_id):
     env.close()
 
 
-def test_pickle_round_trip(env_id):
-    env = gym.make(env_id)
+def test_pickle_round_trip(cell_case):
+    env = cell_case.make()
     clone = pickle.loads(pickle.dumps(env))
     actions = np.random.default_rng(0).uniform(-1, 1, (10, *env.action_space.shape))
     a = state_trajectory(env, 5, actions)
@@ -169,13 +165,14 @@ def test_pickle_round_trip(env_id):
     clone.close()
 
 
-def _make(env_id):
+def _make(cell_case):
     # "skillcell:" makes Gymnasium import skillcell first, which a fresh subprocess needs.
-    return lambda: gym.make(f"skillcell:{env_id}")
+    env_id, kwargs = f"skillcell:{cell_case.env_id}", cell_case.kwargs()
+    return lambda: gym.make(env_id, **kwargs)
 
 
-def test_subproc_vec_env(env_id):
-    venv = SubprocVecEnv([_make(env_id), _make(env_id)])
+def test_subproc_vec_env(cell_case):
+    venv = SubprocVecEnv([_make(cell_case), _make(cell_case)])
     try:
         venv.seed(0)
         obs = venv.reset()
@@ -186,8 +183,8 @@ def test_subproc_vec_env(env_id):
         venv.close()
 
 
-def test_headless_render(env_id):
-    env = gym.make(env_id, render_mode="rgb_array", width=320, height=240)
+def test_headless_render(cell_case):
+    env = cell_case.make(render_mode="rgb_array", width=320, height=240)
     env.reset(seed=0)
     frames = {}
     for camera in env.unwrapped.camera_names:
@@ -200,24 +197,24 @@ def test_headless_render(env_id):
     env.close()
 
 
-def test_render_without_mode_returns_none(env_id):
-    env = gym.make(env_id)
+def test_render_without_mode_returns_none(cell_case):
+    env = cell_case.make()
     env.reset(seed=0)
     with pytest.warns(UserWarning):
         assert env.unwrapped.render() is None
     env.close()
 
 
-def test_models_stay_dense(env_id):
+def test_models_stay_dense(cell_case):
     """mujoco 4.0.0's sparse Cholesky can diverge (#3767): every cell must use dense Jacobians."""
-    env = gym.make(env_id)
+    env = cell_case.make()
     assert mujoco.__version__ == "4.0.0"
     assert int(env.unwrapped.model.opt.jacobian) == int(mujoco.mjtJacobian.mjJAC_DENSE)
     env.close()
 
 
-def test_set_state_replays_an_episode_bit_exactly(env_id):
-    env = gym.make(env_id)
+def test_set_state_replays_an_episode_bit_exactly(cell_case):
+    env = cell_case.make()
     actions = np.random.default_rng(4).uniform(-1, 1, (15, *env.action_space.shape))
     states = state_trajectory(env, 9, actions)
     env.reset(seed=123)  # somewhere else entirely
