@@ -121,17 +121,23 @@ def sample_times(rng: np.random.Generator, duration_s: float) -> np.ndarray:
 
 # ---------------------------------------------------------------- the weld
 
-def weld_seam(folder: Path, rng: np.random.Generator) -> Path:
-    """A fillet pass along the WeldSeam-v0 seam: approach, strike, travel, crater fill, lift off."""
+def weld_seam(folder: Path, rng: np.random.Generator, *, env_id: str = "skillcell/WeldSeam-v0",
+              seed: int | None = None, stem: str = "weld_fillet_pass", operator_id: str = "welder-07") -> Path:
+    """A fillet pass along the seam of ``env_id``: approach, strike, travel, crater fill, lift off.
+
+    ``seed`` None: the nominal workpiece. Otherwise the part where the env's default tier (D1) puts it
+    at ``reset(seed=seed)``, as a person welds whatever part is in the fixture; the sidecar's
+    ``env_kwargs`` and ``seed`` say so, so the imported episode's part is the one welded.
+    """
     from skillcell.envs.weld import torch_rotation
 
-    env = gym.make("skillcell/WeldSeam-v0", randomize=False)
-    env.reset(seed=0)
+    env_kwargs = {"randomize": False} if seed is None else {"tier": "D1"}
+    env = gym.make(env_id, **env_kwargs)
+    env.reset(seed=0 if seed is None else seed)
     cell = env.unwrapped
-    p_start, R_seam = cell.metrics.frame(0.0)  # a straight seam: one frame all along
+    frame = cell.metrics.frame  # the seam frame at an arc length, where the person sees the joint
     length = cell.path.length
     wps = cell.wps
-    env.close()
     speed = wps.nominal("travel_speed_mm_s") * 1e-3
     work, travel, ctwd = wps.nominal("work_angle_deg"), wps.nominal("travel_angle_deg"), wps.nominal("ctwd_mm")
 
@@ -159,16 +165,18 @@ def weld_seam(folder: Path, rng: np.random.Generator) -> Path:
 
     p_tcp, R_tcp = np.empty((len(t), 3)), np.empty((len(t), 3, 3))
     for i in range(len(t)):
+        p_seam, R_seam = frame(float(s[i]))
         R = R_seam @ torch_rotation(work_angle[i], travel_angle[i])
-        aim = p_start + R_seam[:, 0] * s[i] + R_seam[:, 1] * lateral[i] * 1e-3
+        aim = p_seam + R_seam[:, 1] * lateral[i] * 1e-3
         p_tcp[i] = aim - R[:, 2] * (standoff[i] + back_off[i]) * 1e-3 + shake[i] * 1e-3
         R_tcp[i] = R
+    env.close()
     signals = {"arc_on": arc, "current_a": arc * (185.0 + rng.normal(0, 4.0, len(t))),
                "voltage_v": arc * (19.5 + rng.normal(0, 0.3, len(t)))}
-    provenance = {"operator_id": "welder-07", "site": "example", "source_device": "optical tracker, torch rigid body",
+    provenance = {"operator_id": operator_id, "site": "example", "source_device": "optical tracker, torch rigid body",
                   "consent": True, "notes": "fillet T-joint, 8 mm plate, one pass (skillcell example, modelled)"}
-    return write(folder, "weld_fillet_pass", t, p_tcp, R_tcp, 150.0, rng, "skillcell/WeldSeam-v0", provenance,
-                 signals)
+    part = {} if seed is None else {"env_kwargs": env_kwargs, "seed": seed}
+    return write(folder, stem, t, p_tcp, R_tcp, 150.0, rng, env_id, provenance, signals, extra=part)
 
 
 # ---------------------------------------------------------------- the insertion
