@@ -19,6 +19,7 @@ from skillcell.cli.common import (
     parse_set,
 )
 from skillcell.config import from_mapping
+from skillcell.deploy.gate import run_gate
 from skillcell.envs.registry import cell_spec
 from skillcell.evaluation import run_seeds
 from skillcell.paths import check_output
@@ -71,7 +72,6 @@ def quickstart_learning(env_id: str, episodes: int, rl_steps: int, out: str | No
     an evaluation on as many unseen D2 episodes (seeds 100000..), and the pre-hardware gate of the
     learned policy with ``gate_episodes`` per tier (0: no gate). Returns the final metrics row. An
     ``out`` that holds a run is replaced only with ``overwrite``."""
-    from skillcell.deploy.gate import run_gate
     from skillcell.policies.train import train
 
     config = from_mapping(TrainConfig, {
