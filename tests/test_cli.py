@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 
 def skillcell(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "skillcell", *args], capture_output=True, text=True,
@@ -47,11 +49,23 @@ def test_unknown_env_is_refused():
 
 
 def test_quickstart_runs_end_to_end():
-    result = skillcell("quickstart", "--episodes", "2", "--no-progress")
+    result = skillcell("quickstart", "--episodes", "2", "--gate-episodes", "2", "--no-progress")
     assert result.returncode == 0, result.stderr
-    assert "scripted expert, 2 randomized episodes: success 2/2" in result.stdout
-    # ... and then learns from those episodes: behaviour cloning, short PPO, evaluation.
-    assert "learned policy (BC + 4096 PPO env steps), 2 unseen randomized episodes: success" in result.stdout
+    assert "scripted expert, 2 randomized D2 episodes: success 2/2" in result.stdout
+    # ... and then learns from those episodes: behaviour cloning, short PPO, evaluation, and the gate of it
+    # (2 episodes per tier cannot reach the success bounds: 2/2 has a lower 95% bound of 0.34).
+    assert "learned policy (BC + 4096 PPO env steps), 2 unseen randomized D2 episodes: success" in result.stdout
+    assert "pre-hardware gate of the learned policy, 2 episodes per tier" in result.stdout
+    assert "gate: FAIL: D0.success, D1.success" in result.stdout
+
+
+@pytest.mark.slow
+def test_the_quickstart_learns_a_policy_that_passes_the_gate():
+    result = skillcell("quickstart", "--no-progress", timeout=900)
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("learned policy"))
+    assert float(line.split("success ")[1].split("%")[0]) >= 95.0, line
+    assert "  gate: PASS" in result.stdout, result.stdout[-3000:]
 
 
 def test_expert_novice_welder_prints_process_kpis():

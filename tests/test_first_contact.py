@@ -139,7 +139,7 @@ def test_the_default_commands_import_only_declared_dependencies(tmp_path):
     A dependency of a dependency counts only if that one declares it without extras: SB3's progress
     bar needs rich, which SB3 lists in its [extra] only, and the test extras pull rich in besides.
     """
-    commands = [["quickstart", "--episodes", "2", "--rl-steps", "64"],
+    commands = [["quickstart", "--episodes", "2", "--rl-steps", "64", "--gate-episodes", "1"],
                 ["demos", "import", str(CAPTURE), "--out", str(tmp_path / "imported")]]
     out = tmp_path / "probe.json"
     result = subprocess.run([sys.executable, "-c", PROBE, json.dumps(commands), str(out)], capture_output=True,

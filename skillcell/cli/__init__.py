@@ -83,11 +83,10 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
           f"({u.model.nbody} bodies, {u.model.ngeom} geoms, {u.n_substeps} physics steps of "
           f"{u.model.opt.timestep * 1e3:.1f} ms per {u.control_dt * 1e3:.0f} ms control step)")
     env.close()
-    summary, _ = _run_expert(args.env, args.episodes, 0, "expert", not args.no_progress)
-    print(f"scripted expert, {args.episodes} randomized episodes: {summary.report()}")
+    summary, _ = _run_expert(args.env, args.episodes, 0, "expert", not args.no_progress, tier="D2")
+    print(f"scripted expert, {args.episodes} randomized D2 episodes: {summary.report()}")
     if args.rl_steps >= 0:
-        # Those expert episodes become demonstrations -> behaviour cloning -> short RL -> evaluation.
-        # ... and the pre-hardware gate of what it learned.
+        # Those expert episodes become demonstrations -> behaviour cloning -> short RL -> evaluation -> gate.
         train.quickstart_learning(args.env, args.episodes, args.rl_steps, args.out, not args.no_progress,
                                   overwrite=args.overwrite, gate_episodes=args.gate_episodes)
     print(f"wall time {time.perf_counter() - start:.1f} s")
