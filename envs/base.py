@@ -2,15 +2,17 @@
 
 The base class owns what all cells share: composing the cell (`skillcell.envs.cell`), Cartesian
 control of the tool by differential IK (`skillcell.envs.control`), the F/T reading, observation
-scaling, action validation, instability detection, seeding and headless rendering. A cell adds its
-task: geometry (`_build_task`), resets and randomization, task observations, metrics and reward,
-its config (`CellEnv.load_config`) and its named limits (`CellEnv.limits`, `skillcell.envs.limits`);
-one `register_cell` line (`skillcell.envs.registry`) tells the rest of skillcell about it.
+scaling, action validation, instability detection, seeding, the start-pose randomization and
+headless rendering. A cell adds its task through the hooks listed in `CellEnv`'s docstring (the one
+place that says what a subclass must and may override, and when each hook runs), its config
+(`CellEnv.load_config`) and its named limits (`CellEnv.limits`, `skillcell.envs.limits`); one
+`register_cell` line (`skillcell.envs.registry`) tells the rest of skillcell about it.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -51,9 +53,61 @@ class ObsField:
 class CellEnv(gym.Env):
     """Base class of the skillcell cells; see a cell's docstring for its spaces, reward and success.
 
-    Subclasses set `config_class` and implement the task hooks. The first six action channels are
-    always the normalized Cartesian delta of the tool pose in the cell frame (see
-    `CartesianController`); cells may append task channels (`task_action_size`).
+    The first six action channels are always the normalized Cartesian delta of the tool pose in the
+    cell frame (see `CartesianController`); cells may append task channels (`task_action_size`).
+
+    ## The public contract
+    What code outside ``skillcell.envs`` may use (``tests/test_contract.py`` checks that nothing
+    there touches an underscore name of a cell): the Gymnasium API (`reset`, `step`, `render`,
+    `close`); `get_state` and `set_state` (start an episode at a stored state: ``(obs, info)``, as
+    `reset` returns); `replay_step` (a step whose physics comes from a recording); `decode_obs`,
+    `obs_fields`, `obs_slices`, `action_names`; `tcp_pose_task`, `wrench_tool`, ``controller``;
+    `add_overlays`, `renderer`, `camera_names`; `limits`, `task_length_m`, ``tier``,
+    `tier_sample`, `dt`, `cell_file`, `load_config`; ``config``, ``model``, ``data`` and the
+    model's ids (``tcp_site``, ``ft_site``, ``task_site``, ``tool_body``, ``arm_qpos_adr``,
+    ``arm_dof_adr``, ``arm_actuators``). ``mj_spec`` is the `mujoco.MjSpec` the model was compiled
+    from, as built (a tier's per-episode model edits are not in it); ``mj_spec.to_xml()`` is the
+    model's MJCF. It is not called ``spec``: Gymnasium's `Env.spec` is the env's registration
+    (`gymnasium.envs.registration.EnvSpec`), which ``gym.make`` sets and wrappers read.
+
+    ## What a cell declares and overrides
+    Class attributes: `config_class`, `task_action_size` and `task_action_names`, `kpi_keys`,
+    `R_task_tcp_nominal`, `cell_dir`. Its ``__init__`` loads its config (`load_config`) and calls
+    ``CellEnv.__init__(config, ..., tier=tier, randomize=randomize)`` last; the hooks then run in
+    the order of this table (*must*: the base has no implementation).
+
+    | hook                        |      | runs                               | may touch                           |
+    |-----------------------------|------|------------------------------------|-------------------------------------|
+    | `load_config` (classmethod) | must | the cell's ``__init__``; scorers   | nothing: returns the config         |
+    | `_build_task(spec)`         | may  | init: tier applied, cell composed  | the `MjSpec`: geoms, bodies, sites  |
+    | `_setup_task()`             | must | init: compiled, robot found        | its attributes; sets ``task_site``  |
+    | `_reset_task_nominal()`     | may  | init (start pose); `_reset_task`   | ``data`` (mocap), its task state    |
+    | `_nominal_start_pose()`     | must | init, after `_reset_task_nominal`  | nothing: returns ``(p, quat)``      |
+    | `_task_obs_fields()`        | may  | init, after the tool payload       | nothing: returns its fields         |
+    | `_reset_task(rng)`          | may  | reset, first                       | ``data`` (mocap), its task state    |
+    | `_sample_start_offset(rng)` | may  | reset, after `_reset_task`         | nothing: returns metres             |
+    | `_episode_start()`          | may  | reset, `set_state`: F/T zeroed     | its episode statistics              |
+    | `_apply_task_action(a)`     | may  | step: arm commanded, pre-physics   | its task state (``a[6:]``)          |
+    | `_evaluate()`               | must | reset, `set_state`, step: F/T read | its statistics; returns metrics     |
+    | `_reward(metrics, a)`       | must | step, after `_evaluate`            | its statistics; ``(reward, terms)`` |
+    | `_task_done()`              | may  | step, after `_reward`              | nothing: True ends the episode      |
+    | `_task_obs(out)`            | may  | every observation                  | ``out`` (unscaled task blocks)      |
+    | `tcp_pose_task()`           | may  | every observation; callers         | nothing: returns the pose           |
+    | `add_overlays(scene)`       | may  | `render`, review frames            | ``scene`` only, never the model     |
+    | `limits`, `task_length_m`   | may  | when read (properties)             | nothing                             |
+
+    Init, in full: tier -> config -> compose -> `_build_task` -> compile -> find the robot ->
+    `_setup_task` -> controller -> start pose (`_reset_task_nominal`, `_nominal_start_pose`) -> tool
+    payload -> observation fields (`_task_obs_fields`). Reset: ``mj_resetData`` -> `_reset_task` ->
+    `_sample_start_offset` -> the tier's draws -> the arm at the start pose plus the offset ->
+    ``mj_forward`` -> controller reset -> F/T update and tare -> `_episode_start` -> `_evaluate` ->
+    observation (`_task_obs`). Step: action checked -> the tier's latency -> controller command ->
+    `_apply_task_action` -> physics (`replay_step`: the stored state instead) -> instability check ->
+    F/T update -> `_evaluate` -> `_reward` -> termination (`_task_done`) -> observation.
+
+    Randomization helpers in the base: `_sample_start_offset` draws the TCP start offset uniformly
+    in ``config.randomization.start_pos_mm`` where the config declares it (and ``randomize`` is
+    on); `_draw_pose` draws a part's pose about its nominal one (a cell's `_reset_task`).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 20}
@@ -75,24 +129,25 @@ class CellEnv(gym.Env):
 
     def __init__(self, config: CellConfig, render_mode: str | None = None, width: int = 640,
                  height: int = 480, camera: str = "overview", render_quality: str = "fast",
-                 tier: str | None = None):
+                 tier: str | None = None, randomize: bool = True):
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, "
                              f"got {render_mode!r}")
         if render_quality not in ("fast", "high"):
             raise ValueError(f"render_quality must be 'fast' or 'high', got {render_quality!r}")
         # The tier is resolved before anything reads the config: it may widen the randomization
-        # ranges, and D0 turns the cell's own randomization (the subclass's `randomize`) off.
-        self.tier = resolve_tier(self.cell_file("tiers.yaml"), tier, getattr(self, "randomize", True),
-                                 type(self).__name__)
+        # ranges, and D0 turns the cell's own randomization off.
+        self.tier = resolve_tier(self.cell_file("tiers.yaml"), tier, bool(randomize), type(self).__name__)
         config = self.tier.apply(config)
-        if not self.tier.config.randomize:
-            self.randomize = False
+        #: the cell's own randomization (part poses, start offset): off at D0 or with ``randomize=False``
+        self.randomize = bool(randomize) and self.tier.config.randomize
         self.config = config
+        start_range = getattr(getattr(config, "randomization", None), "start_pos_mm", None)
+        self._start_pos_range = None if start_range is None else np.array(start_range) * 1e-3
         self.render_mode, self.camera, self.render_quality = render_mode, camera, render_quality
         self.width, self.height = int(width), int(height)
 
-        spec = compose_cell(config)
+        self.mj_spec = spec = compose_cell(config)
         spec.option.timestep = config.control.timestep_s
         spec.visual.global_.offwidth = max(spec.visual.global_.offwidth, self.width)
         spec.visual.global_.offheight = max(spec.visual.global_.offheight, self.height)
@@ -256,8 +311,30 @@ class CellEnv(gym.Env):
         raise NotImplementedError
 
     def _sample_start_offset(self, rng: np.random.Generator) -> np.ndarray:
-        """TCP start position offset in metres."""
-        return np.zeros(3)
+        """TCP start position offset (m): uniform in +-``config.randomization.start_pos_mm`` per axis.
+
+        Zero, drawing nothing, where the cell's randomization is off or its config declares no
+        ``start_pos_mm``.
+        """
+        if not self.randomize or self._start_pos_range is None:
+            return np.zeros(3)
+        return rng.uniform(-1.0, 1.0, 3) * self._start_pos_range
+
+    @staticmethod
+    def _draw_pose(rng: np.random.Generator, pos_nominal: np.ndarray, quat_nominal: np.ndarray,
+                   pos_range: np.ndarray, rot_range: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A pose ``(pos, quat)`` drawn uniformly about a nominal one (a part's mocap pose).
+
+        The position moves by up to +-``pos_range`` (m, cell axes), the orientation turns by xyz
+        Euler angles of up to +-``rot_range`` (rad) about the part's own axes. Draws the three
+        position offsets, then the three angles (the order seeded episodes depend on).
+        """
+        pos = pos_nominal + rng.uniform(-1.0, 1.0, 3) * pos_range
+        euler = rng.uniform(-1.0, 1.0, 3) * rot_range
+        tilt, quat = np.empty(4), np.empty(4)
+        mujoco.mju_euler2Quat(tilt, euler, "xyz")
+        mujoco.mju_mulQuat(quat, quat_nominal, tilt)
+        return pos, quat
 
     def _task_obs_fields(self) -> list[ObsField]:
         return []
@@ -277,6 +354,10 @@ class CellEnv(gym.Env):
 
     def _episode_start(self) -> None:
         """Resets per-episode statistics."""
+
+    def _task_done(self) -> bool:
+        """Whether the task ends the episode now, besides success and physics invalidity."""
+        return False
 
     # ------------------------------------------------------------------ gymnasium API
 
@@ -300,6 +381,28 @@ class CellEnv(gym.Env):
         return self._get_obs(), {**metrics, "instability": ""}
 
     def step(self, action):
+        a = self._command(action)
+        mujoco.mj_step(self.model, self.data, self.n_substeps)
+        return self._measure_step(a, self._instability())
+
+    def replay_step(self, state: np.ndarray, action) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """`step` with the physics read from a recording: ``state`` is the stored state after ``action``.
+
+        Everything but the physics runs as in `step` (the action's latency, command and task
+        channels, the F/T reading, metrics, reward, termination), so the episode's statistics, a
+        weld's bead among them, follow the recording even where today's model would move
+        differently. Returns what `step` returns (``truncated`` is False: the time limit is a
+        wrapper's). The values agree with the recorded step's to within one physics substep of
+        motion, not bit for bit: after ``mj_step`` the kinematics and sensors a step measures are
+        those MuJoCo computed at the start of its last substep, a replay's those of the stored
+        state itself.
+        """
+        a = self._command(action)
+        self._write_state(state)
+        return self._measure_step(a, self._instability())
+
+    def _command(self, action) -> np.ndarray:
+        """The first half of a step: the action checked, delayed by the tier and commanded."""
         if self._needs_reset:
             raise RuntimeError("call reset() before step(): the episode has not started or the "
                                "physics became unstable")
@@ -307,8 +410,10 @@ class CellEnv(gym.Env):
         applied = self._tier_runtime.delay(a)  # the tier's action latency, if any
         self.controller.command(applied)
         self._apply_task_action(applied)
-        mujoco.mj_step(self.model, self.data, self.n_substeps)
-        instability = self._instability()
+        return a
+
+    def _measure_step(self, a: np.ndarray, instability: str):
+        """The second half of a step, after the physics: metrics, reward, termination, observation."""
         self._update_wrench()
         metrics = self._evaluate()
         reward, terms = self._reward(metrics, a)
@@ -318,7 +423,7 @@ class CellEnv(gym.Env):
             metrics["is_success"] = False
             metrics["physics_invalid"] = True
         terminated = bool(instability or metrics["physics_invalid"] or
-                          (metrics["is_success"] and self._terminate_on_success))
+                          (metrics["is_success"] and self._terminate_on_success) or self._task_done())
         info = {**metrics, **terms, "instability": instability}
         return self._get_obs(), reward, terminated, False, info
 
@@ -328,7 +433,7 @@ class CellEnv(gym.Env):
             return None
         renderer = self.renderer
         renderer.update_scene(self.data, camera=self.camera)
-        self._add_overlays(renderer.scene)
+        self.add_overlays(renderer.scene)
         return renderer.render()
 
     def close(self):
@@ -406,8 +511,6 @@ class CellEnv(gym.Env):
     def renderer(self) -> mujoco.Renderer:
         """A `mujoco.Renderer` at the env's size; ``fast`` quality drops shadows, reflections and MSAA."""
         if self._renderer is None:
-            import os
-
             # Multisampling is fixed when the GL context is made (from `vis.quality.offsamples`);
             # on software OpenGL (Mesa llvmpipe) 4x MSAA halves the frame rate, so `fast` makes the
             # context without it. The model's setting is restored: it is render-only, never physics.
@@ -426,8 +529,8 @@ class CellEnv(gym.Env):
                 self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
         return self._renderer
 
-    def _add_overlays(self, scene: mujoco.MjvScene) -> None:
-        """Appends task overlay geoms to the scene after `update_scene` (no model edits)."""
+    def add_overlays(self, scene: mujoco.MjvScene) -> None:
+        """Appends the cell's overlay geoms to ``scene`` after ``update_scene`` (no model edits)."""
 
     def _check_action(self, action) -> np.ndarray:
         try:
@@ -514,13 +617,26 @@ class CellEnv(gym.Env):
         mujoco.mj_getState(self.model, self.data, state, spec)
         return state
 
-    def set_state(self, state: np.ndarray) -> np.ndarray:
-        """Starts an episode from a stored ``mjSTATE_INTEGRATION`` state; returns the observation.
+    def set_state(self, state: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        """Starts an episode at a stored ``mjSTATE_INTEGRATION`` state; ``(obs, info)`` as `reset` returns.
 
         The controller commands the restored TCP pose, the F/T sensor is zeroed there and the
         episode statistics start afresh, as after `reset`, so stepping the same actions from an
-        episode's first state reproduces it.
+        episode's first state reproduces it. What `reset` drew for the episode (the tier's
+        factors, the task's state such as the arc) stays: call `reset` with the episode's seed first.
         """
+        self._write_state(state)
+        self.controller.reset()
+        self._tier_runtime.restart()
+        self._update_wrench()
+        self._tier_runtime.tare(self.wrench_tool, self.np_random)
+        self._episode_start()
+        self._needs_reset = False
+        metrics = self._evaluate()
+        return self._get_obs(), {**metrics, "instability": ""}
+
+    def _write_state(self, state: np.ndarray) -> None:
+        """Restores a ``mjSTATE_INTEGRATION`` state (checked) and computes what follows from it."""
         spec = mujoco.mjtState.mjSTATE_INTEGRATION
         state = np.asarray(state, dtype=np.float64)
         expected = mujoco.mj_stateSize(self.model, spec)
@@ -530,11 +646,3 @@ class CellEnv(gym.Env):
             raise ValueError("state has non-finite values")
         mujoco.mj_setState(self.model, self.data, state, spec)
         mujoco.mj_forward(self.model, self.data)
-        self.controller.reset()
-        self._tier_runtime.restart()
-        self._update_wrench()
-        self._tier_runtime.tare(self.wrench_tool, self.np_random)
-        self._episode_start()
-        self._needs_reset = False
-        self._evaluate()  # as reset() does: a cell's observation may use this step's metrics
-        return self._get_obs()

@@ -38,7 +38,8 @@ def run(env, action, steps):
 
 
 def move_task(env, dx_mm=0.0, dy_mm=0.0, tilt_deg=0.0):
-    """Moves the TCP sideways in the hole frame and tilts it about the hole's x axis, then settles."""
+    """Moves the TCP sideways in the hole frame and tilts it about the hole's x axis, then settles;
+    returns the settling steps' infos."""
     scale = env.config.control.max_translation_mm
     # At most 0.4 of full speed per step, so that the lead limit never shortens the move.
     n = max(1, math.ceil(max(abs(dx_mm), abs(dy_mm)) / (0.4 * scale)))
@@ -47,7 +48,7 @@ def move_task(env, dx_mm=0.0, dy_mm=0.0, tilt_deg=0.0):
     rot = math.radians(tilt_deg) / math.radians(env.config.control.max_rotation_deg)
     for _ in range(max(1, math.ceil(abs(rot)))):
         env.step(np.r_[0, 0, 0, rot / max(1, math.ceil(abs(rot))), 0, 0])
-    run(env, np.zeros(6), 15)
+    return run(env, np.zeros(6), 15)
 
 
 @pytest.mark.parametrize("clearance", [0.1, 0.4, 1.0])
@@ -69,8 +70,7 @@ def test_pushing_beside_the_hole_never_penetrates_more_than_the_clearance(cleara
 def test_tilted_peg_jams_instead_of_sliding_in(clearance):
     env = make(clearance)
     env.reset(seed=0)
-    move_task(env, tilt_deg=4.0)
-    assert env._evaluate()["tilt_deg"] == pytest.approx(4.0, abs=0.4)
+    assert move_task(env, tilt_deg=4.0)[-1]["tilt_deg"] == pytest.approx(4.0, abs=0.4)
     with every_substep(env) as penetration:
         infos = run(env, [0, 0, -0.3, 0, 0, 0], 100)
     final = infos[-1]
@@ -133,7 +133,7 @@ def test_hole_boxes_leave_the_opening_free_and_chamfer_on_the_edge():
 def test_mating_geoms_have_no_margin():
     env = make()
     m = env.model
-    mating = [m.geom("tool/peg").id, *env._fixture_geoms]
+    mating = [m.geom("tool/peg").id, *np.flatnonzero(m.geom_bodyid == m.body("fixture").id)]
     assert all(m.geom_margin[g] == 0 for g in mating)
 
 
@@ -145,12 +145,13 @@ def test_workpiece_out_of_range_is_named(key, value):
 
 def test_randomization_stays_in_declared_ranges():
     env = PegInsertEnv()
-    nominal = env._hole_pos_nominal
+    fixture = env.model.body("fixture")
+    nominal, mocap = fixture.pos.copy(), fixture.mocapid[0]
     offsets, angles = [], []
     for seed in range(60):
-        env.reset(seed=seed)
-        offsets.append(env.data.mocap_pos[env._mocap_id] - nominal)
-        decoded = env.decode_obs(env._get_obs())
+        obs, _ = env.reset(seed=seed)
+        offsets.append(env.data.mocap_pos[mocap] - nominal)
+        decoded = env.decode_obs(obs)
         angles.append(np.degrees(np.linalg.norm(decoded["hole_rot"])))
         assert decoded["hole_pos"] == pytest.approx(offsets[-1], abs=1e-9)
     offsets = np.array(offsets)
@@ -159,7 +160,7 @@ def test_randomization_stays_in_declared_ranges():
     assert max(angles) <= math.sqrt(3) * 2.0 + 1e-9 and max(angles) > 1.5
     fixed = make()
     fixed.reset(seed=7)
-    assert np.array_equal(fixed.data.mocap_pos[fixed._mocap_id], fixed._hole_pos_nominal)
+    assert np.array_equal(fixed.data.mocap_pos[mocap], nominal)
 
 
 def test_wrench_is_zero_in_free_space_at_any_orientation():
@@ -168,8 +169,7 @@ def test_wrench_is_zero_in_free_space_at_any_orientation():
     assert np.abs(env.wrench_tool).max() < 1e-6
     for _ in range(8):
         env.step(np.r_[0, 0, 0, 1.0, 0.5, 0])
-    run(env, np.zeros(6), 30)
-    assert env._evaluate()["tilt_deg"] > 10
+    assert run(env, np.zeros(6), 30)[-1]["tilt_deg"] > 10
     assert np.abs(env.wrench_tool[:3]).max() < 0.05
     assert np.abs(env.wrench_tool[3:]).max() < 0.005
 
@@ -179,7 +179,7 @@ def test_wrench_matches_the_contact_forces_when_pushing():
     env.reset(seed=0)
     move_task(env, dx_mm=14.0)
     run(env, [0, 0, -0.3, 0, 0, 0], 50)
-    run(env, np.zeros(6), 20)  # come to rest in contact
+    infos = run(env, np.zeros(6), 20)  # come to rest in contact
     m, d = env.model, env.data
     total = np.zeros(3)
     force = np.zeros(6)
@@ -194,7 +194,7 @@ def test_wrench_matches_the_contact_forces_when_pushing():
     measured_world = R_world_ft @ env.wrench_tool[:3]
     assert np.linalg.norm(total) > 20.0
     assert measured_world == pytest.approx(total, rel=0.05, abs=0.5)
-    assert env._evaluate()["axial_force_n"] > 20.0
+    assert infos[-1]["axial_force_n"] > 20.0
 
 
 def test_exceeding_the_penetration_budget_is_never_a_success():

@@ -20,7 +20,7 @@ def _render(env, camera, overlays: SceneOverlays | None):
     cell = env.unwrapped
     renderer = cell.renderer
     renderer.update_scene(cell.data, camera=camera)
-    cell._add_overlays(renderer.scene)
+    cell.add_overlays(renderer.scene)
     if overlays is not None:
         overlays.draw(cell, renderer.scene)
     return renderer.render().astype(int), renderer.scene

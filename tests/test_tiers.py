@@ -65,17 +65,18 @@ def test_d0_is_nominal_whatever_the_seed():
     env = gym.make(PEG, tier="D0")
     obs = [env.reset(seed=s)[0] for s in (0, 1, 2)]
     assert all(np.array_equal(obs[0], o) for o in obs[1:])
-    u = env.unwrapped
-    assert np.array_equal(u.data.mocap_pos[u._mocap_id], u._hole_pos_nominal)
+    fixture = env.unwrapped.model.body("fixture")
+    assert np.array_equal(env.unwrapped.data.mocap_pos[fixture.mocapid[0]], fixture.pos)
     env.close()
 
 
 def _hole_offsets(env, seeds):
     u = env.unwrapped
+    fixture = u.model.body("fixture")
     out = []
     for s in seeds:
         env.reset(seed=s)
-        out.append((u.data.mocap_pos[u._mocap_id] - u._hole_pos_nominal) * 1e3)
+        out.append((u.data.mocap_pos[fixture.mocapid[0]] - fixture.pos) * 1e3)
     return np.array(out)
 
 
@@ -93,23 +94,24 @@ def test_d2_widens_the_part_pose_as_declared():
 def test_d2_samples_friction_mass_bias_latency_within_declared_ranges():
     env = gym.make(PEG, tier="D2")
     u = env.unwrapped
-    rt = u._tier_runtime
     m = u.model
-    friction_nominal = rt._friction_nominal.copy()
-    mass_nominal = rt._mass_nominal.copy()
-    names = [m.body(b).name for b in rt.mass_bodies]
-    assert "tool/tool" in names and all(n.startswith(("robot/", "tool/")) for n in names)
+    # Nominal until the first reset; the tier varies the masses of the robot's and the tool's bodies.
+    friction_nominal = m.geom_friction[:, 0].copy()
+    mass_nominal = m.body_mass.copy()
+    varied = [b for b in range(m.nbody) if mass_nominal[b] > 0 and m.body(b).name.startswith(("robot/", "tool/"))]
+    assert "tool/tool" in [m.body(b).name for b in varied]
     frictions, masses, biases, latencies = [], [], [], []
     for seed in range(20):
         env.reset(seed=seed)
-        s = rt.sample
+        s = u.tier_sample
         frictions.append(s.friction_scale)
         masses.append(s.mass_scale.copy())
         biases.append(s.ft_bias.copy())
         latencies.append(s.latency_steps)
         # The model holds nominal times this episode's factors, never a drifted value.
         assert np.array_equal(m.geom_friction[:, 0], friction_nominal * s.friction_scale)
-        assert np.array_equal(m.body_mass[rt.mass_bodies], mass_nominal * s.mass_scale)
+        assert np.array_equal(m.body_mass[varied], mass_nominal[varied] * s.mass_scale)
+        assert np.array_equal(np.delete(m.body_mass, varied), np.delete(mass_nominal, varied))
     frictions, masses, biases = np.array(frictions), np.array(masses), np.array(biases)
     assert 0.7 <= frictions.min() and frictions.max() <= 1.3 and frictions.std() > 0.05
     assert 0.9 <= masses.min() and masses.max() <= 1.1 and masses.std() > 0.02
@@ -118,7 +120,7 @@ def test_d2_samples_friction_mass_bias_latency_within_declared_ranges():
     assert set(latencies) == {1, 2}
     # The same seed again gives the same draw (restored from nominal, not compounded).
     env.reset(seed=3)
-    assert rt.sample.friction_scale == frictions[3]
+    assert u.tier_sample.friction_scale == frictions[3]
     env.close()
 
 
@@ -179,7 +181,7 @@ def test_a_sensor_that_is_never_zeroed_keeps_its_bias(tmp_path):
 def test_d2_latency_delays_the_action_by_whole_periods(latency):
     env = gym.make(PEG, tier="D2")
     u = env.unwrapped
-    seed = next(s for s in range(50) if (env.reset(seed=s), u._tier_runtime.sample.latency_steps)[1] == latency)
+    seed = next(s for s in range(50) if (env.reset(seed=s), u.tier_sample.latency_steps)[1] == latency)
     env.reset(seed=seed)
     start = u.controller.p_world_cmd.copy()
     env.step(np.array([0.0, 1.0, 0.0, 0.0, 0.0, 0.0]))  # +5 mm in y, then nothing

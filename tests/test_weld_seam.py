@@ -148,11 +148,12 @@ def test_seam_path_samples_exact_arcs():
 
 def test_gap_randomization_moves_the_mate_away_from_the_root():
     env = WeldSeamEnv(overrides={"randomization": {"gap_mm": 2.0}})
+    base, mate = (env.model.body(name).mocapid[0] for name in ("workpiece", "workpiece_mate"))
     gaps = []
     for seed in range(8):
         env.reset(seed=seed)
         d = env.data
-        gaps.append(np.linalg.norm(d.mocap_pos[env._mate_mocap] - d.mocap_pos[env._base_mocap]))
+        gaps.append(np.linalg.norm(d.mocap_pos[mate] - d.mocap_pos[base]))
     assert 0 <= min(gaps) and max(gaps) <= 2e-3 + 1e-12 and max(gaps) > 1e-3
 
 

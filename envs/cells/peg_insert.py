@@ -254,9 +254,8 @@ class PegInsertEnv(CellEnv, EzPickle):
         EzPickle.__init__(self, cell, overrides, clearance_mm, chamfer_mm, randomize, render_mode, width,
                           height, camera, render_quality, tier)
         config = self.load_config(cell, overrides, clearance_mm=clearance_mm, chamfer_mm=chamfer_mm)
-        self.randomize = bool(randomize)
         self._terminate_on_success = config.task.terminate_on_success
-        super().__init__(config, render_mode, width, height, camera, render_quality, tier=tier)
+        super().__init__(config, render_mode, width, height, camera, render_quality, tier=tier, randomize=randomize)
 
     @classmethod
     def load_config(cls, cell: str | Path | None = None, overrides: dict[str, Any] | None = None, *,
@@ -326,7 +325,6 @@ class PegInsertEnv(CellEnv, EzPickle):
         rnd = self.config.randomization
         self._hole_pos_range = np.array(rnd.hole_pos_mm) * 1e-3
         self._hole_rot_range = np.radians(rnd.hole_rot_deg)
-        self._start_pos_range = np.array(rnd.start_pos_mm) * 1e-3
 
     def _reset_task_nominal(self) -> None:
         self.data.mocap_pos[self._mocap_id] = self._hole_pos_nominal
@@ -336,17 +334,10 @@ class PegInsertEnv(CellEnv, EzPickle):
         self._reset_task_nominal()
         if not self.randomize:
             return
-        self.data.mocap_pos[self._mocap_id] += rng.uniform(-1.0, 1.0, 3) * self._hole_pos_range
-        euler = rng.uniform(-1.0, 1.0, 3) * self._hole_rot_range
-        tilt, quat = np.empty(4), np.empty(4)
-        mujoco.mju_euler2Quat(tilt, euler, "xyz")
-        mujoco.mju_mulQuat(quat, self._hole_quat_nominal, tilt)  # about the hole's own axes
+        pos, quat = self._draw_pose(rng, self._hole_pos_nominal, self._hole_quat_nominal, self._hole_pos_range,
+                                    self._hole_rot_range)
+        self.data.mocap_pos[self._mocap_id] = pos
         self.data.mocap_quat[self._mocap_id] = quat
-
-    def _sample_start_offset(self, rng: np.random.Generator) -> np.ndarray:
-        if not self.randomize:
-            return np.zeros(3)
-        return rng.uniform(-1.0, 1.0, 3) * self._start_pos_range
 
     def _nominal_start_pose(self) -> tuple[np.ndarray, np.ndarray]:
         R_world_task = np.empty(9)

@@ -212,11 +212,10 @@ class WeldSeamEnv(CellEnv, EzPickle):
         self.variant = variant
         self.wps = load_wps(config.wps, Path(cell) if isinstance(cell, (str, Path)) else None)
         self.path = SeamPath(config.seam)
-        self.randomize = bool(randomize)
-        self._terminate_on_success = False  # the episode ends at the seam end either way
+        self._terminate_on_success = False  # the episode ends at the seam end either way (`_task_done`)
         self.R_task_tcp_nominal = torch_rotation(self.wps.nominal("work_angle_deg"),
                                                  self.wps.nominal("travel_angle_deg"))
-        super().__init__(config, render_mode, width, height, camera, render_quality, tier)
+        super().__init__(config, render_mode, width, height, camera, render_quality, tier, randomize)
 
     @classmethod
     def load_config(cls, cell: str | Path | None = None, overrides: dict[str, Any] | None = None, *,
@@ -282,7 +281,6 @@ class WeldSeamEnv(CellEnv, EzPickle):
         rnd = self.config.randomization
         self._part_pos_range = np.array(rnd.part_pos_mm) * 1e-3
         self._part_rot_range = np.radians(rnd.part_rot_deg)
-        self._start_pos_range = np.array(rnd.start_pos_mm) * 1e-3
         self.metrics = WeldMetrics(self.path, self.wps, m, self.data, PLATE_GROUP, self.dt)
         self._arc_on = False
         # What every step reads: views into mjData (its arrays never move) and constants.
@@ -324,14 +322,11 @@ class WeldSeamEnv(CellEnv, EzPickle):
         d = self.data
         self._reset_task_nominal()
         if self.randomize:
-            offset = rng.uniform(-1.0, 1.0, 3) * self._part_pos_range
-            euler = rng.uniform(-1.0, 1.0, 3) * self._part_rot_range
+            pos, quat = self._draw_pose(rng, self._part_pos_nominal, self._part_quat_nominal, self._part_pos_range,
+                                        self._part_rot_range)
             gap = rng.uniform(0.0, 1.0) * self.config.randomization.gap_mm * 1e-3
-            tilt, quat = np.empty(4), np.empty(4)
-            mujoco.mju_euler2Quat(tilt, euler, "xyz")
-            mujoco.mju_mulQuat(quat, self._part_quat_nominal, tilt)
             for mocap in (self._base_mocap, self._mate_mocap):
-                d.mocap_pos[mocap] = self._part_pos_nominal + offset
+                d.mocap_pos[mocap] = pos
                 d.mocap_quat[mocap] = quat
             R = np.empty(9)
             mujoco.mju_quat2Mat(R, quat)
@@ -341,11 +336,6 @@ class WeldSeamEnv(CellEnv, EzPickle):
             away = R[:, 1] if self.config.joint.type == "butt" else R[:, 2]
             d.mocap_pos[self._mate_mocap] += gap * away
         self._arc_on = False
-
-    def _sample_start_offset(self, rng: np.random.Generator) -> np.ndarray:
-        if not self.randomize:
-            return np.zeros(3)
-        return rng.uniform(-1.0, 1.0, 3) * self._start_pos_range
 
     def _nominal_start_pose(self) -> tuple[np.ndarray, np.ndarray]:
         """The torch at the nominal angles over the seam start, backed off ``approach_mm``."""
@@ -434,13 +424,12 @@ class WeldSeamEnv(CellEnv, EzPickle):
         }
         return float(sum(terms.values())), terms
 
-    def step(self, action):
-        obs, reward, terminated, truncated, info = super().step(action)
-        return obs, reward, terminated or self._done, truncated, info
+    def _task_done(self) -> bool:
+        return self._done  # the seam end reached or the seam left, as `_evaluate` judged
 
     # ------------------------------------------------------------------ rendering
 
-    def _add_overlays(self, scene: mujoco.MjvScene) -> None:
+    def add_overlays(self, scene: mujoco.MjvScene) -> None:
         """The seam (thin, grey) and the bead where the arc was on (green in spec, red out)."""
         metrics = self.metrics
         points = metrics.points_world

@@ -26,7 +26,7 @@ member                 shape               meaning
 ``command_quat``       (N+1, 4)            the commanded orientation (w, x, y, z)
 ``info/<key>``         (N+1, ...)          each ``info`` metric: reset info, then every step's
 ``extra/<key>``        any                 source data (capture targets, raw capture samples)
-``model_xml``          () str              MJCF of the compiled model (``MjSpec.to_xml``)
+``model_xml``          () str              MJCF of the model as built (``CellEnv.mj_spec.to_xml()``)
 ``meta``               () str              JSON: env id and kwargs, seed, control period,
                                            observation layout, versions, model hash,
                                            provenance, source, creation time
@@ -69,7 +69,6 @@ from skillcell.atomic import atomic_write_bytes, atomic_write_text, is_temporary
 from skillcell.config import ConfigError, from_mapping, parse_yaml, to_mapping
 from skillcell.demos._io import dataset_lock, sha256_bytes
 from skillcell.demos.errors import DatasetError
-from skillcell.envs.cell import compose_cell
 
 __all__ = [
     "EPISODE_FORMAT_VERSION",
@@ -80,7 +79,6 @@ __all__ = [
     "Provenance",
     "load_episode",
     "model_hash",
-    "model_xml",
     "save_episode",
     "stack_infos",
     "versions",
@@ -168,30 +166,6 @@ def model_hash(model: mujoco.MjModel) -> str:
             continue
         h.update(f"opt.{name}:{np.asarray(value).tolist()!r};".encode())
     return "sha256:" + h.hexdigest()
-
-
-def model_xml(env) -> str:
-    """MJCF of the env's compiled model.
-
-    MuJoCo can only write XML from the `MjSpec` a model was compiled from (``mj_saveLastXML``
-    needs a model loaded from XML), and `CellEnv` does not keep its spec, so the spec is rebuilt
-    here the way `CellEnv.__init__` builds it. The rebuilt model's content hash is compared with
-    the env's, so a change to how cells compose can never store a wrong XML silently: on a
-    mismatch (also after a reset that edited the model, so call this before) this warns and
-    returns an empty string.
-    """
-    cell = env.unwrapped
-    spec = compose_cell(cell.config)
-    spec.option.timestep = cell.config.control.timestep_s
-    spec.visual.global_.offwidth = max(spec.visual.global_.offwidth, cell.width)
-    spec.visual.global_.offheight = max(spec.visual.global_.offheight, cell.height)
-    cell._build_task(spec)
-    rebuilt = spec.compile()
-    if model_hash(rebuilt) != model_hash(cell.model):
-        warnings.warn(f"could not reproduce the model of {type(cell).__name__} from its config; the episode "
-                      "is stored without model XML (the model hash is still stored)", stacklevel=2)
-        return ""
-    return spec.to_xml()
 
 
 def _json_safe(value: Any, key: str) -> Any:

@@ -32,7 +32,6 @@ from tqdm.auto import tqdm
 
 from skillcell.demos.episode import Episode, load_episode, model_hash
 from skillcell.demos.errors import DemoError, ModelMismatchWarning, ReplayVersionWarning
-from skillcell.demos.recorder import start_episode_from_state
 from skillcell.mp4 import VideoWriter
 from skillcell.rollout import ActionReplay, RolloutStep, rollout
 
@@ -202,7 +201,7 @@ def _replay_actions(env, episode: Episode, report: ReplayReport, writer: VideoWr
     bar = tqdm(total=episode.steps, desc="action replay", unit="step", disable=not progress, leave=False)
 
     def start(obs, info):
-        return start_episode_from_state(cell, episode.states[0])
+        return cell.set_state(episode.states[0])
 
     def check(step: RolloutStep) -> None:
         k = step.index

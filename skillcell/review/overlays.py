@@ -2,7 +2,7 @@
 
 **Scene overlays** are `mjvGeom` decorations appended to ``renderer.scene`` after
 ``update_scene`` (the model is never edited), so they are lit, shaded and depth-tested like the
-scene: the cell's own overlays (`CellEnv._add_overlays`: the seam and the bead of the welding
+scene: the cell's own overlays (`CellEnv.add_overlays`: the seam and the bead of the welding
 cells), then the tool trace (the TCP's path so far) and, for cells that push on things, an
 arrow for the force the tool applies.
 

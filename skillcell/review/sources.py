@@ -28,7 +28,6 @@ import numpy as np
 
 import skillcell
 from skillcell.demos.episode import model_hash
-from skillcell.demos.recorder import start_episode_from_state
 from skillcell.policies import make_expert
 from skillcell.policies.loading import load_sb3_model
 from skillcell.policies.rundir import RunDir
@@ -119,23 +118,17 @@ class EpisodeSource:
 
     def __iter__(self) -> Iterator[Step]:
         ep, cell = self.episode, self.env.unwrapped
-        m, d = cell.model, cell.data
-        spec = mujoco.mjtState.mjSTATE_INTEGRATION
         states = np.asarray(ep.states, dtype=np.float64)
         # reset() first: it puts the task (e.g. the weld's arc) in its start condition, then the
         # stored first state replaces the physics, as when the episode was recorded.
         self.env.reset(seed=ep.seed)
-        _, live_info = start_episode_from_state(cell, states[0])
+        _, live_info = cell.set_state(states[0])
         total = 0.0
         for k in range(ep.steps + 1):
             if k:
-                mujoco.mj_setState(m, d, states[k], spec)
-                mujoco.mj_forward(m, d)
-                # Re-measure the cell from the restored state (private hooks of CellEnv, as the
-                # recorder uses them): accumulating overlays such as the bead depend on it.
-                cell._update_wrench()
-                cell._apply_task_action(np.asarray(ep.actions[k - 1], dtype=np.float64))
-                live_info = cell._evaluate()
+                # The cell measures each stored state as its step would have: accumulating
+                # overlays such as the bead follow the recording.
+                live_info = cell.replay_step(states[k], ep.actions[k - 1])[-1]
                 total += float(ep.rewards[k - 1])
             info = {**live_info, **_info_at(ep.infos, k)} if ep.infos else dict(live_info)
             last = k == ep.steps
@@ -210,7 +203,7 @@ class RolloutSource:
         start = None
         if self.start_state is not None:
             state = np.asarray(self.start_state, dtype=np.float64)
-            start = lambda obs, info: start_episode_from_state(cell, state)  # noqa: E731
+            start = lambda obs, info: cell.set_state(state)  # noqa: E731
         dt, total = cell.control_dt, 0.0
         for step in Rollout(self.env, self.policy, seed=self.seed, start=start, max_steps=self.max_steps):
             if step.reward is not None and math.isfinite(step.reward):

@@ -60,7 +60,7 @@ class FrameRenderer:
         renderer = cell.renderer
         renderer.update_scene(cell.data, camera=self.camera)
         if self.overlays:
-            cell._add_overlays(renderer.scene)
+            cell.add_overlays(renderer.scene)
             self.scene_overlays.draw(cell, renderer.scene)
         rgb = renderer.render()
         if self.strip is None:
