@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import mujoco
 import numpy as np
 import pytest
 
@@ -63,6 +64,8 @@ def test_every_cell_has_golden_episodes():
     assert not missing, f"no golden episode for {missing}: record them with `python tests/golden/record.py`"
 
 
+@pytest.mark.skipif(mujoco.__version__ != META["mujoco"],
+                    reason=f"golden digests are of mujoco {META['mujoco']}: determinism is promised within a version")
 @pytest.mark.parametrize("stored", EPISODES, ids=[e["name"] for e in EPISODES])
 def test_golden_episode_replays_bit_identically(stored):
     spec = {k: stored[k] for k in ("env_id", "tier", "seed", "max_steps")}
