@@ -210,20 +210,29 @@ class CellEnv(gym.Env):
         # mjData's arrays never move, so views into them stay valid for the env's lifetime.
         self._qpos, self._qvel, self._warnings = d.qpos, d.qvel, d.warning.number
         self._arm_qpos, self._arm_qvel = index_of(self.arm_qpos_adr), index_of(self.arm_dof_adr)
-        self._ft_xmat, self._sensordata = d.site_xmat[self.ft_site], d.sensordata
-        self._force_slice = slice(self._force_adr, self._force_adr + 3)
-        self._torque_slice = slice(self._torque_adr, self._torque_adr + 3)
+        self._ft_xmat = d.site_xmat[self.ft_site]
+        self._force_reading = d.sensordata[self._force_adr:self._force_adr + 3]
+        self._torque_reading = d.sensordata[self._torque_adr:self._torque_adr + 3]
         self._action_shape = self.action_space.shape
         self._obs_views = {name: self._obs_raw[sl] for name, sl in self.obs_slices.items()}
+        arm_qpos, arm_qvel = self._qpos[self._arm_qpos], self._qvel[self._arm_qvel]
+        # Views where the arm's joints are contiguous (a gather per step otherwise).
+        self._arm_qpos_view = arm_qpos if isinstance(self._arm_qpos, slice) else None
+        self._arm_qvel_view = arm_qvel if isinstance(self._arm_qvel, slice) else None
+        self._tcp_xmat_3x3 = d.site_xmat[self.tcp_site].reshape(3, 3)
+        self._task_xmat = d.site_xmat[self.task_site]
+        # A transposed view: the operands' layout picks numpy's kernel, and with it the rounding.
+        self._task_xmat_T = self._task_xmat.reshape(3, 3).T
+        self._tcp_xpos, self._task_xpos = d.site_xpos[self.tcp_site], d.site_xpos[self.task_site]
         # Blocks filled together from one source, one view each: the commanded pose error
         # (tcp_lead, tcp_lead_rot) and the F/T reading (force_tool, torque_tool).
         sl = self.obs_slices
         self._lead_view = self._obs_raw[sl["tcp_lead"].start:sl["tcp_lead_rot"].stop]
         self._wrench_view = self._obs_raw[sl["force_tool"].start:sl["torque_tool"].stop]
         self._task_obs_view = self._obs_raw[self._task_obs_start:]
-        # A transposed view, not a copy: the operands' layout picks OpenBLAS's kernel (and rounding).
-        self._R_nominal_T = self.R_task_tcp_nominal.T
+        self._R_nominal = np.ascontiguousarray(self.R_task_tcp_nominal)
         self._R_obs = np.empty((3, 3))
+        self._R_obs_flat = self._R_obs.ravel()  # a view
         self._quat_obs = np.empty(4)
 
     # ------------------------------------------------------------------ setup
@@ -571,27 +580,25 @@ class CellEnv(gym.Env):
         # On floats, in numpy's order of operations: on 3-vectors numpy costs more than the arithmetic.
         gx, gy, gz = rotate_transposed(self._ft_xmat.tolist(), self._payload_force_world.tolist())
         cx, cy, cz = self._payload_com_ft.tolist()
-        fx, fy, fz = self._sensordata[self._force_slice].tolist()
-        tx, ty, tz = self._sensordata[self._torque_slice].tolist()
+        fx, fy, fz = self._force_reading.tolist()
+        tx, ty, tz = self._torque_reading.tolist()
         self.wrench_tool[:] = (fx + gx, fy + gy, fz + gz, tx + (cy * gz - cz * gy), ty + (cz * gx - cx * gz),
                                tz + (cx * gy - cy * gx))
 
     def tcp_pose_task(self) -> tuple[np.ndarray, np.ndarray]:
         """``(p_task_tcp, R_task_tcp)``: the TCP in the task frame."""
-        d = self.data
-        xmat_task = d.site_xmat[self.task_site]
-        p_task_tcp = np.array(rotate_transposed(xmat_task.tolist(), (d.site_xpos[self.tcp_site] -
-                                                                     d.site_xpos[self.task_site]).tolist()))
-        R_task_tcp = xmat_task.reshape(3, 3).T @ d.site_xmat[self.tcp_site].reshape(3, 3)
-        return p_task_tcp, R_task_tcp
+        (px, py, pz), (qx, qy, qz) = self._tcp_xpos.tolist(), self._task_xpos.tolist()
+        p_task_tcp = np.array(rotate_transposed(self._task_xmat.tolist(), (px - qx, py - qy, pz - qz)))
+        return p_task_tcp, self._task_xmat_T @ self._tcp_xmat_3x3
 
     def _get_obs(self) -> np.ndarray:
         raw, view = self._obs_raw, self._obs_views
-        view["joint_pos"][:] = self._qpos[self._arm_qpos]
-        view["joint_vel"][:] = self._qvel[self._arm_qvel]
+        view["joint_pos"][:] = self._qpos[self._arm_qpos] if self._arm_qpos_view is None else self._arm_qpos_view
+        view["joint_vel"][:] = self._qvel[self._arm_qvel] if self._arm_qvel_view is None else self._arm_qvel_view
         p_task_tcp, R_task_tcp = self.tcp_pose_task()
         view["tcp_pos_task"][:] = p_task_tcp
-        mujoco.mju_mat2Quat(self._quat_obs, np.matmul(self._R_nominal_T, R_task_tcp, out=self._R_obs).ravel())
+        mujoco.mju_mulMatTMat(self._R_obs, self._R_nominal, R_task_tcp)  # R_task_tcp_nominal.T @ R_task_tcp
+        mujoco.mju_mat2Quat(self._quat_obs, self._R_obs_flat)
         mujoco.mju_quat2Vel(view["tcp_rot_task"], self._quat_obs, 1.0)
         # The commanded pose relative to the measured one: with it a policy knows where it has
         # sent the tool, not only where the tool is (what a latency- or lag-aware policy aims).
