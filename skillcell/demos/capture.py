@@ -905,7 +905,7 @@ def execute(plan: Retargeted, *, progress: bool = True) -> Execution:
             if mode == "position":
                 d.ctrl[cell.arm_actuators] = q0  # the servos hold it
             mujoco.mj_forward(cell.model, d)
-            return recorder.restart_from_current_state(), info
+            return recorder.restart_from_current_state()
 
         contacts = _ContactLog(cell)
         bar = tqdm(total=n, desc="import", unit="step", disable=not progress, leave=False)

@@ -86,11 +86,11 @@ class EpisodeRecorder(gym.Wrapper):
         self._record(obs, info)
         return obs, info
 
-    def restart_from_current_state(self) -> np.ndarray:
-        """Starts the recording afresh from the env's current MuJoCo state.
+    def restart_from_current_state(self) -> tuple[np.ndarray, dict[str, Any]]:
+        """Starts the recording afresh from the env's current MuJoCo state (`CellEnv.set_state`).
 
         For a rollout that must begin elsewhere than where ``reset`` put the robot (the capture
-        importer moves the arm to the capture's first pose). Returns the observation.
+        importer moves the arm to the capture's first pose). Returns ``(obs, info)`` there.
         """
         if self._buffer is None:
             raise RuntimeError("call reset() first")
@@ -99,7 +99,7 @@ class EpisodeRecorder(gym.Wrapper):
         for key in self._buffer:
             self._buffer[key].clear()
         self._record(obs, info)
-        return obs
+        return obs, info
 
     def step(self, action):
         if self._buffer is None:
