@@ -17,8 +17,9 @@ A task's result depends on its seed alone (each episode resets its env with its 
 results are the same for any worker count. A worker process that dies (killed, out of memory, a
 crash in native code) has its seed run again on another worker, up to ``max_retries`` times;
 after that, or when a task raises, `SeedFailedError` names the seed. ``task.setup`` is tried here
-first, so that bad input (an unknown env, a skill the expert does not have) fails at once, with
-its own error, before any worker starts.
+first (unless ``check=False``: a caller that checked its input already), so that bad input (an
+unknown env, a skill the expert does not have) fails at once, with its own error, before any
+worker starts.
 """
 
 from __future__ import annotations
@@ -93,15 +94,15 @@ def _local(workers: int | None, address: str | None) -> bool:
 
 def map_seeds(task: SeedTask[R], seeds: Sequence[int], *, workers: int | None = 1, address: str | None = None,
               progress: bool = False, desc: str = "episodes", status: Callable[[R], str] | None = None,
-              max_retries: int = MAX_RETRIES) -> list[R]:
+              max_retries: int = MAX_RETRIES, check: bool = True) -> list[R]:
     """``[task.run(state, seed) for seed in seeds]``, spread over workers; see the module docstring."""
     return [result for _, result in iter_seeds(task, seeds, workers=workers, address=address, progress=progress,
-                                               desc=desc, status=status, max_retries=max_retries)]
+                                               desc=desc, status=status, max_retries=max_retries, check=check)]
 
 
 def iter_seeds(task: SeedTask[R], seeds: Sequence[int], *, workers: int | None = 1, address: str | None = None,
                progress: bool = False, desc: str = "episodes", status: Callable[[R], str] | None = None,
-               max_retries: int = MAX_RETRIES) -> Iterator[tuple[int, R]]:
+               max_retries: int = MAX_RETRIES, check: bool = True) -> Iterator[tuple[int, R]]:
     """``(seed, result)`` in the order of ``seeds``, each as soon as it and every one before it are done.
 
     ``workers``: 1 runs here; N > 1 on a local Ray instance of N CPUs; with ``address``, at most N
@@ -118,7 +119,7 @@ def iter_seeds(task: SeedTask[R], seeds: Sequence[int], *, workers: int | None =
     bar = tqdm(total=len(seeds), desc=desc, unit="ep", disable=not progress, leave=False)
     try:
         local = _local(workers, address)
-        results = _in_process(task, seeds) if local else _on_ray(task, seeds, workers, address, max_retries)
+        results = _in_process(task, seeds) if local else _on_ray(task, seeds, workers, address, max_retries, check)
         for seed, result in results:
             bar.update(1)
             if status is not None:
@@ -169,8 +170,9 @@ def _start_ray(workers: int | None, address: str | None) -> bool:
 
 
 def _on_ray(task: SeedTask[R], seeds: list[int], workers: int | None, address: str | None,
-            max_retries: int) -> Iterator[tuple[int, R]]:
-    task.close(task.setup())  # bad input fails here, with its own error, before a worker starts
+            max_retries: int, check: bool) -> Iterator[tuple[int, R]]:
+    if check:
+        task.close(task.setup())  # bad input fails here, with its own error, before a worker starts
     import ray
     from ray.exceptions import RayTaskError
 
