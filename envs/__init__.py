@@ -40,6 +40,10 @@ register_cell("skillcell/PegInsert-v0", "skillcell.envs.cells.peg_insert:PegInse
               expert="skillcell.policies.scripted:PegInsertExpert", scorer="skillcell.demos.scores:PegInsertScorer",
               review="skillcell.review.overlays:peg_review", contact_task=True,
               run_to_end={"task": {"terminate_on_success": False}}, max_episode_steps=200)
+register_cell("skillcell/SnapFit-v0", "skillcell.envs.cells.snap_fit:SnapFitEnv",
+              expert="skillcell.policies.snap_fit:SnapFitExpert", scorer="skillcell.demos.snap_fit:SnapFitScorer",
+              review="skillcell.review.snap_fit:snap_fit_review", contact_task=True,
+              run_to_end={"task": {"terminate_on_success": False}}, max_episode_steps=300)
 _WELD = {"entry_point": "skillcell.envs.cells.weld_seam:WeldSeamEnv",  # what the weld variants share
          "expert": "skillcell.policies.scripted:WeldSeamExpert", "scorer": "skillcell.demos.scores:WeldSeamScorer",
          "review": "skillcell.review.overlays:weld_review", "capture_signals": ("arc_on",),
