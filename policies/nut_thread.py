@@ -1,0 +1,110 @@
+"""The NutThread scripted expert: the nut coaxial over the bolt, a light touch-down, the run-down, the seat.
+
+A function of the observation, as every scripted expert (`skillcell.policies.scripted`): the phase is
+read from the nut's depth below the thread start and its offset from the bolt axis, the commanded
+pose from ``tcp_lead``/``tcp_lead_rot``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mujoco
+import numpy as np
+
+from skillcell.envs.cells.nut_thread import NutThreadEnv
+from skillcell.envs.control import quat_from_rotvec, rotvec_from_quat
+from skillcell.policies.scripted import ScriptedExpert
+
+__all__ = ["NutThreadExpert"]
+
+
+def _matrix(rotvec: np.ndarray) -> np.ndarray:
+    R = np.empty(9)
+    mujoco.mju_quat2Mat(R, quat_from_rotvec(rotvec))
+    return R.reshape(3, 3)
+
+
+def _ramp(value: float, full: float, zero: float) -> float:
+    """1 up to ``full``, 0 from ``zero`` on, linear between: a soft threshold that cannot chatter."""
+    return min(1.0, max(0.0, (zero - value) / (zero - full)))
+
+
+class NutThreadExpert(ScriptedExpert):
+    """Align coaxially, touch down lightly, spin slowly while following the advance, stall at the seat.
+
+    With ``c`` the commanded nut face in the bolt frame (the measured face plus the command lead):
+
+    - **approach** (more than ``touch_zone`` above the thread start): ``c`` to the bolt axis,
+      ``approach_height`` over the thread start, the tool axis onto the bolt's (its turn about the
+      axis held); down the axis at ``descend_speed`` once lined up (the face within 0.1-0.2 mm of
+      the axis, tilt within 0.3-0.6 deg).
+    - **thread** (the face within ``touch_zone`` of the thread start or below it): a guarded move
+      down the axis that leads the measured face by ``follow_lead`` at most (a light push on the
+      thread, about 1 N on the impedance spring), ``c`` kept on the axis; the spindle runs at
+      ``spin`` of its full speed from ``spin_zone`` above the thread start, lined up. The nut finds
+      the thread within a turn, runs down one pitch per turn with the command following it, and at
+      the washer the spindle stalls at the clutch's torque for that speed (``spin`` times the stall
+      torque at full command: 4.5 N*m, between the seating torque and the torque limit).
+    """
+
+    approach_height = 0.003  # m above the thread start
+    descend_speed = 0.0006  # m per control step over the bolt, lined up
+    touch_speed = 0.0003  # m per control step where the nut meets the thread
+    touch_zone = 0.0015  # m above the thread start where the guarded move starts
+    spin_zone = 0.0005  # m above the thread start where the spindle starts
+    follow_lead = 0.0004  # m the command may lead the nut's face down the thread
+    spin = 0.5  # of the spindle's full speed (1 rev/s at 120 rpm)
+    aligned_mm = (0.1, 0.2)  # face offset from the axis: fully lined up / not at all
+    aligned_deg = (0.3, 0.6)  # tilt from the axis: fully lined up / not at all
+    gain = 0.15  # per control step, on the commanded position and orientation errors
+
+    def __init__(self, env, skill: str = "expert", seed: int = 0):
+        super().__init__(env, skill, seed)
+        if not isinstance(self.env, NutThreadEnv):
+            raise TypeError(f"NutThreadExpert drives NutThreadEnv, got {type(self.env).__name__}")
+        control = self.env.config.control
+        self.max_translation = control.max_translation_mm * 1e-3
+        self.max_rotation = math.radians(control.max_rotation_deg)
+        self.phase = "approach"
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        o = self.env.decode_obs(obs)
+        R_world_task = _matrix(o["bolt_rot"])
+        R_nominal = self.env.R_task_tcp_nominal
+        R_task_tcp = R_nominal @ _matrix(o["tcp_rot_task"])
+        R_task_cmd = R_world_task.T @ _matrix(o["tcp_lead_rot"]) @ R_world_task @ R_task_tcp
+        p = o["tcp_pos_task"]
+        c = p + R_world_task.T @ o["tcp_lead"]
+        depth = float(o["depth"][0])
+        tilt = math.degrees(math.acos(max(-1.0, min(1.0, -float(R_task_tcp[2, 2])))))
+        lined_up = (_ramp(1e3 * math.hypot(p[0], p[1]), *self.aligned_mm) * _ramp(tilt, *self.aligned_deg)) > 0.5
+
+        move = np.zeros(3)
+        move[:2] = -self.gain * c[:2]
+        depth_cmd = -c[2]
+        spindle = 0.0
+        if depth > -self.touch_zone:
+            self.phase = "thread"
+            move[2] = -(min(depth_cmd + self.touch_speed, depth + self.follow_lead) - depth_cmd)
+            if depth > -self.spin_zone and lined_up:
+                spindle = self.spin
+        else:
+            self.phase = "approach"
+            if lined_up:
+                move[2] = -(min(depth_cmd + self.descend_speed, depth + self.follow_lead + self.touch_zone)
+                            - depth_cmd)
+            else:
+                move[2] = self.gain * (self.approach_height - c[2])
+        # The commanded tool axis onto the bolt's, its turn about that axis left as it is.
+        turn = math.atan2(R_task_cmd[1, 0], R_task_cmd[0, 0])
+        c_t, s_t = math.cos(turn), math.sin(turn)
+        R_target = np.array([[c_t, -s_t, 0.0], [s_t, c_t, 0.0], [0.0, 0.0, 1.0]]) @ R_nominal
+        quat = np.empty(4)
+        mujoco.mju_mat2Quat(quat, (R_target @ R_task_cmd.T).ravel())
+        omega = self.gain * rotvec_from_quat(quat)
+        action = np.zeros(7)
+        action[:3] = R_world_task @ move / self.max_translation
+        action[3:6] = R_world_task @ omega / self.max_rotation
+        action[6] = spindle
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
