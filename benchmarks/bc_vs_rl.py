@@ -11,9 +11,10 @@ fixed episode seeds (100000..), deterministic actions:
 
 Every run is `skillcell.policies.train.train` on the cell's example config
 (``examples/train_*.yaml``) with the overrides printed below, in a run directory of its own
-(metrics.csv, model.zip). Runs go to a pool of worker processes (``--jobs``, default 2: one torch
-thread each, which is what two cores do best), longest first. Prints a table per cell and writes a
-plot of success (and for welding, in-spec fraction) against env steps.
+(metrics.csv, model.zip). Runs go to Ray workers (``--workers``, default 2: one torch thread
+each, which is what two cores do best; ``--address`` for a cluster, whose nodes then need this
+checkout and ``--out`` on a shared file system; `skillcell.parallel`), longest first. Prints a
+table per cell and writes a plot of success (and for welding, in-spec fraction) against env steps.
 
     python benchmarks/bc_vs_rl.py                         # both cells, 50k env steps per run
     python benchmarks/bc_vs_rl.py --cells peg --steps 20000 --out runs/bench_small
@@ -25,10 +26,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import multiprocessing as mp
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,22 @@ def _run(job: tuple[str, str, dict[str, Any], str]) -> tuple[str, str, float, st
 
         result = train(config, out=out, overwrite=True, log=log)
     return cell, name, result.wall_time_s, out
+
+
+@dataclass(frozen=True)
+class _Runs:
+    """`skillcell.parallel.SeedTask` over the runs: "seed" ``i`` is the ``i``-th run."""
+
+    jobs: tuple[tuple[str, str, dict[str, Any], str], ...]
+
+    def setup(self) -> None:
+        return None
+
+    def run(self, state: None, i: int) -> tuple[str, str, float, str]:
+        return _run(self.jobs[i])
+
+    def close(self, state: None) -> None:
+        pass
 
 
 def _deep(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -179,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, help="env steps between evaluations (default: per cell)")
     parser.add_argument("--eval-episodes", type=int, help="episodes per evaluation (default: per cell)")
     parser.add_argument("--threshold", type=float, default=0.9)
-    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--workers", "--jobs", type=int, default=2, help="runs at a time (Ray workers)")
+    parser.add_argument("--address", help="an existing Ray cluster (auto: the one `ray start` runs here)")
     parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS))
     parser.add_argument("--out", default="runs/bc_vs_rl")
     parser.add_argument("--plot", default="docs/headline.png")
@@ -205,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             jobs.append((cell, name, overrides, out))
     jobs.sort(key=lambda j: ORDER.index(j[1]))
     print(f"{len(jobs)} runs, {args.steps} RL env steps each, {args.demos} expert demonstrations; "
-          f"{args.jobs} workers")
+          f"{args.workers} workers")
     for cell in args.cells:
         e = CELLS[cell]["eval"]
         print(f"{cell}: base config {CELLS[cell]['config'].relative_to(ROOT)}; evaluation every {e['every_steps']} "
@@ -221,10 +239,12 @@ def main(argv: list[str] | None = None) -> int:
             if RunDir(out).summary.is_file():
                 results[cell][name] = Path(out)
     else:
-        with mp.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
-            for cell, name, wall, out in pool.imap_unordered(_run, jobs):
-                results[cell][name] = Path(out)
-                print(f"  done: {cell} {name} in {wall:.0f} s (wall {time.perf_counter() - start:.0f} s)", flush=True)
+        from skillcell.parallel import iter_seeds
+
+        for _, (cell, name, wall, out) in iter_seeds(_Runs(tuple(jobs)), range(len(jobs)), workers=args.workers,
+                                                     address=args.address, desc="runs"):
+            results[cell][name] = Path(out)
+            print(f"  done: {cell} {name} in {wall:.0f} s (wall {time.perf_counter() - start:.0f} s)", flush=True)
     for cell in args.cells:
         results[cell] = {n: results[cell][n] for n in RUNS if n in results[cell]}
         print(f"\n{CELLS[cell]['env']}: {args.demos} expert demonstrations, {args.steps} RL env steps per run, "
