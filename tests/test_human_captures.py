@@ -72,6 +72,7 @@ def test_ten_human_captures_and_dagger_weld_unseen_d1_parts(tmp_path):
     from skillcell.policies.train import train
     from skillcell.policies.train_config import load_train_config
 
+    (tmp_path / "raw").mkdir()
     for seed in range(10):
         import_capture(_capture(tmp_path / "raw", seed), tmp_path / "dataset", progress=False)
     config = load_train_config(ROOT / "examples" / "train_weld_seam.yaml", {
