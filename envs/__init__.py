@@ -44,6 +44,11 @@ register_cell("skillcell/SnapFit-v0", "skillcell.envs.cells.snap_fit:SnapFitEnv"
               expert="skillcell.policies.snap_fit:SnapFitExpert", scorer="skillcell.demos.snap_fit:SnapFitScorer",
               review="skillcell.review.snap_fit:snap_fit_review", contact_task=True,
               run_to_end={"task": {"terminate_on_success": False}}, max_episode_steps=300)
+register_cell("skillcell/KeyedShaft-v0", "skillcell.envs.cells.keyed_shaft:KeyedShaftEnv",
+              expert="skillcell.policies.keyed_shaft:KeyedShaftExpert",
+              scorer="skillcell.demos.keyed_shaft:KeyedShaftScorer",
+              review="skillcell.review.keyed_shaft:keyed_shaft_review", contact_task=True,
+              run_to_end={"task": {"terminate_on_success": False}}, max_episode_steps=800)
 _WELD = {"entry_point": "skillcell.envs.cells.weld_seam:WeldSeamEnv",  # what the weld variants share
          "expert": "skillcell.policies.scripted:WeldSeamExpert", "scorer": "skillcell.demos.scores:WeldSeamScorer",
          "review": "skillcell.review.overlays:weld_review", "capture_signals": ("arc_on",),

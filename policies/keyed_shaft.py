@@ -1,0 +1,202 @@
+"""The KeyedShaft scripted expert: the pilot into the bore, a rotational search for the keyway, the shaft home.
+
+A function of the observation, as every scripted expert (`skillcell.policies.scripted`): what a
+phase machine would remember is read from the observation (depth, the commanded pose in
+``tcp_lead``/``tcp_lead_rot``, the axial force, the shaft's turn in ``tcp_rot_task``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import mujoco
+import numpy as np
+
+from skillcell.envs.cells.keyed_shaft import KEY_DROP_MM, KeyedShaftEnv
+from skillcell.envs.control import quat_from_rotvec, rotvec_from_quat
+from skillcell.policies.scripted import ScriptedExpert
+
+__all__ = ["KeyedShaftExpert"]
+
+
+def _matrix(rotvec: np.ndarray) -> np.ndarray:
+    R = np.empty(9)
+    mujoco.mju_quat2Mat(R, quat_from_rotvec(rotvec))
+    return R.reshape(3, 3)
+
+
+def _about_z(angle: float) -> np.ndarray:
+    c, s = math.cos(angle), math.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _turn_of(R_task_tcp: np.ndarray) -> float:
+    """The TCP's turn about the bore axis from aligned: its x axis's angle in the hub's xy plane."""
+    return math.atan2(R_task_tcp[1, 0], R_task_tcp[0, 0])
+
+
+def _ramp(value: float, zero: float, full: float) -> float:
+    """0 up to ``zero``, 1 from ``full`` on, linear between: a soft threshold that cannot chatter."""
+    return min(1.0, max(0.0, (value - zero) / (full - zero)))
+
+
+class KeyedShaftExpert(ScriptedExpert):
+    """Pilot in, then turn the shaft under a light push until the key drops into its keyway, then push home.
+
+    The key's angle in the gripper is not observed, only that it is within
+    ``randomization.key_angle_deg`` of the keyway (0 with the cell's randomization off). So the
+    search is one sweep in one direction, from ``range + margin`` on one side to as far on the
+    other: the key starts clear of the keyway and meets it once. With ``c`` the commanded shaft end
+    in the hub frame (the measured end plus the command lead) and ``alpha`` the shaft's turn about
+    the bore axis, each step reads its phase from the observation (`phase` keeps the last one, for
+    inspection only):
+
+    - **approach** (above the bore): ``c`` to the bore axis, 4 mm over the opening, the tool onto the
+      axis and turned to the sweep's start; then down the axis (15 mm/s, a guarded move from 1.5 mm
+      above the opening) once lined up (the tip within 0.15-0.3 mm of the axis, tilt within 0.3-0.6
+      deg, the turn within 1-2 deg of the start).
+    - **pilot** (the shaft's end in the bore, the key above the hub face): a guarded move down the
+      bore, side force walking the command away (admittance), the turn still going to the start (the
+      depth is held until it is there).
+    - **search** (the key's end at the hub face): the command presses ``search_lead`` below the
+      measured end (about 6 N) and turns the shaft at ``search_speed_deg`` while the face carries
+      that push: the commanded turn leads the measured one by the servo lag's worth, scaled by how
+      much of the push the face carries, so when the key drops and the push goes, the command falls
+      back on the measured turn within a control period and the key is not wound into the keyway's
+      wall. Past the sweep's end (the keyway missed) the shaft lifts the key off the face and the
+      approach turns it back to the start.
+    - **insert** (the key `KEY_DROP_MM` into its keyway): a guarded move to the bottom, 2 mm past it
+      (1.2 mm of lead in the keyway's first 2 mm, then 2.5 mm), the commanded turn on the measured
+      one (the keyway guides the key; no torque is wound up), side force walked off as in the pilot.
+
+    Every correction aims the commanded pose, with gains low enough for one or two control periods
+    of action latency (see `skillcell.policies.scripted`).
+    """
+
+    approach_height = 0.004  # m above the opening
+    insert_speed = 0.00075  # m per control step, once guided
+    touch_speed = 0.0005  # m per control step where contact is expected
+    touch_zone = 0.0015  # m above the opening where the guarded move starts
+    touch_lead = 0.0012  # m the command may lead the tip there (about 13 N on contact)
+    guided_lead = 0.0025  # m the command may lead the tip once the key is 2 mm into its keyway
+    guide_depth = 0.002  # m of the key in its keyway from where the keyway guides it
+    overdrive = 0.002  # m commanded past the bore bottom
+    inside_depth = 2e-4  # m below the opening: the shaft's end is in the bore (or on the chamfer)
+    lateral_admittance = 2e-5  # m per N of side force, per control step
+    max_side_lead = 9e-4  # m the command may lead the tip sideways in the bore
+    face_band = 5e-4  # m above the key's face contact depth from where the search starts
+    search_lead = 1e-3  # m the search presses below the measured end
+    search_speed_deg = 0.3  # deg of turn per control step (6 deg/s)
+    search_force = (1.0, 2.5)  # N: the face carries no push / the whole push (turn not at all / fully)
+    lift = 0.0015  # m the key is lifted off the face when the sweep is over
+    margin_deg = 5.0  # the sweep starts and ends this far beyond the grip angle's range
+    aligned_mm = (0.15, 0.3)  # tip offset from the axis: fully lined up / not at all
+    aligned_deg = (0.3, 0.6)  # tilt from the axis: fully lined up / not at all
+    turned_deg = (1.0, 2.0)  # turn off the sweep's start: fully lined up / not at all
+    gain = 0.15  # per control step, on the commanded position and orientation errors
+    #: per control step, on the commanded turn's lead over the measured one where the turn is held: half
+    #: of it, so that the command stops the shaft within a period or two yet, repeated under two periods
+    #: of action latency, overshoots the measured turn by a quarter of the lead at most
+    snap_gain = 0.5
+
+    def __init__(self, env, skill: str = "expert", seed: int = 0):
+        super().__init__(env, skill, seed)
+        if not isinstance(self.env, KeyedShaftEnv):
+            raise TypeError(f"KeyedShaftExpert drives KeyedShaftEnv, got {type(self.env).__name__}")
+        cell = self.env
+        control = cell.config.control
+        self.max_translation = control.max_translation_mm * 1e-3
+        self.max_rotation = math.radians(control.max_rotation_deg)
+        self.bore_depth = cell.bore_depth
+        self.key_offset = cell.key_offset
+        # What the robot program knows of the grip: the range it lies in.
+        grip_range = cell.config.randomization.key_angle_deg if cell.randomize else 0.0
+        self.sweep = math.radians(grip_range + self.margin_deg)
+        self.lag_steps = cell.controller.servo_time_constant / cell.control_dt
+        self.phase = "approach"
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        o = self.env.decode_obs(obs)
+        R_world_task = _matrix(o["hub_rot"])
+        R_nominal = self.env.R_task_tcp_nominal
+        R_task_tcp = R_nominal @ _matrix(o["tcp_rot_task"])
+        R_task_cmd = R_world_task.T @ _matrix(o["tcp_lead_rot"]) @ R_world_task @ R_task_tcp
+        p = o["tcp_pos_task"]
+        c = p + R_world_task.T @ o["tcp_lead"]
+        depth = float(o["depth"][0])
+        force = R_task_tcp @ o["force_tool"]  # force the tool applies, task frame
+        axial = -force[2]  # pushing down the bore is positive
+        turn = _turn_of(R_task_tcp)
+        start = -self.sweep
+
+        key_face = self.key_offset  # the depth at which the key's end meets the hub face
+        if depth > key_face + KEY_DROP_MM * 1e-3:
+            phase = "insert"
+        elif depth > key_face - self.face_band:
+            phase = "search"
+        elif depth > self.inside_depth:
+            phase = "pilot"
+        else:
+            phase = "approach"
+        self.phase = phase
+
+        def guarded(speed: float, lead: float) -> float:
+            """The z move of a command that goes down by ``speed`` but leads the tip by ``lead`` at most."""
+            depth_cmd = -c[2]
+            return -(min(depth_cmd + speed, depth + lead, self.bore_depth + self.overdrive) - depth_cmd)
+
+        def admittance() -> np.ndarray:
+            """Side force means the axis estimate is off: walk the command away from it, and keep it near the tip."""
+            move = -self.lateral_admittance * force[:2]
+            lead = p[:2] - c[:2]
+            excess = math.hypot(lead[0], lead[1]) - self.max_side_lead
+            if excess > 0:
+                move += lead * excess / (excess + self.max_side_lead)
+            return move
+
+        on_start = 1.0 - _ramp(math.degrees(abs(turn - start)), *self.turned_deg)
+        move = np.zeros(3)
+        target_turn = turn  # hold the shaft's turn: the command onto the measured one
+        turn_gain = self.snap_gain
+        feed = 0.0  # commanded turn per step, on top
+        if phase == "insert":
+            move[:2] = admittance()
+            guided = depth > key_face + self.guide_depth
+            move[2] = guarded(self.insert_speed, self.guided_lead) if guided else guarded(self.touch_speed,
+                                                                                       self.touch_lead)
+        elif phase == "search":
+            move[:2] = admittance()
+            if turn > self.sweep:  # past the sweep's end: lift the key off the face
+                move[2] = self.gain * (-(key_face - self.face_band - self.lift) - c[2])
+            else:
+                move[2] = self.gain * (-(depth + self.search_lead) - c[2])
+                # While the face carries the push, the command turns on (the arm trails it by the servo
+                # lag); once it does not, the command falls back onto the measured turn.
+                carried = _ramp(axial, *self.search_force)
+                feed = carried * math.radians(self.search_speed_deg)
+                turn_gain = (1.0 - carried) * self.snap_gain
+        elif phase == "pilot":
+            move[:2] = admittance()
+            target_turn, turn_gain = start, self.gain
+            move[2] = guarded(self.touch_speed, self.touch_lead) if on_start > 0.5 else 0.5 * (-depth - c[2])
+        else:
+            move[:2] = -self.gain * c[:2]
+            target_turn, turn_gain = start, self.gain
+            tilt = math.degrees(math.acos(max(-1.0, min(1.0, -float(R_task_tcp[2, 2])))))
+            lined_up = ((1.0 - _ramp(1e3 * math.hypot(p[0], p[1]), *self.aligned_mm))
+                        * (1.0 - _ramp(tilt, *self.aligned_deg)) * on_start)
+            if lined_up > 0.5:
+                near = depth > -self.touch_zone
+                move[2] = guarded(self.touch_speed, self.touch_lead) if near else -self.insert_speed
+            elif c[2] > self.approach_height:
+                move[2] = self.gain * (self.approach_height - c[2])
+        # The commanded tool onto the bore axis (gain) and to the target turn about it.
+        quat = np.empty(4)
+        mujoco.mju_mat2Quat(quat, (_about_z(target_turn) @ R_nominal @ R_task_cmd.T).ravel())
+        omega = rotvec_from_quat(quat)
+        omega[:2] *= self.gain
+        omega[2] = omega[2] * turn_gain + feed
+        action = np.zeros(6)
+        action[:3] = R_world_task @ move / self.max_translation
+        action[3:] = R_world_task @ omega / self.max_rotation
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
