@@ -45,7 +45,8 @@ class NutThreadExpert(ScriptedExpert):
       ``spin`` of its full speed from ``spin_zone`` above the thread start, lined up. The nut finds
       the thread within a turn, runs down one pitch per turn with the command following it, and at
       the washer the spindle stalls at the clutch's torque for that speed (``spin`` times the stall
-      torque at full command: 4.5 N*m, between the seating torque and the torque limit).
+      torque at full command: 4.5 N*m, between the seating torque and the torque limit), which
+      ends the episode as a success.
     """
 
     approach_height = 0.003  # m above the thread start
@@ -54,7 +55,7 @@ class NutThreadExpert(ScriptedExpert):
     touch_zone = 0.0015  # m above the thread start where the guarded move starts
     spin_zone = 0.0005  # m above the thread start where the spindle starts
     follow_lead = 0.0004  # m the command may lead the nut's face down the thread
-    spin = 0.5  # of the spindle's full speed (1 rev/s at 120 rpm)
+    spin = 1.0  # of the spindle's full speed (1 rev/s at 60 rpm)
     aligned_mm = (0.1, 0.2)  # face offset from the axis: fully lined up / not at all
     aligned_deg = (0.3, 0.6)  # tilt from the axis: fully lined up / not at all
     gain = 0.15  # per control step, on the commanded position and orientation errors

@@ -63,8 +63,8 @@ class EngagementConfig:
 class NutrunnerConfig:
     """The spindle: its speed at action 1.0 and its clutch (stall torque at full command)."""
 
-    max_speed_rpm: float = field(default=120.0, metadata=bounds(1.0, 2000.0))
-    clutch_factor: float = field(default=1.5, metadata=bounds(1.0, 5.0))
+    max_speed_rpm: float = field(default=60.0, metadata=bounds(1.0, 2000.0))
+    clutch_factor: float = field(default=0.75, metadata=bounds(0.05, 5.0))
 
 
 @dataclass(frozen=True)
@@ -173,13 +173,15 @@ class NutThreadEnv(CellEnv, EzPickle):
     |-------|--------------------|------------------------------|
     | 0-2   | TCP translation xyz | ``control.max_translation_mm`` (5 mm) |
     | 3-5   | TCP rotation vector | ``control.max_rotation_deg`` (3 deg)  |
-    | 6     | spindle speed command, tightening; 0 or less holds the spindle | ``nutrunner.max_speed_rpm`` (120 rpm) |
+    | 6     | spindle speed command, tightening; 0 or less holds the spindle | ``nutrunner.max_speed_rpm`` (60 rpm) |
 
     The spindle channel runs forward only (a nutrunner's run-down): capture signals drive task
     channels on and off (+1 / -1), and off must stop the spindle, not reverse it at full speed.
     The clutch: the servo's gain is the stall torque at full command (``nutrunner.clutch_factor``
-    times ``limits.max_torque_nm``, 9 N*m) over the full speed, so a stalled spindle presses its
-    speed command's share of that torque.
+    times ``limits.max_torque_nm``: 4.5 N*m, past the seating torque and inside the limit, as a
+    nutrunner's clutch is set) over the full speed, so a stalled spindle presses its speed
+    command's share of that torque; a clutch set past the limit (``--set nutrunner.clutch_factor=1.5``)
+    over-torques the joint, which fails the episode and the gate.
 
     ## Observation space
     ``Box(-inf, inf, (39,), float32)``; each block is the physical value times a fixed scale.
@@ -198,7 +200,7 @@ class NutThreadEnv(CellEnv, EzPickle):
     | bolt_rot       | 3    | rad   | 1/0.05   | bolt orientation (rotation vector, cell frame)       |
     | depth          | 1    | m     | 1/0.01   | nut face below the thread start, along the bolt      |
     | spindle_speed  | 1    | rad/s | 1/max    | spindle speed (tightening positive); max: full speed |
-    | spindle_torque | 1    | N*m   | 1/limit  | spindle torque (the nutrunner's transducer); limit: ``limits.max_torque_nm`` |
+    | spindle_torque | 1    | N*m   | 1/limit  | spindle torque (transducer); limit: ``limits.max_torque_nm`` |
 
     ## Rewards
     ``reward = align + orient + advance + torque + success`` (weights ``reward.*``; each weighted
@@ -280,7 +282,8 @@ class NutThreadEnv(CellEnv, EzPickle):
         fixture, precision = spec.body("fixture"), spec.find_default("precision")
         nut, spindle = spec.body(TOOL_PREFIX + "nut"), spec.actuator(TOOL_PREFIX + "spindle")
         if fixture is None or precision is None or spec.body("jam_anchor") is None:
-            raise ConfigError("scene: NutThread needs bodies 'fixture' and 'jam_anchor' and a default class 'precision'")
+            raise ConfigError("scene: NutThread needs bodies 'fixture' and 'jam_anchor' and a default class "
+                              "'precision'")
         if nut is None or spindle is None:
             raise ConfigError("tool.mjcf: NutThread needs a tool with a body 'nut' and a spindle actuator 'spindle'")
         pose = self.config.fixture
