@@ -206,9 +206,8 @@ def test_render_without_mode_returns_none(cell_case):
 
 
 def test_models_stay_dense(cell_case):
-    """mujoco 4.0.0's sparse Cholesky can diverge (#3767): every cell must use dense Jacobians."""
+    """mujoco 4.0.0's sparse Cholesky can diverge (#3767): every cell uses dense Jacobians, on every version."""
     env = cell_case.make()
-    assert mujoco.__version__ == "4.0.0"
     assert int(env.unwrapped.model.opt.jacobian) == int(mujoco.mjtJacobian.mjJAC_DENSE)
     env.close()
 
