@@ -319,7 +319,7 @@ class SnapFitEnv(CellEnv, EzPickle):
     opening: fully seated at the socket depth), ``latch_deflection_deg`` (the hinge angle, inward
     positive), ``click_detected`` (the latch was deflected past half its engagement and is back in its
     detent with the hook under the catch), ``click_step`` and ``click_time_s`` (the control step and
-    time of the click; -1 and NaN before it), ``click_force_n`` (the peak force up to the click: what
+    time of the click; -1 before it), ``click_force_n`` (the peak force up to the click: what
     the click took), ``peak_insertion_force_n`` (episode maximum of the F/T force magnitude: the force
     profile's peak), ``over_rated_force``, ``axial_force_n`` (along the tool axis, pushing positive),
     ``contact_force_n``, ``press_after_click_s`` (time spent pushing harder than ``task.press_force_n``
@@ -565,7 +565,7 @@ class SnapFitEnv(CellEnv, EzPickle):
             "latch_deflection_deg": math.degrees(angle),
             "click_detected": clicked,
             "click_step": self._click_step,
-            "click_time_s": self._click_step * dt if clicked else math.nan,
+            "click_time_s": self._click_step * dt if clicked else -1.0,
             "click_force_n": self._click_force,
             "peak_insertion_force_n": self._peak_force,
             "over_rated_force": over_rated,
@@ -620,8 +620,8 @@ class SnapFitEnv(CellEnv, EzPickle):
         The stated pull is ``force_n`` (default ``limits.retention_force_n``, 50 N), ramped up over
         ``ramp_s`` and held for ``hold_s``, applied as a test rig would through the robot: every
         control step the commanded pose moves out along the socket axis so that the pull the F/T
-        reads (ground truth, not the tier's noisy reading) meets the ramp, by a secant update of the
-        arm's measured stiffness (so it works in either control mode). The connector held if it
+        reads (ground truth, not the tier's noisy reading) meets the ramp, by a secant update on the
+        arm's stiffness measured over the last five steps (so it works in either control mode). The connector held if it
         stayed latched at every step and the pull read at least 95% of the stated force over the
         hold. The test continues the episode from where it is (call it after a success; its steps
         count in the episode's statistics, not in its outcome).
@@ -633,15 +633,18 @@ class SnapFitEnv(CellEnv, EzPickle):
         ramp_steps, hold_steps = max(1, round(ramp_s / self.dt)), max(1, round(hold_s / self.dt))
         start_depth, deepest_loss = self._depth, 0.0
         pulls, latched_all = [], True
+        seen_pull, seen_lead = [], []  # the last readings: the contacts chatter, one is too noisy to steer by
         for step in range(ramp_steps + hold_steps):
             wanted = target * min(1.0, (step + 1) / ramp_steps)
             lead = float(self.controller.pose_error()[:3] @ outward)
-            pull = -float(self.wrench_tool[2])  # along the tool axis, out of the socket
-            if pull > 1.0 and lead > 1e-5:
-                move = wanted / (pull / lead) - lead  # the lead that the measured stiffness needs
+            seen_pull.append(-float(self.wrench_tool[2]))  # along the tool axis, out of the socket
+            seen_lead.append(lead)
+            pull, stretch = sum(seen_pull[-5:]), sum(seen_lead[-5:])
+            if pull > 5.0 and stretch > 5e-5:
+                move = 0.5 * (wanted / (pull / stretch) - lead)  # towards the lead the measured stiffness needs
             else:
                 move = 2e-4
-            move = 0.7 * min(max(move, -scale), scale)
+            move = min(max(move, -scale), scale)
             action = np.zeros(6)
             action[:3] = outward * move / scale
             _, _, _, _, info = self.step(action)
