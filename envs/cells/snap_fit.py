@@ -255,8 +255,9 @@ class SnapFitEnv(CellEnv, EzPickle):
 
     ## Action space
     ``Box(-1, 1, (6,), float32)``: the delta of the commanded tool pose in the cell frame per
-    control step (20 Hz), tracked by differential IK (see `CartesianController`), or by a Cartesian
-    spring in ``control.mode: impedance`` (`skillcell.envs.impedance`).
+    control step (20 Hz), tracked by a Cartesian spring and damper (``control.mode: impedance``, the
+    default here, `skillcell.envs.impedance`: stiffer and overdamped along the socket axis, so the
+    push the click frees does not slam the plug onto the floor) or by differential IK (``position``).
 
     | index | meaning            | scale at 1.0                 |
     |-------|--------------------|------------------------------|
