@@ -153,7 +153,7 @@ class SnapFitConfig(CellConfig):
                               f"got {latch.arm_width_mm}")
         catch_top = _latch_side(wp, latch)["catch_top"] * 1e3
         if wp.block_size_mm / 2 < catch_top + 3.0:
-            raise ConfigError(f"block_size_mm: the catch needs the block's half size to exceed {catch_top + 3.0:.1f} mm, "
+            raise ConfigError(f"block_size_mm: the catch needs a half size over {catch_top + 3.0:.1f} mm, "
                               f"got {wp.block_size_mm}")
         if latch.catch_thickness_mm + latch.float_mm + latch.hook_height_mm / math.tan(
                 math.radians(latch.hook_lead_angle_deg)) + 2.0 > wp.socket_depth_mm:
@@ -406,7 +406,8 @@ class SnapFitEnv(CellEnv, EzPickle):
         arm_t = latch.arm_thickness_mm * 1e-3
         apex = self._hook_apex_above_tip  # the hook's tip, over the plug's leading face
         arm_length = apex - HINGE_ABOVE_TIP_M + ARM_BEYOND_HOOK_M
-        body = tool.add_body(name=TOOL_PREFIX + "latch", pos=[0.0, -(side["arm_in"] + arm_t / 2), PLUG_TIP_Z_M - HINGE_ABOVE_TIP_M],
+        hinge = [0.0, -(side["arm_in"] + arm_t / 2), PLUG_TIP_Z_M - HINGE_ABOVE_TIP_M]
+        body = tool.add_body(name=TOOL_PREFIX + "latch", pos=hinge,
                              mass=0.002, inertia=[1e-7, 1e-7, 1e-8], explicitinertial=True,
                              gravcomp=1.0 if self.config.robot.gravity_compensation else 0.0)
         engage = latch.engagement_mm * 1e-3
@@ -426,7 +427,8 @@ class SnapFitEnv(CellEnv, EzPickle):
         section = [(0.0, z_ramp), (-arm_t / 2, z_ramp), (-arm_t / 2 - h, z_tip), (0.0, z_tip)]
         half_w = latch.arm_width_mm * 5e-4
         spec.add_mesh(name="latch_hook", uservert=_prism(section, -half_w, half_w))
-        body.add_geom(latch_class, name=TOOL_PREFIX + "latch_hook", type=mujoco.mjtGeom.mjGEOM_MESH, meshname="latch_hook")
+        body.add_geom(latch_class, name=TOOL_PREFIX + "latch_hook", type=mujoco.mjtGeom.mjGEOM_MESH,
+                      meshname="latch_hook")
 
     @property
     def _hook_apex_above_tip(self) -> float:
