@@ -3,7 +3,8 @@
 For each workload the env is stepped through ``gym.make`` (all default wrappers) with actions
 recorded beforehand, so the policy's own cost is not counted. Every control step's ``data.ctrl`` and
 every episode's initial state are captured, then replayed with plain ``mj_step(m, d, nstep)`` from
-the same states: the raw loop does exactly the same physics, and the ratio is the cost of
+the same states, with the state writes a cell makes between physics steps (a thread engaging)
+applied untimed: the raw loop does exactly the same physics, and the ratio is the cost of
 everything the env adds (action checks, IK, F/T compensation, observation, metrics, reward, info,
 wrappers). Both loops are timed in CPU time of this thread, best of ``--repeats`` interleaved
 runs. Gymnasium's Pusher-v5 is measured the same way as a peer.
@@ -63,22 +64,36 @@ def record_episodes(env_id: str, episodes: int, policy: str, **kwargs):
 CLOCK = time.thread_time
 
 
-def capture(env, recorded):
-    """Each episode's initial state and every step's controls: the physics inputs of the raw replay."""
+def capture(env, recorded, nstep: int):
+    """Each episode's initial state, every step's controls, and the states the env wrote between physics
+    steps (NutThread's thread engaging: eq_active, its follower's joints): the physics inputs of the raw
+    replay. The writes are found by stepping a second MjData with plain ``mj_step`` alongside the env."""
     u = env.unwrapped
     spec = mujoco.mjtState.mjSTATE_INTEGRATION
-    starts, ctrls = [], []
+    size = mujoco.mj_stateSize(u.model, spec)
+    shadow = mujoco.MjData(u.model)
+    starts, ctrls, writes = [], [], []
     for seed, actions in enumerate(recorded):
         env.reset(seed=seed)
-        state = np.empty(mujoco.mj_stateSize(u.model, spec))
+        state = np.empty(size)
         mujoco.mj_getState(u.model, u.data, state, spec)
         starts.append(state)
-        episode_ctrl = []
-        for action in actions:
+        mujoco.mj_setState(u.model, shadow, state, spec)
+        episode_ctrl, episode_writes = [], {}
+        for i, action in enumerate(actions):
             env.step(action)
             episode_ctrl.append(u.data.ctrl.copy())  # data.ctrl after the step holds the controls it used
+            shadow.ctrl[:] = u.data.ctrl
+            mujoco.mj_step(u.model, shadow, nstep)
+            after, raw = np.empty(size), np.empty(size)
+            mujoco.mj_getState(u.model, u.data, after, spec)
+            mujoco.mj_getState(u.model, shadow, raw, spec)
+            if not np.array_equal(after, raw):
+                episode_writes[i] = after
+                mujoco.mj_setState(u.model, shadow, after, spec)
         ctrls.append(np.array(episode_ctrl))
-    return starts, ctrls
+        writes.append(episode_writes)
+    return starts, ctrls, writes
 
 
 def time_env(env, recorded) -> tuple[float, int]:
@@ -94,27 +109,32 @@ def time_env(env, recorded) -> tuple[float, int]:
     return elapsed, steps
 
 
-def time_raw(model, starts, ctrls, nstep: int) -> float:
+def time_raw(model, starts, ctrls, writes, nstep: int) -> float:
+    """Seconds of plain ``mj_step``; the env's state writes are applied between steps, untimed."""
     data = mujoco.MjData(model)
     spec = mujoco.mjtState.mjSTATE_INTEGRATION
     elapsed = 0.0
-    for state, episode_ctrl in zip(starts, ctrls, strict=True):
+    for state, episode_ctrl, episode_writes in zip(starts, ctrls, writes, strict=True):
         mujoco.mj_setState(model, data, state, spec)
         t = CLOCK()
-        for ctrl in episode_ctrl:
+        for i, ctrl in enumerate(episode_ctrl):
             data.ctrl[:] = ctrl
             mujoco.mj_step(model, data, nstep)
+            if i in episode_writes:
+                elapsed += CLOCK() - t
+                mujoco.mj_setState(model, data, episode_writes[i], spec)
+                t = CLOCK()
         elapsed += CLOCK() - t
     return elapsed
 
 
 def measure(env_id: str, recorded, nstep_of, repeats: int, **kwargs):
     env = gym.make(env_id, **kwargs)
-    starts, ctrls = capture(env, recorded)
+    starts, ctrls, writes = capture(env, recorded, nstep_of(env.unwrapped))
     best_env, best_raw = float("inf"), float("inf")
     for _ in range(repeats):  # interleaved, best of: both see the same machine load
         env_time, steps = time_env(env, recorded)
-        raw_time = time_raw(env.unwrapped.model, starts, ctrls, nstep_of(env.unwrapped))
+        raw_time = time_raw(env.unwrapped.model, starts, ctrls, writes, nstep_of(env.unwrapped))
         best_env, best_raw = min(best_env, env_time), min(best_raw, raw_time)
     env.close()
     return steps / best_env, steps / best_raw, steps
