@@ -154,7 +154,8 @@ class NutThreadEnv(CellEnv, EzPickle):
     and a hinge along its axis, carries the thread. Where the nut, coaxial over the bolt (its bore
     0.8 mm over the bolt's diameter, a ring of boxes), reaches the helix for its angle (the depth
     ``pitch * angle / 2 pi`` below the thread start, within one pitch), the thread engages: the
-    follower is put at the nut's place on the helix, a joint equality ``slide = pitch / (2 pi) *
+    nut turns in its socket onto the nearest turn of the helix (by at most half a turn; see
+    `_engage`), the follower is put at the nut's place on the helix, a joint equality ``slide = pitch / (2 pi) *
     hinge`` couples its two joints and a weld holds the nut to it. From then on the nut turns only
     by advancing one pitch per turn, the thread's running torque (the follower hinge's friction)
     loads the spindle, and the arm is drawn along the axis and must follow. Engaging with the nut's
@@ -443,18 +444,27 @@ class NutThreadEnv(CellEnv, EzPickle):
     def _engage(self, depth: float, lateral: float, tilt: float) -> None:
         """Where the nut reaches the helix for its angle over the bolt, the thread engages or cross-threads.
 
-        Changes only simulation state (qpos, qvel, mocap pose, eq_active), from the state itself, so a
-        recorded episode's states carry the engagement and a replay never redoes it.
+        The nut passes the thread start freely (its thread is not modelled), so where it reaches the
+        helix it may be up to a pitch past the helix point of its angle (it came down in step with a
+        turning spindle). It engages at its own depth, on the helix nearest it: it turns in the socket
+        by the difference (at most half a turn; the bolt is round, so nothing moves but the nut)
+        rather than the arm being jerked along the axis. Changes only simulation state (qpos, qvel,
+        mocap pose, eq_active), from the state itself, so a recorded episode's states carry the
+        engagement and a replay never redoes it.
         """
         angle = self.nut_angle()
-        level = self.pitch * angle / TWO_PI  # the helix's depth at the nut's angle, in [0, pitch)
+        lead = self.pitch / TWO_PI
+        level = lead * angle  # the helix's depth at the nut's angle, in [0, pitch)
         if depth < level or lateral > self.bolt_radius:
             return
         d = self.data
         if lateral <= self._lateral_tol and tilt <= self._tilt_tol:
-            d.qpos[self._slide_qpos], d.qpos[self._hinge_qpos] = level, angle
+            turns = round((depth - level) / self.pitch)
+            shift = (depth - level - turns * self.pitch) / lead
+            d.qpos[self.spindle_qpos_adr] += shift
+            d.qpos[self._slide_qpos], d.qpos[self._hinge_qpos] = depth, angle + shift + TWO_PI * turns
             spin = d.qvel[self.spindle_dof_adr]
-            d.qvel[self._hinge_dof], d.qvel[self._slide_dof] = spin, spin * self.pitch / TWO_PI
+            d.qvel[self._hinge_dof], d.qvel[self._slide_dof] = spin, spin * lead
             d.eq_active[self._eq_helix] = d.eq_active[self._eq_grip] = 1
         else:
             d.mocap_pos[self._anchor_mocap] = d.xpos[self._nut_body]
