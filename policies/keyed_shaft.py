@@ -12,7 +12,7 @@ import math
 import mujoco
 import numpy as np
 
-from skillcell.envs.cells.keyed_shaft import KEY_DROP_MM, KeyedShaftEnv
+from skillcell.envs.cells.keyed_shaft import KeyedShaftEnv
 from skillcell.envs.control import quat_from_rotvec, rotvec_from_quat
 from skillcell.policies.scripted import ScriptedExpert
 
@@ -44,7 +44,8 @@ class KeyedShaftExpert(ScriptedExpert):
     """Pilot in, then turn the shaft under a light push until the key drops into its keyway, then push home.
 
     The key's angle in the gripper is not observed, only that it is within
-    ``randomization.key_angle_deg`` of the keyway (0 with the cell's randomization off). So the
+    ``randomization.key_angle_deg`` (0 with the cell's randomization off) of its nominal
+    ``workpiece.key_grip_deg``. So the
     search is one sweep in one direction, from ``range + margin`` on one side to as far on the
     other: the key starts clear of the keyway and meets it once. With ``c`` the commanded shaft end
     in the hub frame (the measured end plus the command lead) and ``alpha`` the shaft's turn about
@@ -59,13 +60,14 @@ class KeyedShaftExpert(ScriptedExpert):
       bore, side force walking the command away (admittance), the turn still going to the start (the
       depth is held until it is there).
     - **search** (the key's end at the hub face): the command presses ``search_lead`` below the
-      measured end (about 6 N) and turns the shaft at ``search_speed_deg`` while the face carries
-      that push: the commanded turn leads the measured one by the servo lag's worth, scaled by how
-      much of the push the face carries, so when the key drops and the push goes, the command falls
-      back on the measured turn within a control period and the key is not wound into the keyway's
-      wall. Past the sweep's end (the keyway missed) the shaft lifts the key off the face and the
-      approach turns it back to the start.
-    - **insert** (the key `KEY_DROP_MM` into its keyway): a guarded move to the bottom, 2 mm past it
+      measured end (a few newtons) and turns on by ``search_speed_deg`` a step (the arm trails it by
+      the servo lag) while the face carries that push and no torque about the axis says the key is
+      caught; otherwise the commanded turn falls back onto the measured one (half the lead a step,
+      which under two periods of latency overshoots by a quarter at most), so when the key drops
+      and the push goes the shaft stops within a period or two, inside the key clearance's capture
+      window, and the key is not wound into the keyway's wall. Past the sweep's end (the keyway
+      missed) the shaft lifts the key off the face and the approach turns it back to the start.
+    - **insert** (the key ``drop_depth`` into its keyway): a guarded move to the bottom, 2 mm past it
       (1.2 mm of lead in the keyway's first 2 mm, then 2.5 mm), the commanded turn on the measured
       one (the keyway guides the key; no torque is wound up), side force walked off as in the pilot.
 
@@ -85,9 +87,13 @@ class KeyedShaftExpert(ScriptedExpert):
     lateral_admittance = 2e-5  # m per N of side force, per control step
     max_side_lead = 9e-4  # m the command may lead the tip sideways in the bore
     face_band = 5e-4  # m above the key's face contact depth from where the search starts
+    drop_depth = 5e-4  # m past the face contact depth: the key has dropped (five times D2's depth noise)
     search_lead = 1e-3  # m the search presses below the measured end
     search_speed_deg = 0.3  # deg of turn per control step (6 deg/s)
     search_force = (1.0, 2.5)  # N: the face carries no push / the whole push (turn not at all / fully)
+    caught_torque = (0.15, 0.3)  # N*m about the axis: the key slides on the face / is caught in the keyway
+    dropping_depth = (1.5e-4, 3.5e-4)  # m past the face contact depth: the key is not / is going down
+    pause_snap = 0.2  # of the snap where the push is lost but the shaft does not go down
     lift = 0.0015  # m the key is lifted off the face when the sweep is over
     margin_deg = 5.0  # the sweep starts and ends this far beyond the grip angle's range
     aligned_mm = (0.15, 0.3)  # tip offset from the axis: fully lined up / not at all
@@ -112,6 +118,8 @@ class KeyedShaftExpert(ScriptedExpert):
         # What the robot program knows of the grip: the range it lies in.
         grip_range = cell.config.randomization.key_angle_deg if cell.randomize else 0.0
         self.sweep = math.radians(grip_range + self.margin_deg)
+        #: the turn that would line up a key at its nominal grip angle: the sweep's centre
+        self.centre = -math.radians(cell.config.workpiece.key_grip_deg)
         self.lag_steps = cell.controller.servo_time_constant / cell.control_dt
         self.phase = "approach"
 
@@ -127,10 +135,10 @@ class KeyedShaftExpert(ScriptedExpert):
         force = R_task_tcp @ o["force_tool"]  # force the tool applies, task frame
         axial = -force[2]  # pushing down the bore is positive
         turn = _turn_of(R_task_tcp)
-        start = -self.sweep
+        start = self.centre - self.sweep
 
         key_face = self.key_offset  # the depth at which the key's end meets the hub face
-        if depth > key_face + KEY_DROP_MM * 1e-3:
+        if depth > key_face + self.drop_depth:
             phase = "insert"
         elif depth > key_face - self.face_band:
             phase = "search"
@@ -166,15 +174,21 @@ class KeyedShaftExpert(ScriptedExpert):
                                                                                        self.touch_lead)
         elif phase == "search":
             move[:2] = admittance()
-            if turn > self.sweep:  # past the sweep's end: lift the key off the face
+            if turn > self.centre + self.sweep:  # past the sweep's end: lift the key off the face
                 move[2] = self.gain * (-(key_face - self.face_band - self.lift) - c[2])
             else:
                 move[2] = self.gain * (-(depth + self.search_lead) - c[2])
                 # While the face carries the push, the command turns on (the arm trails it by the servo
                 # lag); once it does not, the command falls back onto the measured turn.
-                carried = _ramp(axial, *self.search_force)
+                # A torque about the axis past the face's sliding friction: the key is caught in the keyway.
+                torque = float((R_task_tcp @ o["torque_tool"])[2])
+                caught = _ramp(abs(torque), *self.caught_torque)
+                carried = _ramp(axial, *self.search_force) * (1.0 - caught)
                 feed = carried * math.radians(self.search_speed_deg)
-                turn_gain = (1.0 - carried) * self.snap_gain
+                # A push lost for a step is as often the sliding contact chattering as the key dropping:
+                # it pauses the turn; the shaft going down (or a caught key) takes the lead back.
+                dropping = _ramp(depth - key_face, *self.dropping_depth)
+                turn_gain = max(dropping, caught, self.pause_snap * (1.0 - carried)) * self.snap_gain
         elif phase == "pilot":
             move[:2] = admittance()
             target_turn, turn_gain = start, self.gain

@@ -47,6 +47,9 @@ class KeyedShaftWorkpieceConfig:
     bore_depth_mm: float = field(default=20.0, metadata=bounds(5.0, 35.0))
     hub_diameter_mm: float = field(default=50.0, metadata=bounds(20.0, 150.0))
     segments: int = field(default=32, metadata=bounds(12, 128))
+    #: the key's nominal angle about the shaft in the gripper: where it points, counterclockwise from the
+    #: keyway seen from above, with the tool aligned (``randomization.key_angle_deg`` varies it about this)
+    key_grip_deg: float = field(default=0.0, metadata=bounds(-180.0, 180.0))
 
     def __post_init__(self) -> None:
         if self.key_width_mm >= 0.8 * self.shaft_diameter_mm:
@@ -286,10 +289,10 @@ class KeyedShaftEnv(CellEnv, EzPickle):
     ## Randomizations
     Per reset, uniform: hub position ``randomization.hub_pos_mm`` (default +-5 mm in x and y), hub
     orientation ``randomization.hub_rot_deg`` (+-2 deg roll, pitch and yaw), the key's grip angle
-    about the shaft ``randomization.key_angle_deg`` (+-30 deg; the key geom's pose in the tool, an
-    edit of the model rewritten at every reset) and the TCP start position
-    ``randomization.start_pos_mm`` (+-5 mm) around 40 mm above the nominal bore.
-    ``randomize=False`` turns all of them off (the key then starts in line with the keyway).
+    about the shaft ``randomization.key_angle_deg`` (+-30 deg about ``workpiece.key_grip_deg``, 0; the
+    key body's pose in the tool, ``grip_angle``, an edit of the model rewritten at every reset) and
+    the TCP start position ``randomization.start_pos_mm`` (+-5 mm) around 40 mm above the nominal bore.
+    ``randomize=False`` turns all of them off (the key then sits at ``workpiece.key_grip_deg``).
 
     Tiers (``tier=``, ``assets/cells/keyed_shaft/tiers.yaml``, see `skillcell.envs.tiers`): ``D0``
     nominal (as ``randomize=False``), ``D1`` the ranges above (the default), ``D2`` twice those
@@ -441,7 +444,8 @@ class KeyedShaftEnv(CellEnv, EzPickle):
         self._hub_pos_range = np.array(rnd.hub_pos_mm) * 1e-3
         self._hub_rot_range = np.radians(rnd.hub_rot_deg)
         self._key_angle_range = math.radians(rnd.key_angle_deg)
-        self.grip_angle = 0.0
+        self._grip_nominal = math.radians(wp.key_grip_deg)
+        self.grip_angle = self._grip_nominal
 
     def _set_grip_angle(self, angle: float) -> None:
         """Turns the key's body about the shaft axis (the tool's z) so that, aligned, the key points
@@ -452,7 +456,7 @@ class KeyedShaftEnv(CellEnv, EzPickle):
     def _reset_task_nominal(self) -> None:
         self.data.mocap_pos[self._mocap_id] = self._hub_pos_nominal
         self.data.mocap_quat[self._mocap_id] = self._hub_quat_nominal
-        self._set_grip_angle(0.0)
+        self._set_grip_angle(self._grip_nominal)
 
     def _reset_task(self, rng: np.random.Generator) -> None:
         self._reset_task_nominal()
@@ -462,7 +466,7 @@ class KeyedShaftEnv(CellEnv, EzPickle):
                                     self._hub_rot_range)
         self.data.mocap_pos[self._mocap_id] = pos
         self.data.mocap_quat[self._mocap_id] = quat
-        self._set_grip_angle(rng.uniform(-1.0, 1.0) * self._key_angle_range)
+        self._set_grip_angle(self._grip_nominal + rng.uniform(-1.0, 1.0) * self._key_angle_range)
 
     def _nominal_start_pose(self) -> tuple[np.ndarray, np.ndarray]:
         R_world_task = np.empty(9)
