@@ -510,10 +510,14 @@ class KeyedShaftEnv(CellEnv, EzPickle):
         return math.atan2(x_task[1], x_task[0])
 
     def key_angle(self) -> float:
-        """The key's angle (rad) about the bore axis from the keyway, counterclockwise seen from above."""
-        t = self._task_xmat.tolist()
-        v = (self._key_xpos - self._tcp_xpos).tolist()
-        return math.atan2(t[1] * v[0] + t[4] * v[1] + t[7] * v[2], t[0] * v[0] + t[3] * v[1] + t[6] * v[2])
+        """The key's angle (rad) about the bore axis from the keyway, counterclockwise seen from above: the
+        direction from the shaft's axis to the key, in the hub's xy plane."""
+        t, r = self._task_xmat.tolist(), self._tcp_xmat.tolist()
+        vx, vy, vz = (self._key_xpos - self._tcp_xpos).tolist()
+        ax, ay, az = r[2], r[5], r[8]  # the shaft's axis (the TCP's z)
+        along = vx * ax + vy * ay + vz * az
+        vx, vy, vz = vx - along * ax, vy - along * ay, vz - along * az  # off the axis, not along it
+        return math.atan2(t[1] * vx + t[4] * vy + t[7] * vz, t[0] * vx + t[3] * vy + t[6] * vz)
 
     def part_penetration(self) -> float:
         """Deepest penetration (m) between the shaft or its key and the hub, over current contacts."""
