@@ -70,11 +70,12 @@ class ImpedanceConfig:
     """The Cartesian spring and damper of ``control.mode: impedance`` (`skillcell.envs.impedance`), per
     cell axis at the TCP: translation, then rotation."""
 
-    stiffness_n_per_m: tuple[float, float, float] = field(default=(2000.0, 2000.0, 2000.0),
+    stiffness_n_per_m: tuple[float, float, float] = field(default=(1000.0, 1000.0, 1000.0),
                                                           metadata=bounds(10.0, 1e5))
-    stiffness_nm_per_rad: tuple[float, float, float] = field(default=(50.0, 50.0, 50.0), metadata=bounds(0.1, 1e4))
-    damping_n_s_per_m: tuple[float, float, float] = field(default=(250.0, 250.0, 250.0), metadata=bounds(0.0, 1e5))
-    damping_nm_s_per_rad: tuple[float, float, float] = field(default=(7.0, 7.0, 7.0), metadata=bounds(0.0, 1e4))
+    stiffness_nm_per_rad: tuple[float, float, float] = field(default=(200.0, 200.0, 200.0),
+                                                             metadata=bounds(0.1, 1e4))
+    damping_n_s_per_m: tuple[float, float, float] = field(default=(180.0, 180.0, 180.0), metadata=bounds(0.0, 1e5))
+    damping_nm_s_per_rad: tuple[float, float, float] = field(default=(14.0, 14.0, 14.0), metadata=bounds(0.0, 1e4))
 
     @property
     def stiffness(self) -> tuple[float, ...]:

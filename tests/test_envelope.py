@@ -84,15 +84,21 @@ def test_clearance_is_a_minimum(envelope):
     assert welding.check(_state(clearance_m=0.004)) == []
 
 
-def test_fast_drive_into_the_fixture_is_counted(envelope):
-    env = EnvelopeMonitor(gym.make(PEG), envelope)
+@pytest.mark.parametrize("mode", ["position", "impedance"])
+def test_fast_drive_into_the_fixture_is_counted(envelope, mode):
+    env = EnvelopeMonitor(gym.make(PEG, overrides={"control": {"mode": mode}}), envelope)
     summary = run_episodes(env, lambda obs: DOWN, 2, seed=0)
     for e in summary.episodes:
         counts = e.final_info["envelope_violations"]
-        assert counts.get("tool_force", 0) > 5, counts
-        assert e.final_info["envelope_worst"]["tool_force"] > 100.0
+        if mode == "position":  # the stiff joint servos push through the limit
+            assert counts.get("tool_force", 0) > 5, counts
+            assert e.final_info["envelope_worst"]["tool_force"] > 100.0
+        else:  # the spring presses with its stiffness times the lead at most: 10 N
+            assert "tool_force" not in counts, counts
         assert "tool_speed" not in counts  # 100 mm/s commanded, about 40 mm/s reached
-    assert any("workspace" in e.final_info["envelope_violations"] for e in summary.episodes)
+    # Pushed down, the servos' coupled stiffness walks the tool sideways out of the workspace; the spring holds it.
+    walked = [("workspace" in e.final_info["envelope_violations"]) for e in summary.episodes]
+    assert any(walked) if mode == "position" else not any(walked)
     env.close()
 
 
@@ -106,13 +112,14 @@ def test_expert_stays_inside_the_envelope(envelope):
 
 
 def test_a_tighter_speed_limit_catches_the_expert_approach(peg_env):
-    strict = load_envelope(peg_env, {"tool_speed_max_mm_s": 20.0})
+    # The expert approaches at about 15 mm/s (D0, seed 0): a 10 mm/s limit must catch it.
+    strict = load_envelope(peg_env, {"tool_speed_max_mm_s": 10.0})
     env = EnvelopeMonitor(gym.make(PEG, tier="D0"), strict)
     expert = make_expert(env)
     summary = run_episodes(env, expert, 1, seed=0)
     info = summary.episodes[0].final_info
     assert info["envelope_violations"]["tool_speed"] > 0
-    assert 20.0 < info["envelope_worst"]["tool_speed"] < 60.0
+    assert 10.0 < info["envelope_worst"]["tool_speed"] < 40.0
     env.close()
 
 

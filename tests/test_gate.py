@@ -42,8 +42,10 @@ def test_unsafe_policy_fails_naming_the_violated_limits(unsafe_zip, tmp_path):
     criteria = tmp_path / "quick.yaml"
     criteria.write_text("episodes: 3\nrunner_episodes: 1\nparity_observations: 64\n")
     out = tmp_path / "gate"
+    # On the stiff joint servos: the compliant default arm presses at most its stiffness times the lead (10 N).
     result = subprocess.run([sys.executable, "-m", "skillcell", "gate", str(unsafe_zip), "--env", PEG,
-                             "--out", str(out), "--criteria", str(criteria), "--no-progress"],
+                             "--out", str(out), "--criteria", str(criteria), "--no-progress",
+                             "--set", "control.mode=position"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1, result.stdout + result.stderr
     verdict = result.stdout.strip().splitlines()[-1]

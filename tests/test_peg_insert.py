@@ -7,12 +7,15 @@ import mujoco
 import numpy as np
 import pytest
 
-from skillcell.config import ConfigError
+from skillcell.config import ConfigError, merge
 from skillcell.envs.cells.peg_insert import PegInsertEnv, hole_boxes
 
 
-def make(clearance=0.4, chamfer=0.0, **overrides):
-    return PegInsertEnv(clearance_mm=clearance, chamfer_mm=chamfer, randomize=False, overrides=overrides)
+def make(clearance=0.4, chamfer=0.0, mode="position", **overrides):
+    """The cell, nominal. The contact model is tested under the hard pushes of the joint servos
+    (position mode, past 100 N); the compliant mode's physics is ``tests/test_impedance.py``."""
+    return PegInsertEnv(clearance_mm=clearance, chamfer_mm=chamfer, randomize=False,
+                        overrides=merge({"control": {"mode": mode}}, overrides))
 
 
 @contextmanager

@@ -161,7 +161,10 @@ class PegInsertEnv(CellEnv, EzPickle):
 
     ## Action space
     ``Box(-1, 1, (6,), float32)``: the delta of the commanded tool pose in the cell frame per
-    control step (20 Hz), tracked by differential IK (see `CartesianController`).
+    control step (20 Hz). ``control.mode: impedance`` (the default) holds the tool on a Cartesian
+    spring and damper about that pose, on torque-driven joints (`ImpedanceController`: 1000 N/m,
+    200 N*m/rad, so a blocked peg presses 10 N at the 10 mm lead); ``position`` tracks it by
+    differential IK onto the UR5e's joint servos (`CartesianController`), stiff and anisotropic.
 
     | index | meaning            | scale at 1.0                 |
     |-------|--------------------|------------------------------|
@@ -238,6 +241,8 @@ class PegInsertEnv(CellEnv, EzPickle):
     - v0: first version (UR5e, square peg, stiff contacts, F/T at the flange).
     - v0, observation change: ``tcp_lead_rot`` (the commanded orientation) after ``tcp_lead``
       (34 -> 37 entries), and the F/T reading zeroed at reset (tiers' ``ft_tare_readings``).
+    - v0, control change: task-space impedance control by default (``control.mode``; the scripted
+      expert at D2: 100% success in both modes, peak force 0.23 N mean instead of 1.55 N).
     """
 
     config_class = PegInsertConfig
