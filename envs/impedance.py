@@ -27,14 +27,14 @@ recorded controls and states replay the physics bit for bit (``skillcell demos r
   routed through the joints' actuators (``actgravcomp``): exact every substep, and counted against
   the rated torques.
 - The spring and damper, linearized about the control step's configuration :math:`q_k`, are the
-  joint-space stiffness :math:`S = J^\top K J` and damping :math:`B = J^\top D J`: about
-  :math:`q_k` the joints feel :math:`\tau = J^\top K e - S (q - q_k) - B \dot q`, the law above.
-  Any symmetric 6x6 matrix is a sum of the 21 rank-one terms :math:`c c^\top` over the fixed
+  joint-space stiffness :math:`S = J^\\top K J` and damping :math:`B = J^\\top D J`: about
+  :math:`q_k` the joints feel :math:`\\tau = J^\\top K e - S (q - q_k) - B \\dot q`, the law above.
+  Any symmetric 6x6 matrix is a sum of the 21 rank-one terms :math:`c c^\\top` over the fixed
   vectors :math:`c = e_i` and :math:`c = e_i + e_j` (:math:`s_{ij}` on :math:`e_i + e_j`,
-  :math:`s_{ii} - \sum_{j \ne i} s_{ij}` on :math:`e_i`), so 21 fixed tendons :math:`l = c^\top q`
-  each carry a stiffness actuator (``gain = -l``, force :math:`-u\, l`) and a damping actuator
-  (``gain = -\dot l``) whose controls :math:`u` are those coefficients of :math:`S` and
-  :math:`B`; the motors' controls are :math:`J^\top K e + S q_k` plus the Coriolis and centrifugal
+  :math:`s_{ii} - \\sum_{j \\ne i} s_{ij}` on :math:`e_i`), so 21 fixed tendons :math:`l = c^\\top q`
+  each carry a stiffness actuator (``gain = -l``, force :math:`-u\\, l`) and a damping actuator
+  (``gain = -\\dot l``) whose controls :math:`u` are those coefficients of :math:`S` and
+  :math:`B`; the motors' controls are :math:`J^\\top K e + S q_k` plus the Coriolis and centrifugal
   torque :math:`b - g` (``qfrc_bias``). MuJoCo follows the spring within the step and integrates
   the damping implicitly (``implicitfast`` takes the actuators' velocity derivatives). At rest the
   wrench on the tool is exactly :math:`K e`.
@@ -42,10 +42,11 @@ recorded controls and states replay the physics bit for bit (``skillcell demos r
   ``impedance_damping`` (translation, then rotation), where `ImpedanceController` reads them.
 
 Measured on PegInsert (``tests/test_impedance.py``): pressed into a face, the contact force is
-``K e`` to 2e-6 relative, and the F/T reading is stiffness times the commanded offset to 1.2e-5; a peg 0.15 mm off the axis of a 0.1 mm clearance hole with a 0.3 mm
-chamfer slides in where the joint servos (position mode: 14-23 kN/m at the TCP, and coupled) tilt
-and wedge it at 137 N; the free tool settles on the command, and at ten times the default stiffness
-(20 kN/m) it stays stable in contact. The damping defaults are about critical for the UR5e's
+``K e`` to 2e-6 relative, and the F/T reading is stiffness times the commanded offset to 1.2e-5;
+a peg 0.15 mm off the axis of a 0.1 mm clearance hole with a 0.3 mm chamfer slides in where the
+joint servos (position mode: 14-23 kN/m at the TCP, and coupled) tilt and wedge it at 137 N; the
+free tool settles on the command, and at 20 times the default stiffness (20 kN/m) it stays stable
+in contact. The damping defaults are about critical for the UR5e's
 operational-space mass at the PegInsert start pose (9, 5 and 7 kg along x, y, z; 0.28, 0.47 and
 0.1 kg*m^2 about them). That mass is anisotropic, so a 100 mm/s start on a diagonal bows the path
 by 0.51 mm before the steady lag (the same ``D/K`` on every axis) brings it back on the line,
@@ -66,7 +67,7 @@ import numpy as np
 from skillcell.config import ConfigError
 from skillcell.envs.control import CartesianController, index_of
 
-__all__ = ["ImpedanceController", "PREFIX", "use_torque_actuators"]
+__all__ = ["PREFIX", "ImpedanceController", "use_torque_actuators"]
 
 #: the names this module adds to the robot: ``impedance_stiffness`` and ``impedance_damping`` (numerics),
 #: tendons ``impedance_<i>`` and ``impedance_<i>_<j>`` (arm joint indices), and on each tendon the
@@ -163,7 +164,8 @@ class ImpedanceController(CartesianController):
             adr, num = model.tendon_adr[tendon], model.tendon_num[tendon]
             wraps = sorted(joints.index(int(j)) for j in model.wrap_objid[adr:adr + num])
             if wraps != list(term):
-                raise ValueError(f"ImpedanceController: tendon {PREFIX}{tag} wraps arm joints {wraps}, not {list(term)}")
+                raise ValueError(f"ImpedanceController: tendon {PREFIX}{tag} wraps arm joints {wraps}, "
+                                 f"not {list(term)}")
             stiff.append(_named(model, "actuator", model.nu, f"{PREFIX}k_{tag}"))
             damp.append(_named(model, "actuator", model.nu, f"{PREFIX}d_{tag}"))
         #: the stiffness and damping actuators, one of each per rank-one term (each joint, then each pair)
