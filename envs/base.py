@@ -86,6 +86,7 @@ class CellEnv(gym.Env):
     | `_task_obs_fields()`        | may  | init, after the tool payload       | nothing: returns its fields         |
     | `_reset_task(rng)`          | may  | reset, first                       | ``data`` (mocap), its task state    |
     | `_sample_start_offset(rng)` | may  | reset, after `_reset_task`         | nothing: returns metres             |
+    | `_state_restored()`         | may  | `set_state`, `replay_step`         | the model, from ``data.userdata``   |
     | `_episode_start()`          | may  | reset, `set_state`: F/T zeroed     | its episode statistics              |
     | `_apply_task_action(a)`     | may  | step: arm commanded, pre-physics   | its task state (``a[6:]``)          |
     | `_evaluate()`               | must | reset, `set_state`, step: F/T read | its statistics; returns metrics     |
@@ -367,6 +368,11 @@ class CellEnv(gym.Env):
     def _task_done(self) -> bool:
         """Whether the task ends the episode now, besides success and physics invalidity."""
         return False
+
+    def _state_restored(self) -> None:
+        """Rewrites into the model what a cell keeps in the state, after a stored state is written and
+        before ``mj_forward``: a model parameter the cell draws at reset and stores in ``data.userdata``
+        (part of ``mjSTATE_INTEGRATION``), so that a state replays without the episode's reset."""
 
     # ------------------------------------------------------------------ gymnasium API
 
@@ -652,4 +658,5 @@ class CellEnv(gym.Env):
         if not np.isfinite(state).all():
             raise ValueError("state has non-finite values")
         mujoco.mj_setState(self.model, self.data, state, spec)
+        self._state_restored()
         mujoco.mj_forward(self.model, self.data)

@@ -22,7 +22,7 @@ from skillcell.envs.cells.peg_insert import (
     FixtureConfig,
 )
 
-__all__ = ["KEY_DROP_MM", "KeyedShaftConfig", "KeyedShaftEnv", "bore_boxes"]
+__all__ = ["GRIP_USERDATA", "KEY_DROP_MM", "KeyedShaftConfig", "KeyedShaftEnv", "bore_boxes"]
 
 SHAFT_LENGTH_M = 0.05  # the tool's shaft: 50 mm long, 40 mm of it beyond the holder
 SHAFT_TIP_Z_M = 0.103  # the shaft's end face (the TCP) along the tool axis
@@ -30,6 +30,9 @@ KEY_ROOT_MM = 1.0  # how deep the key sits in the shaft's own keyseat (it is one
 #: how far (mm) the key's lower end must be below the hub face for the key to count as in its keyway
 #: (``info["key_engaged"]``): more than the contact softness, less than anything a jam reaches
 KEY_DROP_MM = 0.3
+#: the ``data.userdata`` slot of the key's grip angle (rad): drawn at reset, a model parameter (the key
+#: body's pose in the tool) kept in the state so that a stored state replays it (`CellEnv.set_state`)
+GRIP_USERDATA = 0
 
 
 @dataclass(frozen=True)
@@ -290,7 +293,8 @@ class KeyedShaftEnv(CellEnv, EzPickle):
     Per reset, uniform: hub position ``randomization.hub_pos_mm`` (default +-5 mm in x and y), hub
     orientation ``randomization.hub_rot_deg`` (+-2 deg roll, pitch and yaw), the key's grip angle
     about the shaft ``randomization.key_angle_deg`` (+-30 deg about ``workpiece.key_grip_deg``, 0; the
-    key body's pose in the tool, ``grip_angle``, an edit of the model rewritten at every reset) and
+    key body's pose in the tool, ``grip_angle``, kept in ``data.userdata`` so that it is part of the
+    state, which `set_state` writes back into the model) and
     the TCP start position ``randomization.start_pos_mm`` (+-5 mm) around 40 mm above the nominal bore.
     ``randomize=False`` turns all of them off (the key then sits at ``workpiece.key_grip_deg``).
 
@@ -445,13 +449,24 @@ class KeyedShaftEnv(CellEnv, EzPickle):
         self._hub_rot_range = np.radians(rnd.hub_rot_deg)
         self._key_angle_range = math.radians(rnd.key_angle_deg)
         self._grip_nominal = math.radians(wp.key_grip_deg)
-        self.grip_angle = self._grip_nominal
+        if m.nuserdata <= GRIP_USERDATA:
+            raise ConfigError(f"scene: KeyedShaft keeps the grip angle in userdata[{GRIP_USERDATA}]: the scene needs "
+                              f"<size nuserdata=\"{GRIP_USERDATA + 1}\"/>")
 
     def _set_grip_angle(self, angle: float) -> None:
         """Turns the key's body about the shaft axis (the tool's z) so that, aligned, the key points
-        ``angle`` (rad) counterclockwise from the keyway seen from above (the tool's z points down)."""
-        self.grip_angle = angle
-        self.model.body_quat[self._key_body] = _about_z(-angle)
+        ``angle`` (rad) counterclockwise from the keyway seen from above (the tool's z points down).
+        The angle is kept in ``data.userdata`` (`GRIP_USERDATA`), which MuJoCo's state holds."""
+        self.data.userdata[GRIP_USERDATA] = angle
+        self._state_restored()
+
+    def _state_restored(self) -> None:
+        self.model.body_quat[self._key_body] = _about_z(-self.data.userdata[GRIP_USERDATA])
+
+    @property
+    def grip_angle(self) -> float:
+        """The key's grip angle (rad) this episode: where it points with the tool aligned, from the keyway."""
+        return float(self.data.userdata[GRIP_USERDATA])
 
     def _reset_task_nominal(self) -> None:
         self.data.mocap_pos[self._mocap_id] = self._hub_pos_nominal
