@@ -44,10 +44,10 @@ class NutThreadExpert(ScriptedExpert):
       thread, about 1 N on the impedance spring) at the thread's own advance (one pitch per turn
       at ``spin``), ``c`` kept on the axis; the spindle runs at
       ``spin`` of its full speed from ``spin_zone`` above the thread start, lined up. The nut finds
-      the thread within a turn, runs down one pitch per turn with the command following it, and
-      ``seat_zone`` above the washer the spindle slows to ``seat_spin``; there it stalls at the
-      clutch's torque for that speed (``seat_spin`` times the stall torque at full command: 3.6 N*m,
-      between the seating torque and the torque limit), which ends the episode as a success.
+      the thread within a turn, runs down one pitch per turn with the command following it, and at
+      the washer the spindle stalls at the clutch's torque for that speed (``spin`` times the stall
+      torque at full command: 4.5 N*m, between the seating torque and the torque limit), which
+      ends the episode as a success.
     """
 
     approach_height = 0.003  # m above the thread start
@@ -56,8 +56,6 @@ class NutThreadExpert(ScriptedExpert):
     spin_zone = 0.0005  # m above the thread start where the spindle starts
     follow_lead = 0.0004  # m the command may lead the nut's face down the thread
     spin = 1.0  # of the spindle's full speed (1 rev/s at 60 rpm)
-    seat_zone = 0.0006  # m above the washer where the spindle slows to `seat_spin`
-    seat_spin = 0.8  # its stall torque (3.6 N*m) still past the seating torque; the nut meets the washer slower
     aligned_mm = (0.1, 0.2)  # face offset from the axis: fully lined up / not at all
     aligned_deg = (0.3, 0.6)  # tilt from the axis: fully lined up / not at all
     gain = 0.15  # per control step, on the commanded position and orientation errors
@@ -69,7 +67,6 @@ class NutThreadExpert(ScriptedExpert):
         control = self.env.config.control
         self.max_translation = control.max_translation_mm * 1e-3
         self.max_rotation = math.radians(control.max_rotation_deg)
-        self.thread_length = self.env.thread_length
         # Onto the thread at the speed the thread will carry the nut (one pitch per turn of the spindle):
         # the helix then takes the nut over without stopping the arm's descent (a jolt of 10 N or more).
         self.touch_speed = self.env.pitch * self.spin * self.env.max_spindle_speed / (2 * math.pi) * self.env.dt
@@ -95,7 +92,7 @@ class NutThreadExpert(ScriptedExpert):
             self.phase = "thread"
             move[2] = -(min(depth_cmd + self.touch_speed, depth + self.follow_lead) - depth_cmd)
             if depth > -self.spin_zone and lined_up:
-                spindle = self.seat_spin if depth > self.thread_length - self.seat_zone else self.spin
+                spindle = self.spin
         else:
             self.phase = "approach"
             if lined_up:
