@@ -29,6 +29,10 @@ from skillcell.envs.tiers import TierRuntime, resolve_tier
 
 __all__ = ["CellEnv", "ObsField", "RenderUnavailableError"]
 
+#: the command lead that observes as 1.0 (the packaged cells' ``control.max_lead_mm`` / ``_deg``)
+LEAD_OBS_SCALE_M = 0.010
+LEAD_OBS_SCALE_RAD = math.radians(6.0)
+
 _GL_HELP = (
     "MuJoCo could not open an OpenGL context for offscreen rendering (MUJOCO_GL={backend!r}). "
     "Headless machines need MUJOCO_GL=egl with Debian's libegl1, libegl-mesa0 and libgl1-mesa-dri "
@@ -183,8 +187,10 @@ class CellEnv(gym.Env):
             ObsField("joint_vel", 6, 1 / math.pi, "rad/s"),
             ObsField("tcp_pos_task", 3, 1 / 0.05, "m"),
             ObsField("tcp_rot_task", 3, 1 / 0.1, "rad"),
-            ObsField("tcp_lead", 3, 1 / (control.max_lead_mm * 1e-3), "m"),
-            ObsField("tcp_lead_rot", 3, 1 / math.radians(control.max_lead_deg), "rad"),
+            # Fixed scales, not the configured lead limits: capture import raises those limits to
+            # follow a person, and its episodes must share the observation layout of ordinary ones.
+            ObsField("tcp_lead", 3, 1 / LEAD_OBS_SCALE_M, "m"),
+            ObsField("tcp_lead_rot", 3, 1 / LEAD_OBS_SCALE_RAD, "rad"),
             ObsField("force_tool", 3, 1 / 50.0, "N"),
             ObsField("torque_tool", 3, 1 / 5.0, "N*m"),
             *self._task_obs_fields(),
