@@ -48,7 +48,7 @@ register_cell("skillcell/KeyedShaft-v0", "skillcell.envs.cells.keyed_shaft:Keyed
               expert="skillcell.policies.keyed_shaft:KeyedShaftExpert",
               scorer="skillcell.demos.keyed_shaft:KeyedShaftScorer",
               review="skillcell.review.keyed_shaft:keyed_shaft_review", contact_task=True,
-              run_to_end={"task": {"terminate_on_success": False}}, max_episode_steps=800)
+              run_to_end={"task": {"terminate_on_success": False}}, max_episode_steps=1000)
 _WELD = {"entry_point": "skillcell.envs.cells.weld_seam:WeldSeamEnv",  # what the weld variants share
          "expert": "skillcell.policies.scripted:WeldSeamExpert", "scorer": "skillcell.demos.scores:WeldSeamScorer",
          "review": "skillcell.review.overlays:weld_review", "capture_signals": ("arc_on",),
@@ -59,7 +59,6 @@ register_cell("skillcell/WeldSeamLap-v0", **_WELD, kwargs={"variant": "lap"})
 register_cell("skillcell/WeldSeamButt-v0", **_WELD, kwargs={"variant": "butt"})
 register_cell("skillcell/WeldSeamCurved-v0", **_WELD, kwargs={"variant": "curved"})
 register_cell("skillcell/NutThread-v0", "skillcell.envs.cells.nut_thread:NutThreadEnv",
-              expert="skillcell.policies.nut_thread:NutThreadExpert",
-              scorer="skillcell.demos.nut_thread:NutThreadScorer", review="skillcell.review.nut_thread:nut_review",
-              capture_signals=("spindle_on",), contact_task=True,
+              expert="skillcell.policies.nut_thread:NutThreadExpert", scorer="skillcell.demos.nut_thread:NutThreadScorer",
+              review="skillcell.review.nut_thread:nut_review", capture_signals=("spindle_on",), contact_task=True,
               run_to_end={"task": {"terminate_on_success": False}}, max_episode_steps=400)

@@ -59,14 +59,16 @@ class KeyedShaftExpert(ScriptedExpert):
     - **pilot** (the shaft's end in the bore, the key above the hub face): a guarded move down the
       bore, side force walking the command away (admittance), the turn still going to the start (the
       depth is held until it is there).
-    - **search** (the key's end at the hub face): the command presses ``search_lead`` below the
-      measured end (a few newtons) and turns on by ``search_speed_deg`` a step (the arm trails it by
-      the servo lag) while the face carries that push and no torque about the axis says the key is
-      caught; otherwise the commanded turn falls back onto the measured one (half the lead a step,
-      which under two periods of latency overshoots by a quarter at most), so when the key drops
-      and the push goes the shaft stops within a period or two, inside the key clearance's capture
-      window, and the key is not wound into the keyway's wall. Past the sweep's end (the keyway
-      missed) the shaft lifts the key off the face and the approach turns it back to the start.
+    - **search** (the key's end at the hub face): the command pushes with ``search_push`` along the
+      axis (it walks down while the push is under that, back while over: the arm's stiffness differs
+      between control modes) and turns on by ``search_speed_deg`` a step (the arm trails it by the
+      servo lag) while the face carries that push and no torque about the axis says the key is
+      caught. A push lost for a step pauses the turn (the key's sliding contact chatters); the shaft
+      going down, or a caught key, takes the commanded turn back onto the measured one (half the
+      lead a step, which under two periods of latency overshoots by a quarter at most), so the shaft
+      stops within the key clearance's capture window and the key is not wound into the keyway's
+      wall. Past the sweep's end (the keyway missed) the shaft lifts the key off the face and the
+      approach turns it back to the start.
     - **insert** (the key ``drop_depth`` into its keyway): a guarded move to the bottom, 2 mm past it
       (1.2 mm of lead in the keyway's first 2 mm, then 2.5 mm), the commanded turn on the measured
       one (the keyway guides the key; no torque is wound up), side force walked off as in the pilot.
@@ -88,7 +90,9 @@ class KeyedShaftExpert(ScriptedExpert):
     max_side_lead = 9e-4  # m the command may lead the tip sideways in the bore
     face_band = 5e-4  # m above the key's face contact depth from where the search starts
     drop_depth = 5e-4  # m past the face contact depth: the key has dropped (five times D2's depth noise)
-    search_lead = 1e-3  # m the search presses below the measured end
+    search_push = 4.0  # N along the axis while searching: a light push
+    push_gain = 2e-5  # m of command per N of push error, per control step
+    search_max_lead = 3e-3  # m the searching command may lead the shaft's end
     search_speed_deg = 0.3  # deg of turn per control step (6 deg/s)
     search_force = (1.0, 2.5)  # N: the face carries no push / the whole push (turn not at all / fully)
     caught_torque = (0.15, 0.3)  # N*m about the axis: the key slides on the face / is caught in the keyway
@@ -177,7 +181,11 @@ class KeyedShaftExpert(ScriptedExpert):
             if turn > self.centre + self.sweep:  # past the sweep's end: lift the key off the face
                 move[2] = self.gain * (-(key_face - self.face_band - self.lift) - c[2])
             else:
-                move[2] = self.gain * (-(depth + self.search_lead) - c[2])
+                # Force control along the axis: the command walks down while the push is under its target and
+                # back while over it (the arm's stiffness differs between control modes; the push should not).
+                lead = -c[2] - depth
+                pushed = min(max(lead + self.push_gain * (self.search_push - axial), 0.0), self.search_max_lead)
+                move[2] = -(pushed - lead)
                 # While the face carries the push, the command turns on (the arm trails it by the servo
                 # lag); once it does not, the command falls back onto the measured turn.
                 # A torque about the axis past the face's sliding friction: the key is caught in the keyway.

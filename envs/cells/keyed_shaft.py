@@ -310,8 +310,8 @@ class KeyedShaftEnv(CellEnv, EzPickle):
     ``limits.rated_insertion_force_n`` (40 N), in a physically valid episode. The episode
     terminates on success, on physics instability (``info["instability"]``), or when the deepest
     shaft-or-key-to-hub penetration exceeds ``task.penetration_budget`` times the smaller of the two
-    clearances (``info["physics_invalid"]``; never a success). ``gym.make`` truncates at 800 steps
-    (40 s: a sweep over D2's 130 degrees at 6 deg/s takes 22 s, and the expert's push pauses it).
+    clearances (``info["physics_invalid"]``; never a success). ``gym.make`` truncates at 1000 steps
+    (50 s: a sweep over D2's 130 degrees at 6 deg/s takes 22 s unpaused; the expert's takes up to 35).
 
     ## Info
     ``is_success``, ``depth_mm``, ``lateral_error_mm``, ``tilt_deg``, ``key_angle_deg`` (the key's

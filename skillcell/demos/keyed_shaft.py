@@ -24,7 +24,7 @@ def _final(episode: Episode, key: str) -> float:
 @dataclass(frozen=True)
 class KeyedShaftScorer:
     """Scores a keyed-shaft insertion. Ramps: time to the shaft seated ``time_good_s``..``time_bad_s``
-    (the 40 s time limit), peak force from the cell's ``task.jam_force_n`` (full marks) to its
+    (the 50 s time limit), peak force from the cell's ``task.jam_force_n`` (full marks) to its
     ``limits.rated_insertion_force_n`` (none), read from the episode's cell config, and the
     rotational search ``search_good_deg``..``search_bad_deg`` (``info["search_rotation_deg"]``: how far
     the shaft turned about the bore axis, either way; a fitter who finds the keyway by eye turns it
@@ -34,7 +34,7 @@ class KeyedShaftScorer:
     """
 
     time_good_s: float = 5.0
-    time_bad_s: float = 40.0
+    time_bad_s: float = 50.0
     search_good_deg: float = 10.0
     search_bad_deg: float = 180.0
     weights: dict[str, float] = field(default_factory=lambda: {"time": 1.0, "peak_force": 1.0, "search": 1.0})
