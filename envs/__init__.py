@@ -59,6 +59,7 @@ register_cell("skillcell/WeldSeamLap-v0", **_WELD, kwargs={"variant": "lap"})
 register_cell("skillcell/WeldSeamButt-v0", **_WELD, kwargs={"variant": "butt"})
 register_cell("skillcell/WeldSeamCurved-v0", **_WELD, kwargs={"variant": "curved"})
 register_cell("skillcell/NutThread-v0", "skillcell.envs.cells.nut_thread:NutThreadEnv",
-              expert="skillcell.policies.nut_thread:NutThreadExpert", scorer="skillcell.demos.nut_thread:NutThreadScorer",
-              review="skillcell.review.nut_thread:nut_review", capture_signals=("spindle_on",), contact_task=True,
+              expert="skillcell.policies.nut_thread:NutThreadExpert",
+              scorer="skillcell.demos.nut_thread:NutThreadScorer", review="skillcell.review.nut_thread:nut_review",
+              capture_signals=("spindle_on",), contact_task=True,
               run_to_end={"task": {"terminate_on_success": False}}, max_episode_steps=400)
