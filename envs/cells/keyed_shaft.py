@@ -383,18 +383,22 @@ class KeyedShaftEnv(CellEnv, EzPickle):
 
     def _build_task(self, spec: mujoco.MjSpec) -> None:
         wp = self.config.workpiece
-        shaft, key = spec.geom(TOOL_PREFIX + "shaft"), spec.geom(TOOL_PREFIX + "key")
-        if shaft is None or key is None:
-            raise ConfigError("tool.mjcf: KeyedShaft needs a tool with geoms named 'shaft' and 'key'")
+        shaft, key, key_body = (spec.geom(TOOL_PREFIX + "shaft"), spec.geom(TOOL_PREFIX + "key"),
+                                spec.body(TOOL_PREFIX + "key"))
+        if shaft is None or key is None or key_body is None:
+            raise ConfigError("tool.mjcf: KeyedShaft needs a tool with geoms named 'shaft' and 'key', the key in "
+                              "a body named 'key'")
         radius = wp.shaft_diameter_mm * 5e-4
         shaft.size = [radius, SHAFT_LENGTH_M / 2, 0.0]
         shaft.pos = [0.0, 0.0, SHAFT_TIP_Z_M - SHAFT_LENGTH_M / 2]
         root = KEY_ROOT_MM * 1e-3
         key_radial = wp.key_height_mm * 1e-3 + root
         key.size = [key_radial / 2, wp.key_width_mm * 5e-4, wp.key_length_mm * 5e-4]
-        # Along the TCP's x (the keyway's direction when aligned); the grip angle turns it at reset.
+        # Along the TCP's x (the keyway's direction when aligned); the key's body turns it to the grip angle,
+        # the nominal one here (so the model is what the spec compiles to), a drawn one at reset.
         key.pos = [radius - root + key_radial / 2, 0.0,
                    SHAFT_TIP_Z_M - (wp.key_offset_mm + wp.key_length_mm / 2) * 1e-3]
+        key_body.quat = _about_z(0.0 - math.radians(wp.key_grip_deg))
         fixture = spec.body("fixture")
         precision = spec.find_default("precision")
         if fixture is None or precision is None:
@@ -461,7 +465,8 @@ class KeyedShaftEnv(CellEnv, EzPickle):
         self._state_restored()
 
     def _state_restored(self) -> None:
-        self.model.body_quat[self._key_body] = _about_z(-self.data.userdata[GRIP_USERDATA])
+        # 0.0 - angle, not -angle: a nominal 0 stays +0.0, bit for bit the compiled model's quaternion.
+        self.model.body_quat[self._key_body] = _about_z(0.0 - self.data.userdata[GRIP_USERDATA])
 
     @property
     def grip_angle(self) -> float:
