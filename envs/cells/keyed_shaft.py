@@ -208,7 +208,18 @@ def bore_boxes(shaft_radius: float, clearance: float, key_width: float, key_heig
                    for i in range(segments) if math.cos(2 * half_step * (i + 0.5)) > 1e-9)
 
     eye = np.array([1.0, 0.0, 0.0, 0.0])
-    side = rh - radius  # the walls reach as far across as the cut-back faces did
+    # The walls reach as far across as the faces were cut back: the removed parts' farthest corner.
+    reach = slot
+    for i in range(segments):
+        theta = 2 * half_step * (i + 0.5)
+        kept = _spans(theta, radius, rh, half_tangent, slot)
+        if kept == [(-half_tangent, half_tangent)]:
+            continue
+        for r in (radius, rh):
+            for u in np.linspace(-half_tangent, half_tangent, 9):
+                if not any(u0 <= u <= u1 for u0, u1 in kept):
+                    reach = max(reach, abs(r * math.sin(theta) + u * math.cos(theta)))
+    side = reach - slot
     for sign, tag in ((1, "pos"), (-1, "neg")):
         for part, (r, z_low, z_high) in (("", (radius, -d, -c)), ("_rim", (radius + c, -c, 0.0))):
             if z_high <= z_low:
@@ -216,7 +227,7 @@ def bore_boxes(shaft_radius: float, clearance: float, key_width: float, key_heig
             x0 = wall_start(r)
             add(f"keyway_{tag}{part}", [(rh - x0) / 2, side / 2, (z_high - z_low) / 2],
                 [(rh + x0) / 2, sign * (slot + side / 2), (z_low + z_high) / 2], eye)
-    add("keyway_bottom", [(rh - slot_bottom) / 2, slot + side, d / 2], [(rh + slot_bottom) / 2, 0.0, -d / 2], eye)
+    add("keyway_bottom", [(rh - slot_bottom) / 2, slot, d / 2], [(rh + slot_bottom) / 2, 0.0, -d / 2], eye)
     add("bottom", [rh, rh, 0.0025], [0.0, 0.0, -d - 0.0025], eye)
     return boxes
 
