@@ -186,6 +186,7 @@ def test_register_cell_refuses_what_it_cannot_resolve_or_would_shadow():
         register_cell(spec.id, spec.entry_point, max_episode_steps=100)
     with pytest.raises(ValueError, match=r"expert must be a 'package.module:Name' string, got 'PegInsertExpert'"):
         register_cell("skillcell/Other-v0", spec.entry_point, expert="PegInsertExpert")
-    with pytest.raises(UnknownCellError, match=r"unknown cell 'skillcell/Nope-v0'; registered: .*skillcell/PegInsert-v0"):
+    unknown = r"unknown cell 'skillcell/Nope-v0'; registered: .*skillcell/PegInsert-v0"
+    with pytest.raises(UnknownCellError, match=unknown):
         cell_spec("skillcell/Nope-v0")
     assert "skillcell/Other-v0" not in cell_ids() and "skillcell/Other-v0" not in gym.registry
