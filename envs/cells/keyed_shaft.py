@@ -278,18 +278,19 @@ class KeyedShaftEnv(CellEnv, EzPickle):
     | joint_vel      | 6    | rad/s | 1/pi     | joint velocities                                     |
     | tcp_pos_task   | 3    | m     | 1/0.05   | shaft end in the hub frame (origin: bore opening)    |
     | tcp_rot_task   | 3    | rad   | 1/0.1    | tool orientation from aligned, keyway on the TCP x   |
-    | tcp_lead       | 3    | m     | 1/lead   | commanded minus measured TCP position (cell frame)   |
-    | tcp_lead_rot   | 3    | rad   | 1/lead   | commanded from measured TCP orientation (rot. vector)|
+    | tcp_lead       | 3    | m     | 1/0.01   | commanded minus measured TCP position (cell frame)   |
+    | tcp_lead_rot   | 3    | rad   | 1/6 deg  | commanded from measured TCP orientation (rot. vector)|
     | force_tool     | 3    | N     | 1/50     | force the tool applies, F/T frame, zeroed at reset   |
     | torque_tool    | 3    | N*m   | 1/5      | torque the tool applies, F/T frame                   |
     | hub_pos        | 3    | m     | 1/0.01   | hub position minus its nominal position (cell frame) |
     | hub_rot        | 3    | rad   | 1/0.05   | hub orientation (rotation vector, cell frame)        |
     | depth          | 1    | m     | 1/0.02   | shaft end depth below the bore opening               |
 
-    ``lead`` is ``control.max_lead_mm`` and ``control.max_lead_deg``. The F/T blocks have the
-    tool's weight removed and are zeroed where the episode starts, the tool in free space.
-    Aligned means the tool axis down the bore and the TCP's x axis towards the keyway: a key at
-    grip angle 0 is then in line with it.
+    The command-lead blocks have fixed scales (`skillcell.envs.base.LEAD_OBS_SCALE_M` and
+    ``LEAD_OBS_SCALE_RAD``, the packaged lead limits). The F/T blocks have the tool's weight removed
+    and are zeroed where the episode starts, the tool in free space. Aligned means the tool axis
+    down the bore and the TCP's x axis towards the keyway: a key at grip angle 0 is then in line
+    with it.
 
     ## Rewards
     ``reward = align + orient + key + insert + force + success`` (each weighted by ``reward.*``;
