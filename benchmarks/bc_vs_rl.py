@@ -1,4 +1,4 @@
-"""The headline experiment: demonstrations + RL against RL alone, at the same env-step budget.
+"""The first headline (v1; benchmarks/headline_v2.py is the current one): demonstrations + RL against RL alone.
 
 For each cell, from the same expert demonstrations (seeds 0..N-1) and evaluated on the same
 fixed episode seeds (100000..), deterministic actions:
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", help="an existing Ray cluster (auto: the one `ray start` runs here)")
     parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS))
     parser.add_argument("--out", default="runs/bc_vs_rl")
-    parser.add_argument("--plot", default="docs/headline.png")
+    parser.add_argument("--plot", default="docs/bc_vs_rl.png")
     parser.add_argument("--report-only", action="store_true",
                         help="print the tables and plot from the run directories under --out, without training")
     args = parser.parse_args(argv)
