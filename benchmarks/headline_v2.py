@@ -24,7 +24,7 @@ From human captures (``--captures``): 10 weld passes as a tracker records a pers
 seeded), each on the part where WeldSeam-v0's D1 tier puts it for the capture's seed, imported with
 `skillcell.demos.capture.import_capture`, then BC + DAgger at D1 from that dataset.
 
-    python benchmarks/headline_v2.py                                  # everything (about 2 h on 2 cores)
+    python benchmarks/headline_v2.py                                  # everything (about 50 min on 2 cores)
     python benchmarks/headline_v2.py --cells peg --rl-steps 5000      # a small run
     python benchmarks/headline_v2.py --report-only                    # tables and plot from runs/headline_v2
 
