@@ -97,7 +97,8 @@ class CellEnv(gym.Env):
     | `_reward(metrics, a)`       | must | step, after `_evaluate`            | its statistics; ``(reward, terms)`` |
     | `_task_done()`              | may  | step, after `_reward`              | nothing: True ends the episode      |
     | `_task_obs(out)`            | may  | every observation                  | ``out`` (unscaled task blocks)      |
-    | `tcp_pose_task()`           | may  | every observation; callers         | nothing: returns the pose           |
+    | `tcp_pose_task()`           | may  | `_tcp_obs`; callers                | nothing: returns the pose           |
+    | `_tcp_obs(out)`             | may  | every observation                  | ``out`` (tcp_pos_task, tcp_rot_task) |
     | `add_overlays(scene)`       | may  | `render`, review frames            | ``scene`` only, never the model     |
     | `limits`, `task_length_m`   | may  | when read (properties)             | nothing                             |
 
@@ -237,6 +238,8 @@ class CellEnv(gym.Env):
         self._lead_view = self._obs_raw[sl["tcp_lead"].start:sl["tcp_lead_rot"].stop]
         self._wrench_view = self._obs_raw[sl["force_tool"].start:sl["torque_tool"].stop]
         self._task_obs_view = self._obs_raw[self._task_obs_start:]
+        self._tcp_obs_view = self._obs_raw[sl["tcp_pos_task"].start:sl["tcp_rot_task"].stop]
+        self._tcp_rot_view = self._obs_raw[sl["tcp_rot_task"]]
         self._R_nominal = np.ascontiguousarray(self.R_task_tcp_nominal)
         self._R_obs = np.empty((3, 3))
         self._R_obs_flat = self._R_obs.ravel()  # a view
@@ -603,15 +606,20 @@ class CellEnv(gym.Env):
         p_task_tcp = np.array(rotate_transposed(self._task_xmat.tolist(), (px - qx, py - qy, pz - qz)))
         return p_task_tcp, self._task_xmat_T @ self._tcp_xmat_3x3
 
+    def _tcp_obs(self, out: np.ndarray) -> None:
+        """Writes ``tcp_pos_task`` and ``tcp_rot_task`` (unscaled) into ``out``, from `tcp_pose_task`: the
+        position, and the rotation from `R_task_tcp_nominal` as a rotation vector."""
+        p_task_tcp, R_task_tcp = self.tcp_pose_task()
+        out[:3] = p_task_tcp
+        mujoco.mju_mulMatTMat(self._R_obs, self._R_nominal, R_task_tcp)  # R_task_tcp_nominal.T @ R_task_tcp
+        mujoco.mju_mat2Quat(self._quat_obs, self._R_obs_flat)
+        mujoco.mju_quat2Vel(self._tcp_rot_view, self._quat_obs, 1.0)
+
     def _get_obs(self) -> np.ndarray:
         raw, view = self._obs_raw, self._obs_views
         view["joint_pos"][:] = self._qpos[self._arm_qpos] if self._arm_qpos_view is None else self._arm_qpos_view
         view["joint_vel"][:] = self._qvel[self._arm_qvel] if self._arm_qvel_view is None else self._arm_qvel_view
-        p_task_tcp, R_task_tcp = self.tcp_pose_task()
-        view["tcp_pos_task"][:] = p_task_tcp
-        mujoco.mju_mulMatTMat(self._R_obs, self._R_nominal, R_task_tcp)  # R_task_tcp_nominal.T @ R_task_tcp
-        mujoco.mju_mat2Quat(self._quat_obs, self._R_obs_flat)
-        mujoco.mju_quat2Vel(view["tcp_rot_task"], self._quat_obs, 1.0)
+        self._tcp_obs(self._tcp_obs_view)
         # The commanded pose relative to the measured one: with it a policy knows where it has
         # sent the tool, not only where the tool is (what a latency- or lag-aware policy aims).
         self.controller.pose_error(out=self._lead_view)

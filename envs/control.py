@@ -7,12 +7,18 @@ Frames: ``world`` is the cell frame; ``tcp`` is the tool centre point site. Quat
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Sequence
 
 import mujoco
 import numpy as np
 
-__all__ = ["CartesianController", "clip_float", "index_of", "quat_from_rotvec", "rotate_transposed", "rotvec_from_quat"]
+__all__ = ["CartesianController", "clip_float", "index_of", "mul_quat", "normalize_quat", "quat_from_mat",
+           "quat_from_rotvec", "quat_to_rotvec", "rotate_transposed", "rotvec_from_quat"]
+
+_MINVAL = 1e-15  # MuJoCo's mjMINVAL
+# Several floats written into a float64 buffer in one call: a fraction of numpy's item writes.
+_PACK3, _PACK4, _PACK6 = (struct.Struct(f"{n}d").pack_into for n in (3, 4, 6))
 
 
 def quat_from_rotvec(rotvec: np.ndarray) -> np.ndarray:
@@ -34,6 +40,67 @@ def rotvec_from_quat(quat: np.ndarray) -> np.ndarray:
     out = np.empty(3)
     mujoco.mju_quat2Vel(out, quat, 1.0)
     return out
+
+
+# Quaternion arithmetic on floats, for the per-step hot path: through the Python bindings, one mju_*
+# call on 4-vectors costs several times its arithmetic in argument conversion (about 6000 CPU
+# instructions a call against 1500 for the float code). `quat_from_mat`, `quat_to_rotvec` and
+# `normalize_quat` give the bits of mju_mat2Quat, mju_quat2Vel and mju_normalize4 (tests/test_hot_path.py);
+# `mul_quat` rounds as written, within an ulp of mju_mulQuat (whose compiled code fuses multiply-adds).
+
+def mul_quat(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float, float]:
+    """The Hamilton product ``a b`` of two quaternions given as four floats (as mju_mulQuat)."""
+    a0, a1, a2, a3 = a
+    b0, b1, b2, b3 = b
+    return (a0 * b0 - a1 * b1 - a2 * b2 - a3 * b3, a0 * b1 + a1 * b0 + a2 * b3 - a3 * b2,
+            a0 * b2 - a1 * b3 + a2 * b0 + a3 * b1, a0 * b3 + a1 * b2 - a2 * b1 + a3 * b0)
+
+
+def normalize_quat(q: Sequence[float]) -> tuple[float, float, float, float]:
+    """``q`` scaled to unit length (as mju_normalize4: left as is within 1e-15 of it, identity if ~0)."""
+    w, x, y, z = q
+    norm = math.sqrt(w * w + x * x + y * y + z * z)
+    if norm < _MINVAL:
+        return 1.0, 0.0, 0.0, 0.0
+    if abs(norm - 1.0) > _MINVAL:
+        f = 1.0 / norm
+        return w * f, x * f, y * f, z * f
+    return w, x, y, z
+
+
+def quat_from_mat(m: Sequence[float]) -> tuple[float, float, float, float]:
+    """The unit quaternion of a rotation matrix given row by row as nine floats (as mju_mat2Quat):
+    Shepperd's method, from the largest of the four components."""
+    m0, m1, m2, m3, m4, m5, m6, m7, m8 = m
+    if m0 + m4 + m8 > 0:
+        w = 0.5 * math.sqrt(1 + m0 + m4 + m8)
+        q = w, 0.25 * (m7 - m5) / w, 0.25 * (m2 - m6) / w, 0.25 * (m3 - m1) / w
+    elif m0 > m4 and m0 > m8:
+        x = 0.5 * math.sqrt(1 + m0 - m4 - m8)
+        q = 0.25 * (m7 - m5) / x, x, 0.25 * (m1 + m3) / x, 0.25 * (m2 + m6) / x
+    elif m4 > m8:
+        y = 0.5 * math.sqrt(1 - m0 + m4 - m8)
+        q = 0.25 * (m2 - m6) / y, 0.25 * (m1 + m3) / y, y, 0.25 * (m5 + m7) / y
+    else:
+        z = 0.5 * math.sqrt(1 - m0 - m4 + m8)
+        q = 0.25 * (m3 - m1) / z, 0.25 * (m2 + m6) / z, 0.25 * (m5 + m7) / z, z
+    return normalize_quat(q)
+
+
+def quat_to_rotvec(q: Sequence[float]) -> tuple[float, float, float]:
+    """``log``: the rotation vector of a unit quaternion given as four floats, angle in ``[-pi, pi]``
+    about the quaternion's axis (as mju_quat2Vel with dt 1)."""
+    w, x, y, z = q
+    norm = math.sqrt(x * x + y * y + z * z)
+    if norm < _MINVAL:
+        x, y, z = 1.0, 0.0, 0.0
+    else:
+        f = 1.0 / norm
+        x, y, z = x * f, y * f, z * f
+    angle = 2 * math.atan2(norm, w)
+    if angle > math.pi:
+        angle -= 2 * math.pi
+    return x * angle, y * angle, z * angle
 
 
 def rotate_transposed(R: Sequence[float], v: Sequence[float]) -> tuple[float, float, float]:
@@ -120,22 +187,24 @@ class CartesianController:
         # views into mjData (its arrays never move), 3-vectors handled as floats.
         self._ff_gain = self.feedforward_time / control_dt
         self._ws_min, self._ws_max = workspace_min.tolist(), workspace_max.tolist()
+        self._ctrl_low, self._ctrl_high = self.ctrl_low.tolist(), self.ctrl_high.tolist()
         self._qpos_index, self._ctrl_index = index_of(qpos_adr), index_of(actuator_ids)
+        # The arm's joint positions and controls as views where they are contiguous (a gather otherwise).
+        self._arm_qpos = data.qpos[self._qpos_index] if isinstance(self._qpos_index, slice) else None
+        self._arm_ctrl = data.ctrl[self._ctrl_index] if isinstance(self._ctrl_index, slice) else None
         self._jac = np.zeros((6, model.nv))
-        self._arm_dofs = index_of(dof_adr)
-        # The arm's columns in Fortran order, as numpy's gather `jac[:, dof_adr]` makes them: the
-        # layout picks OpenBLAS's kernels, and with them the rounding.
-        self._jac_arm = np.empty((6, 6), order="F")
+        self._jacp, self._jacr = self._jac[:3], self._jac[3:]
+        # The arm's 6x6 block: the Jacobian itself where the arm's dofs are all the model's.
+        arm_dofs = index_of(dof_adr)
+        self._arm_dofs = None if arm_dofs == slice(0, model.nv) else arm_dofs
+        self._jac_arm = self._jac if self._arm_dofs is None else np.empty((6, 6))
+        self._damping_flat = self._damping_eye.ravel()
         self._jjt = np.empty((6, 6))
+        self._jjt_flat = self._jjt.ravel()  # a view
         self._error = np.empty(6)
+        self._solved = np.empty(6)
         self._dq = np.empty(6)
-        self._target = np.empty(6)
         self._xpos, self._xmat = data.site_xpos[tcp_site], data.site_xmat[tcp_site]
-        self._quat_tcp = np.empty(4)
-        self._quat_err = np.empty(4)
-        self._quat_tcp_inv = np.empty(4)
-        self._quat_step = np.empty(4)
-        self._rot_err = np.empty(3)
 
     @staticmethod
     def _lag_time(model: mujoco.MjModel, actuator_ids: np.ndarray) -> float:
@@ -149,82 +218,94 @@ class CartesianController:
         self.p_world_cmd[:] = self._xpos
         mujoco.mju_mat2Quat(self.quat_world_cmd, self._xmat)
 
-    def _rotation_error(self, out: np.ndarray) -> None:
-        """``log(q_cmd q_tcp^-1)`` (rad, world frame) into ``out``; leaves ``q_tcp`` in ``_quat_tcp``."""
-        mujoco.mju_mat2Quat(self._quat_tcp, self._xmat)
-        mujoco.mju_negQuat(self._quat_tcp_inv, self._quat_tcp)
-        mujoco.mju_mulQuat(self._quat_err, self.quat_world_cmd, self._quat_tcp_inv)
-        mujoco.mju_quat2Vel(out, self._quat_err, 1.0)
+    def _rotation_error(self, quat_cmd: Sequence[float]) -> tuple[tuple[float, float, float], tuple[float, ...]]:
+        """``(log(q_cmd q_tcp^-1), q_tcp)``: the rotation error (rad, world frame) and the TCP's quaternion."""
+        q_tcp = quat_from_mat(self._xmat.tolist())
+        w, x, y, z = q_tcp
+        return quat_to_rotvec(mul_quat(quat_cmd, (w, -x, -y, -z))), q_tcp
 
     def pose_error(self, out: np.ndarray | None = None) -> np.ndarray:
         """``[p_cmd - p_tcp, log(q_cmd q_tcp^-1)]`` in the world frame (m, rad), into ``out`` if given."""
         error = np.empty(6) if out is None else out
-        np.subtract(self.p_world_cmd, self._xpos, out=error[:3])
-        self._rotation_error(error[3:])
+        (cx, cy, cz), (tx, ty, tz) = self.p_world_cmd.tolist(), self._xpos.tolist()
+        (e3, e4, e5), _ = self._rotation_error(self.quat_world_cmd.tolist())
+        if error.dtype == np.float64 and error.flags.c_contiguous:
+            _PACK6(error, 0, cx - tx, cy - ty, cz - tz, e3, e4, e5)
+        else:
+            error[:] = cx - tx, cy - ty, cz - tz, e3, e4, e5
         return error
 
     def command(self, action: np.ndarray) -> None:
         """Moves the commanded pose by a normalized action and writes joint targets to ``data.ctrl``."""
-        a0, a1, a2, a3, a4, a5 = action[:6].tolist()
+        # On floats and with locals: on 3-vectors numpy and attribute lookups cost more than the arithmetic.
+        a0, a1, a2, a3, a4, a5 = action.tolist()[:6]
         bx, by, bz = self.p_world_cmd.tolist()
+        q_cmd = self.quat_world_cmd.tolist()  # the array is the command: others may set it
         t, (lx, ly, lz), (hx, hy, hz) = self.max_translation, self._ws_min, self._ws_max
-        px, py, pz = clip_float(bx + t * a0, lx, hx), clip_float(by + t * a1, ly, hy), clip_float(bz + t * a2, lz, hz)
+        # Clipped to the workspace as np.clip clips (the action and the command are finite).
+        px, py, pz = bx + t * a0, by + t * a1, bz + t * a2
+        px = lx if px < lx else hx if px > hx else px
+        py = ly if py < ly else hy if py > hy else py
+        pz = lz if pz < lz else hz if pz > hz else pz
         r = self.max_rotation
         r0, r1, r2 = a3 * r, a4 * r, a5 * r
-        if r0 or r1 or r2:
-            self._quat_step[:] = _quat_from_rotvec(r0, r1, r2)
-            mujoco.mju_mulQuat(self.quat_world_cmd, self._quat_step, self.quat_world_cmd)
-            mujoco.mju_normalize4(self.quat_world_cmd)
+        rotated = bool(r0 or r1 or r2)
+        if rotated:
+            q_cmd = normalize_quat(mul_quat(_quat_from_rotvec(r0, r1, r2), q_cmd))
 
         tx, ty, tz = self._xpos.tolist()
         ex, ey, ez = px - tx, py - ty, pz - tz
-        self._rotation_error(self._rot_err)
-        e3, e4, e5 = self._rot_err.tolist()
-        limit = self.max_lead_translation
+        (e3, e4, e5), q_tcp = self._rotation_error(q_cmd)
+        limit_p, limit_r = self.max_lead_translation, self.max_lead_rotation
         lead = math.sqrt(ex * ex + ey * ey + ez * ez)
-        if lead > limit:
-            f = limit / lead
+        if lead > limit_p:
+            f = limit_p / lead
             ex, ey, ez = ex * f, ey * f, ez * f
             px, py, pz = tx + ex, ty + ey, tz + ez
-        limit = self.max_lead_rotation
         lead = math.sqrt(e3 * e3 + e4 * e4 + e5 * e5)
-        if lead > limit:
-            f = limit / lead
+        if lead > limit_r:
+            f = limit_r / lead
             e3, e4, e5 = e3 * f, e4 * f, e5 * f
-            self._quat_step[:] = _quat_from_rotvec(e3, e4, e5)
-            mujoco.mju_mulQuat(self.quat_world_cmd, self._quat_step, self._quat_tcp)
-        self.p_world_cmd[:] = px, py, pz
+            q_cmd, rotated = mul_quat(_quat_from_rotvec(e3, e4, e5), q_tcp), True
+        if rotated:
+            _PACK4(self.quat_world_cmd, 0, *q_cmd)
+        _PACK3(self.p_world_cmd, 0, px, py, pz)
 
         gain = self._ff_gain
         ex, ey, ez = ex + gain * (px - bx), ey + gain * (py - by), ez + gain * (pz - bz)
         e3, e4, e5 = e3 + gain * r0, e4 + gain * r1, e5 + gain * r2
-        limit = self.max_lead_translation
         norm = math.sqrt(ex * ex + ey * ey + ez * ez)
-        if norm > limit:
-            f = limit / norm
+        if norm > limit_p:
+            f = limit_p / norm
             ex, ey, ez = ex * f, ey * f, ez * f
-        limit = self.max_lead_rotation
         norm = math.sqrt(e3 * e3 + e4 * e4 + e5 * e5)
-        if norm > limit:
-            f = limit / norm
+        if norm > limit_r:
+            f = limit_r / norm
             e3, e4, e5 = e3 * f, e4 * f, e5 * f
-        error = self._error
-        error[:] = ex, ey, ez, e3, e4, e5
+        _PACK6(self._error, 0, ex, ey, ez, e3, e4, e5)
 
-        self._track(error)
+        self._track(self._error)
 
     def _track(self, error: np.ndarray) -> None:
         """Writes the actuator commands that take the tool along ``error`` (the lead-limited pose
         error plus feed-forward, world frame): here joint targets; a subclass drives its own actuators."""
-        # The damped least-squares solve stays in numpy/LAPACK: OpenBLAS's kernels fuse
-        # multiply-adds, so no other formulation gives the same bits.
-        j = self._jac_arm
-        mujoco.mj_jacSite(self.model, self.data, self._jac[:3], self._jac[3:], self.tcp_site)
-        j[...] = self._jac[:, self._arm_dofs]
-        np.matmul(j, j.T, out=self._jjt)
-        self._jjt += self._damping_eye
-        np.matmul(j.T, np.linalg.solve(self._jjt, error), out=self._dq)
-        # np.clip's Python wrapper costs more than maximum and minimum, which give its bits.
-        target = np.add(self.data.qpos[self._qpos_index], self._dq, out=self._target)
-        np.minimum(np.maximum(target, self.ctrl_low, out=target), self.ctrl_high, out=target)
-        self.data.ctrl[self._ctrl_index] = target
+        # Damped least squares by Cholesky, in MuJoCo's own routines: a handful of calls where
+        # numpy's matmul and solve wrappers cost several times the arithmetic on a 6x6 system.
+        m, d, j, jjt = self.model, self.data, self._jac_arm, self._jjt
+        mujoco.mj_jacSite(m, d, self._jacp, self._jacr, self.tcp_site)
+        if self._arm_dofs is not None:
+            j[...] = self._jac[:, self._arm_dofs]
+        mujoco.mju_mulMatMatT(jjt, j, j)
+        mujoco.mju_addTo(self._jjt_flat, self._damping_flat)
+        mujoco.mju_cholFactor(jjt, 0.0)
+        mujoco.mju_cholSolve(self._solved, jjt, error)
+        mujoco.mju_mulMatTVec(self._dq, j, self._solved)
+        # Joint targets on floats: clipped as np.clip clips (NaN stays NaN).
+        q = (self._arm_qpos if self._arm_qpos is not None else d.qpos[self._qpos_index]).tolist()
+        target = [lo if x < lo else hi if x > hi else x
+                  for x, lo, hi in zip(map(float.__add__, q, self._dq.tolist()), self._ctrl_low, self._ctrl_high,
+                                       strict=True)]
+        if self._arm_ctrl is not None:
+            self._arm_ctrl[:] = target
+        else:
+            d.ctrl[self._ctrl_index] = target

@@ -34,7 +34,7 @@ import mujoco
 import numpy as np
 
 from skillcell.config import ConfigError, bounds
-from skillcell.envs.control import clip_float
+from skillcell.envs.control import quat_from_mat, quat_to_rotvec
 
 __all__ = [
     "METRIC_KEYS",
@@ -294,8 +294,8 @@ class WeldMetrics:
         self._geomgroup[plate_group] = 1
         #: the WPS bands as (low_0, high_0, low_1, ...) in `METRIC_KEYS` order
         self._band_bounds = tuple(bound for key in METRIC_KEYS for bound in wps.band(key))
-        self._summary_columns = [(f"bead_{key}_mean", f"bead_{key}_std", METRIC_KEYS.index(key))
-                                 for key in ("travel_speed_mm_s", "work_angle_deg", "travel_angle_deg", "ctwd_mm")]
+        #: the summary's mean and std keys of the first four metrics (`bead_summary` unrolls them)
+        self._summary_keys = tuple(f"bead_{key}_{stat}" for key in METRIC_KEYS[:4] for stat in ("mean", "std"))
         self._window = max(2, round(weave_window_s / control_dt))
         # The weave's running mean is off the exact one by at most about (3.5 window + 16) eps
         # times the largest deviation summed since the last resynchronization (`_weave`); twice that.
@@ -315,8 +315,6 @@ class WeldMetrics:
         self._R_world_seam_flat = self.R_world_seam.ravel()  # a view
         #: `R_world_seam` row by row as nine floats
         self.R_world_seam_rows = self._R_world_seam_flat.tolist()
-        self._seam_quat = np.empty(4)
-        self._seam_rotvec_array = np.empty(3)
         self._search = np.empty((n, 3))
         self._windows: dict[int, tuple[list[float], list[int]]] = {}
         self._ray_vec = np.empty(3)
@@ -327,6 +325,14 @@ class WeldMetrics:
         self.normal_world[:] = R_world_workpiece[:, 2]
         self._points, self._tangents = self.points_world.tolist(), self.tangents_world.tolist()
         self._normal = self.normal_world.tolist()
+        # Per sample, the pieces on either side that `locate` projects onto: start point, direction
+        # (end minus start), squared length, arc length at the start and the piece's arc length.
+        pieces = []
+        for ((ax, ay, az), (bx, by, bz)), (s_a, s_b) in zip(itertools.pairwise(self._points),
+                                                             itertools.pairwise(self._s_list), strict=True):
+            sx, sy, sz = bx - ax, by - ay, bz - az
+            pieces.append((ax, ay, az, sx, sy, sz, sx * sx + sy * sy + sz * sz, s_a, s_b - s_a))
+        self._near_pieces = [pieces[max(k - 1, 0):k + 1] for k in range(len(pieces) + 1)]
         self.welded[:] = False
         self.in_spec[:] = False
         #: how many seam samples are welded, and welded in spec (the counts of `welded`, `in_spec`)
@@ -338,6 +344,7 @@ class WeldMetrics:
         self.aim_seam: tuple[float, float, float] | None = None
         self.R_world_seam_rows = []  # no frame yet: the first `measure` writes `R_world_seam`
         self._seam_rotvec: tuple[float, float, float] | None = None
+        self._seam_quat: tuple[float, float, float, float] | None = None
         #: the lateral deviations in the weave window, oldest first
         self._lateral_values: collections.deque[float] = collections.deque()
         self._lateral_sorted: list[float] = []
@@ -379,10 +386,21 @@ class WeldMetrics:
         aim point in the seam frame there, flattened: what a seam-tracking sensor reports."""
         (ax, ay, az), s = self.aim, self.s
         r0, r1, r2, r3, r4, r5, r6, r7, r8 = self.R_world_seam_rows
+        points, s_list, lengths, last, end = self._points, self._s_list, self._piece_lengths, self._last_piece, \
+            self.path.length
         out = []
-        for ahead in distances:  # `rotate_transposed`, inline
-            px, py, pz = self._point(s + ahead)
-            x, y, z = px - ax, py - ay, pz - az
+        for ahead in distances:  # `_point` and `rotate_transposed`, inline
+            t = s + ahead
+            if t < 0.0:
+                t = 0.0
+            elif t > end:
+                t = end
+            k = bisect.bisect_right(s_list, t) - 1
+            if k > last:
+                k = last
+            u = (t - s_list[k]) / lengths[k]
+            (x0, y0, z0), (x1, y1, z1) = points[k], points[k + 1]
+            x, y, z = x0 + u * (x1 - x0) - ax, y0 + u * (y1 - y0) - ay, z0 + u * (z1 - z0) - az
             out += (r0 * x + r3 * y + r6 * z, r1 * x + r4 * y + r7 * z, r2 * x + r5 * y + r8 * z)
         return out
 
@@ -456,18 +474,14 @@ class WeldMetrics:
         k, best_d2 = self._nearest_sample(p_world)
         # Refine on the neighbouring piece that the point projects onto.
         px, py, pz = p_world
-        s_list, points = self._s_list, self._points
-        best_s = s_list[k]
-        for a in (k - 1, k):
-            if 0 <= a < len(points) - 1:
-                (ax, ay, az), (bx, by, bz) = points[a], points[a + 1]
-                sx, sy, sz = bx - ax, by - ay, bz - az
-                u = ((px - ax) * sx + (py - ay) * sy + (pz - az) * sz) / (sx * sx + sy * sy + sz * sz)
-                u = clip_float(u, 0.0, 1.0)
-                dx, dy, dz = px - (ax + u * sx), py - (ay + u * sy), pz - (az + u * sz)
-                dist2 = dx * dx + dy * dy + dz * dz
-                if dist2 < best_d2:
-                    best_d2, best_s = dist2, s_list[a] + u * (s_list[a + 1] - s_list[a])
+        best_s = self._s_list[k]
+        for ax, ay, az, sx, sy, sz, length2, s_a, ds in self._near_pieces[k]:
+            u = ((px - ax) * sx + (py - ay) * sy + (pz - az) * sz) / length2
+            u = 0.0 if u < 0.0 else 1.0 if u > 1.0 else u  # `clip_float` (a NaN stays a NaN)
+            dx, dy, dz = px - (ax + u * sx), py - (ay + u * sy), pz - (az + u * sz)
+            dist2 = dx * dx + dy * dy + dz * dz
+            if dist2 < best_d2:
+                best_d2, best_s = dist2, s_a + u * ds
         self.index = k
         return best_s
 
@@ -487,7 +501,7 @@ class WeldMetrics:
         if rows != self.R_world_seam_rows:  # a straight seam keeps its frame: nothing to write
             self.R_world_seam_rows = rows
             self._R_world_seam_flat[:] = rows
-            self._seam_rotvec = None
+            self._seam_rotvec = self._seam_quat = None
         ox, oy, oz = aim[0] - sx, aim[1] - sy, aim[2] - sz
         lateral = ox * yx + oy * yy + oz * yz
         vertical = ox * n0 + oy * n1 + oz * n2
@@ -532,10 +546,14 @@ class WeldMetrics:
     def seam_rotvec(self) -> tuple[float, float, float]:
         """The rotation vector of `R_world_seam` (rad), computed once per seam frame."""
         if self._seam_rotvec is None:
-            mujoco.mju_mat2Quat(self._seam_quat, self._R_world_seam_flat)
-            mujoco.mju_quat2Vel(self._seam_rotvec_array, self._seam_quat, 1.0)
-            self._seam_rotvec = tuple(self._seam_rotvec_array.tolist())
+            self._seam_rotvec = quat_to_rotvec(self.seam_quat())
         return self._seam_rotvec
+
+    def seam_quat(self) -> tuple[float, float, float, float]:
+        """The quaternion of `R_world_seam`, computed once per seam frame."""
+        if self._seam_quat is None:
+            self._seam_quat = quat_from_mat(self.R_world_seam_rows)
+        return self._seam_quat
 
     def _deposit(self, lo: float, hi: float, in_spec: bool) -> None:
         """Welds the samples with ``lo <= s <= hi`` that are not welded yet (in spec or not)."""
@@ -629,8 +647,14 @@ class WeldMetrics:
         }
         steps = self.arc_steps
         if steps:
-            for mean_key, std_key, i in self._summary_columns:
-                mean = self._sum[i] / steps
-                out[mean_key] = mean
-                out[std_key] = math.sqrt(max(self._sum_sq[i] / steps - mean * mean, 0.0))
+            k0, k1, k2, k3, k4, k5, k6, k7 = self._summary_keys
+            t0, t1, t2, t3 = self._sum[:4]
+            q0, q1, q2, q3 = self._sum_sq[:4]
+            m0, m1, m2, m3 = t0 / steps, t1 / steps, t2 / steps, t3 / steps
+            # sqrt(max(variance, 0)), the max by a comparison (a NaN stays a NaN, as through the builtin)
+            v0, v1, v2, v3 = q0 / steps - m0 * m0, q1 / steps - m1 * m1, q2 / steps - m2 * m2, q3 / steps - m3 * m3
+            out[k0], out[k1] = m0, math.sqrt(0.0 if v0 < 0.0 else v0)
+            out[k2], out[k3] = m1, math.sqrt(0.0 if v1 < 0.0 else v1)
+            out[k4], out[k5] = m2, math.sqrt(0.0 if v2 < 0.0 else v2)
+            out[k6], out[k7] = m3, math.sqrt(0.0 if v3 < 0.0 else v3)
         return out

@@ -1,18 +1,28 @@
-"""The hot path's float and incremental formulations give numpy's bits exactly.
+"""The hot path's float and incremental formulations against the array and MuJoCo code they replaced.
 
 `tests/test_golden.py` checks whole episodes; these check the formulations on inputs that
-episodes rarely reach (ties, zeros, signed zeros, NaN, far-off points), against the array code
-they replaced.
+episodes rarely reach (ties, zeros, signed zeros, NaN, far-off points). Most give the replaced
+code's bits exactly; the few that are exact in math but round differently (the quaternion
+product, the Cholesky solve, the in-spec reward shortcut) are held to a few ulps.
 """
 
 import math
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 import pytest
 
 import skillcell  # noqa: F401  (registers the cells)
-from skillcell.envs.control import clip_float, rotate_transposed
+from skillcell.envs.control import (
+    clip_float,
+    mul_quat,
+    normalize_quat,
+    quat_from_mat,
+    quat_to_rotvec,
+    rotate_transposed,
+)
+from skillcell.envs.weld import METRIC_KEYS
 
 
 def bits(x) -> bytes:
@@ -33,12 +43,14 @@ def test_clip_float_is_np_clip(x, bounds):
     assert bits(clip_float(x, *bounds)) == bits(np.clip(np.float64(x), *bounds))
 
 
-def test_maximum_then_minimum_is_np_clip():
-    values = np.array([-2.0, -1.0, -0.5, -0.0, 0.0, 0.5, 1.0, 2.0, math.inf, -math.inf, math.nan])
-    for low, high in [(-1.0, 1.0), (0.0, 1.0), (-1.0, -0.0), (-0.0, 0.0)]:
-        low_array, high_array = np.full(len(values), low), np.full(len(values), high)
-        ours = np.minimum(np.maximum(values, low_array), high_array)
-        assert ours.tobytes() == np.clip(values, low_array, high_array).tobytes()
+def test_joint_targets_are_np_clip(weld):
+    """The controller clips its joint targets on floats as np.clip clips them, inside and past the range."""
+    controller, rng = weld.controller, np.random.default_rng(6)
+    for scale in (1e-3, 1.0, 1e3):
+        controller._track(rng.standard_normal(6) * scale)
+        target = weld.data.qpos[weld.arm_qpos_adr] + controller._dq
+        expected = np.clip(target, controller.ctrl_low, controller.ctrl_high)
+        assert bits(weld.data.ctrl[weld.arm_actuators]) == bits(expected)
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +110,60 @@ def test_nearest_sample_is_the_window_argmin(weld):
         d2 = ((points[lo:hi] - p) ** 2).sum(axis=1)
         k, best = metrics._nearest_sample(tuple(p.tolist()))
         assert (k, bits(best)) == (lo + int(np.argmin(d2)), bits(d2.min()))
+
+
+def random_quats(rng, n):
+    q = rng.standard_normal((n, 4))
+    return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+
+def test_quat_from_mat_and_quat_to_rotvec_are_mujoco_bit_for_bit():
+    rng = np.random.default_rng(3)
+    R, q, v = np.empty(9), np.empty(4), np.empty(3)
+    quats = random_quats(rng, 3000)
+    quats[:20] = [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1], [-1, 0, 0, 0]] * 4  # every branch
+    for quat in quats:
+        mujoco.mju_quat2Mat(R, quat)
+        mujoco.mju_mat2Quat(q, R)
+        assert bits(quat_from_mat(R.tolist())) == bits(q)
+        for small in (1.0, 1e-6, 1e-12):  # angles near zero, where the axis is ill-conditioned
+            near = np.array([quat[0], *(quat[1:] * small)])
+            mujoco.mju_quat2Vel(v, near, 1.0)
+            assert bits(quat_to_rotvec(near.tolist())) == bits(v)
+
+
+def test_mul_quat_and_normalize_quat_are_mujoco_within_ulps():
+    rng = np.random.default_rng(4)
+    out = np.empty(4)
+    for a, b in zip(random_quats(rng, 2000), random_quats(rng, 2000) * rng.uniform(0.5, 2.0, (2000, 1)), strict=True):
+        mujoco.mju_mulQuat(out, a, b)
+        np.testing.assert_allclose(mul_quat(a.tolist(), b.tolist()), out, rtol=0, atol=4 * np.finfo(float).eps)
+        out[:] = b
+        mujoco.mju_normalize4(out)
+        np.testing.assert_allclose(normalize_quat(b.tolist()), out, rtol=0, atol=2 * np.finfo(float).eps)
+    assert normalize_quat((0.0, 0.0, 0.0, 0.0)) == (1.0, 0.0, 0.0, 0.0)
+
+
+def test_controller_solve_is_damped_least_squares(weld):
+    """The Cholesky solve gives numpy's damped least squares to rounding, on the arm's Jacobian."""
+    controller = weld.controller
+    rng = np.random.default_rng(5)
+    jac = np.zeros((6, weld.model.nv))
+    mujoco.mj_jacSite(weld.model, weld.data, jac[:3], jac[3:], weld.tcp_site)
+    j = jac[:, weld.arm_dof_adr]
+    for scale in (1e-6, 1e-3, 1.0):
+        error = rng.standard_normal(6) * scale
+        controller._track(error)
+        expected = j.T @ np.linalg.solve(j @ j.T + 1e-4 * np.eye(6), error)
+        np.testing.assert_allclose(controller._dq, expected, rtol=1e-10, atol=1e-15 * scale)
+
+
+def test_in_spec_reward_has_no_quality_penalty(weld):
+    """In spec, every band's excess is zero: the shortcut that skips the band loop changes nothing."""
+    metrics = {key: 0.5 * (low + high) for key, (low, high) in ((k, weld.wps.band(k)) for k in METRIC_KEYS)}
+    for key in METRIC_KEYS:  # each metric at a band edge, the others in the middle
+        for edge in weld.wps.band(key):
+            values = {**metrics, key: edge}
+            excess = sum(min(1.0, max(0.0, abs(values[k] - (low + high) / 2) - (high - low) / 2) / ((high - low) / 2))
+                         for k, (low, high) in ((k, weld.wps.band(k)) for k in METRIC_KEYS))
+            assert excess <= 1e-13

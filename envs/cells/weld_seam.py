@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from skillcell import assets
 from skillcell.config import ConfigError, bounds, from_mapping, load_yaml
 from skillcell.envs.base import CellEnv, ObsField
 from skillcell.envs.cell import TOOL_PREFIX, CellConfig, load_cell_config
-from skillcell.envs.control import clip_float, rotate_transposed
+from skillcell.envs.control import clip_float, mul_quat, quat_from_mat, quat_to_rotvec
 from skillcell.envs.weld import (
     METRIC_KEYS,
     JointConfig,
@@ -33,6 +34,7 @@ __all__ = ["VARIANTS", "WeldSeamConfig", "WeldSeamEnv"]
 VARIANTS = ("fillet", "lap", "butt", "curved")
 PLATE_GROUP = 1  # geom group of the plates: the CTWD ray cast sees only these
 LOOKAHEAD_M = (0.010, 0.030)
+_PACK6 = struct.Struct("6d").pack_into  # six floats into a float64 buffer: a fraction of numpy's item writes
 
 
 @dataclass(frozen=True)
@@ -285,8 +287,11 @@ class WeldSeamEnv(CellEnv, EzPickle):
         self._arc_on = False
         # What every step reads: views into mjData (its arrays never move) and constants.
         self._tcp_xpos, self._tcp_xmat = self.data.site_xpos[self.tcp_site], self.data.site_xmat[self.tcp_site]
-        self._quat_seam = np.empty(4)
+        self._tcp_xmat_3x3 = self._tcp_xmat.reshape(3, 3)
+        self._quat_nominal = quat_from_mat(self.R_task_tcp_nominal.ravel().tolist())
+        self._obs_frame_rows: list[float] | None = None
         self._end_mm = self.path.length * 1e3 - self.config.task.end_tolerance_mm
+        self._leave_distance_mm = self.config.task.leave_distance_mm
         self._stop_at_end = self.config.task.terminate_at_seam_end
         self._band_centres = []  # (key, middle, half width) of each WPS band
         for key in METRIC_KEYS:
@@ -355,10 +360,20 @@ class WeldSeamEnv(CellEnv, EzPickle):
     def tcp_pose_task(self) -> tuple[np.ndarray, np.ndarray]:
         """``(p_seam_aim, R_seam_tcp)``: the aim point and the torch in the seam frame at the aim."""
         # `_evaluate` measured this step already: its aim point, and its seam frame there.
+        R_seam_tcp = np.empty((3, 3))
+        mujoco.mju_mulMatTMat(R_seam_tcp, self.metrics.R_world_seam, self._tcp_xmat_3x3)
+        return np.array(self.metrics.aim_seam), R_seam_tcp
+
+    def _tcp_obs(self, out: np.ndarray) -> None:
+        # On floats: the torch's quaternion relative to the nominal torch in the seam frame there,
+        # conj(q_seam q_nominal) q_tcp, its conjugated reference computed once per seam frame.
         metrics = self.metrics
-        (ax, ay, az), (sx, sy, sz) = metrics.aim, metrics.p_world_seam.tolist()
-        return (np.array(rotate_transposed(metrics.R_world_seam_rows, (ax - sx, ay - sy, az - sz))),
-                metrics.R_world_seam.T @ self._tcp_xmat.reshape(3, 3))
+        if metrics.R_world_seam_rows is not self._obs_frame_rows:
+            self._obs_frame_rows = metrics.R_world_seam_rows
+            w, x, y, z = mul_quat(metrics.seam_quat(), self._quat_nominal)
+            self._obs_reference = w, -x, -y, -z
+        rx, ry, rz = quat_to_rotvec(mul_quat(self._obs_reference, quat_from_mat(self._tcp_xmat.tolist())))
+        _PACK6(out, 0, *metrics.aim_seam, rx, ry, rz)
 
     def _task_obs_fields(self) -> list[ObsField]:
         return [ObsField("seam_ahead", 6, 1 / 0.03, "m"), ObsField("seam_rot", 3, 1.0, "rad"),
@@ -366,14 +381,11 @@ class WeldSeamEnv(CellEnv, EzPickle):
                 ObsField("speed", 1, 1 / 0.01, "m/s"), ObsField("ctwd_error", 1, 1 / 0.005, "m")]
 
     def _task_obs(self, out: np.ndarray) -> None:
-        metrics = self.metrics
-        s, R_world_seam = metrics.s, metrics.R_world_seam
-        out[0:6] = metrics.seam_ahead(LOOKAHEAD_M)
-        mujoco.mju_mat2Quat(self._quat_seam, R_world_seam.ravel())
-        mujoco.mju_quat2Vel(out[6:9], self._quat_seam, 1.0)
-        ctwd = self._last.get("ctwd_mm", math.inf) * 1e-3
-        out[9:13] = (s / self.path.length, float(self._arc_on), self._last.get("travel_speed_mm_s", 0.0) * 1e-3,
-                     clip_float(ctwd - metrics.ctwd_nominal, -0.05, 0.05))
+        metrics, last = self.metrics, self._last
+        ctwd = last.get("ctwd_mm", math.inf) * 1e-3
+        out[0:13] = [*metrics.seam_ahead(LOOKAHEAD_M), *metrics.seam_rotvec(), metrics.s / self.path.length,
+                     float(self._arc_on), last.get("travel_speed_mm_s", 0.0) * 1e-3,
+                     clip_float(ctwd - metrics.ctwd_nominal, -0.05, 0.05)]
 
     def _episode_start(self) -> None:
         self.metrics.reset(*self._part_pose())
@@ -383,13 +395,13 @@ class WeldSeamEnv(CellEnv, EzPickle):
         self._verdict: bool | None = None  # success as judged where the aim first reached the seam end
 
     def _evaluate(self) -> dict[str, Any]:
-        step = self.metrics.measure(self._tcp_xpos, self._tcp_xmat, self._arc_on)
-        self._last = step
+        metrics = self.metrics
+        step = self._last = metrics.measure(self._tcp_xpos, self._tcp_xmat, self._arc_on)
         aim_offset_mm = math.hypot(step["lateral_deviation_mm"], step["vertical_deviation_mm"])
         reached_end = step["seam_position_mm"] >= self._end_mm
         self._engaged |= self._arc_on
-        left = self._engaged and aim_offset_mm > self.config.task.leave_distance_mm
-        bead = self.metrics.bead_summary()
+        left = self._engaged and aim_offset_mm > self._leave_distance_mm
+        bead = metrics.bead_summary()
         self._judged_now = self._verdict is None and reached_end
         if self._judged_now:
             self._verdict = bead["in_spec_fraction"] >= self.wps.min_in_spec_fraction
@@ -398,9 +410,11 @@ class WeldSeamEnv(CellEnv, EzPickle):
             self._done = reached_end or left
         else:  # running on past the seam end, the torch backs away from it: the pass finished, not left
             self._done = left and self._verdict is None
-        return {**step, **bead, "arc_on": self._arc_on, "seam_end_reached": reached_end,
-                "left_seam": left, "aim_offset_mm": aim_offset_mm, "is_success": success,
-                "physics_invalid": False}
+        # Into the step's own dict (a new one every step), not a merged copy.
+        step.update(bead)
+        step.update(arc_on=self._arc_on, seam_end_reached=reached_end, left_seam=left, aim_offset_mm=aim_offset_mm,
+                    is_success=success, physics_invalid=False)
+        return step
 
     def _reward(self, metrics: dict[str, Any], action: np.ndarray) -> tuple[float, dict[str, float]]:
         w = self.config.reward
@@ -408,7 +422,7 @@ class WeldSeamEnv(CellEnv, EzPickle):
         newly = welded_in_spec - self._welded_in_spec
         self._welded_in_spec = welded_in_spec
         excess = 0.0
-        if metrics["arc_on"]:
+        if metrics["arc_on"] and not metrics["in_spec"]:  # in spec, every band's excess is zero
             for key, middle, half in self._band_centres:
                 value = metrics[key]
                 if not math.isfinite(value):
