@@ -23,11 +23,13 @@ import numpy as np
 
 from skillcell.config import to_mapping
 from skillcell.envs.cell import ROBOT_PREFIX, TOOL_PREFIX, CellConfig, compose_cell
-from skillcell.envs.control import CartesianController, index_of, rotate_transposed
+from skillcell.envs.control import CartesianController, float_packer, index_of, rotate_transposed
 from skillcell.envs.impedance import ImpedanceController
 from skillcell.envs.tiers import TierRuntime, resolve_tier
 
 __all__ = ["CellEnv", "ObsField", "RenderUnavailableError"]
+
+_PACK6 = float_packer(6)
 
 #: the command lead that observes as 1.0 (the packaged cells' ``control.max_lead_mm`` / ``_deg``)
 LEAD_OBS_SCALE_M = 0.010
@@ -597,8 +599,8 @@ class CellEnv(gym.Env):
         cx, cy, cz = self._payload_com_ft.tolist()
         fx, fy, fz = self._force_reading.tolist()
         tx, ty, tz = self._torque_reading.tolist()
-        self.wrench_tool[:] = (fx + gx, fy + gy, fz + gz, tx + (cy * gz - cz * gy), ty + (cz * gx - cx * gz),
-                               tz + (cx * gy - cy * gx))
+        _PACK6(self.wrench_tool, 0, fx + gx, fy + gy, fz + gz, tx + (cy * gz - cz * gy), ty + (cz * gx - cx * gz),
+               tz + (cx * gy - cy * gx))
 
     def tcp_pose_task(self) -> tuple[np.ndarray, np.ndarray]:
         """``(p_task_tcp, R_task_tcp)``: the TCP in the task frame."""
@@ -617,13 +619,17 @@ class CellEnv(gym.Env):
 
     def _get_obs(self) -> np.ndarray:
         raw, view = self._obs_raw, self._obs_views
-        view["joint_pos"][:] = self._qpos[self._arm_qpos] if self._arm_qpos_view is None else self._arm_qpos_view
-        view["joint_vel"][:] = self._qvel[self._arm_qvel] if self._arm_qvel_view is None else self._arm_qvel_view
+        if self._arm_qpos_view is not None and self._arm_qvel_view is not None:
+            _PACK6(view["joint_pos"], 0, *self._arm_qpos_view.tolist())
+            _PACK6(view["joint_vel"], 0, *self._arm_qvel_view.tolist())
+        else:
+            view["joint_pos"][:] = self._qpos[self._arm_qpos]
+            view["joint_vel"][:] = self._qvel[self._arm_qvel]
         self._tcp_obs(self._tcp_obs_view)
         # The commanded pose relative to the measured one: with it a policy knows where it has
         # sent the tool, not only where the tool is (what a latency- or lag-aware policy aims).
         self.controller.pose_error(out=self._lead_view)
-        self._wrench_view[:] = self.wrench_tool
+        _PACK6(self._wrench_view, 0, *self.wrench_tool.tolist())
         self._task_obs(self._task_obs_view)
         self._tier_runtime.perturb_obs(raw, self.np_random)
         return (raw * self._obs_scale).astype(np.float32)

@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import mujoco
 import numpy as np
 
-__all__ = ["CartesianController", "clip_float", "index_of", "mul_quat", "normalize_quat", "quat_from_mat",
-           "quat_from_rotvec", "quat_to_rotvec", "rotate_transposed", "rotvec_from_quat"]
+__all__ = ["CartesianController", "clip_float", "float_packer", "index_of", "mul_quat", "normalize_quat",
+           "quat_from_mat", "quat_from_rotvec", "quat_to_rotvec", "rotate_transposed", "rotvec_from_quat"]
 
 _MINVAL = 1e-15  # MuJoCo's mjMINVAL
-# Several floats written into a float64 buffer in one call: a fraction of numpy's item writes.
-_PACK3, _PACK4, _PACK6 = (struct.Struct(f"{n}d").pack_into for n in (3, 4, 6))
+
+
+def float_packer(n: int) -> Callable[..., None]:
+    """``pack(buffer, byte_offset, *values)``: ``n`` floats into a C-contiguous float64 buffer (an
+    array or a view) in one call, a fraction of the cost of numpy's item or slice writes from floats."""
+    return struct.Struct(f"{n}d").pack_into
+
+
+_PACK3, _PACK4, _PACK6 = float_packer(3), float_packer(4), float_packer(6)
 
 
 def quat_from_rotvec(rotvec: np.ndarray) -> np.ndarray:

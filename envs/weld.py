@@ -34,7 +34,7 @@ import mujoco
 import numpy as np
 
 from skillcell.config import ConfigError, bounds
-from skillcell.envs.control import quat_from_mat, quat_to_rotvec
+from skillcell.envs.control import float_packer, quat_from_mat, quat_to_rotvec
 
 __all__ = [
     "METRIC_KEYS",
@@ -268,6 +268,8 @@ def torch_rotation(work_angle_deg: float, travel_angle_deg: float) -> np.ndarray
     return np.column_stack([x, np.cross(axis, x), axis])
 
 
+_PACK3 = float_packer(3)
+
 #: the nearest-seam-point search window, in samples behind and ahead of the last nearest one
 SEARCH_BEHIND, SEARCH_AHEAD = 30, 60
 
@@ -495,8 +497,7 @@ class WeldMetrics:
         s = self.locate(aim)
         (sx, sy, sz), (tx, ty, tz), (yx, yy, yz) = self._frame(s)
         n0, n1, n2 = self._normal
-        seam = self.p_world_seam
-        seam[0], seam[1], seam[2] = sx, sy, sz
+        _PACK3(self.p_world_seam, 0, sx, sy, sz)
         rows = [tx, yx, n0, ty, yy, n1, tz, yz, n2]
         if rows != self.R_world_seam_rows:  # a straight seam keeps its frame: nothing to write
             self.R_world_seam_rows = rows
@@ -511,9 +512,8 @@ class WeldMetrics:
         travel = math.degrees(math.asin(max(-1.0, min(1.0, ax * tx + ay * ty + az * tz))))
         # CTWD: a ray cast to the plates; where it slips through a root gap (or hits nothing), the
         # distance to the plane of the base plate's top face through the seam, where the arc would burn.
-        ray = self._ray_vec
-        ray[0], ray[1], ray[2] = ax, ay, az
-        distance = mujoco.mj_ray(self.model, self.data, p_tcp, ray, self._geomgroup, 1, -1, None)
+        _PACK3(self._ray_vec, 0, ax, ay, az)
+        distance = mujoco.mj_ray(self.model, self.data, p_tcp, self._ray_vec, self._geomgroup, 1, -1, None)
         facing = ax * n0 + ay * n1 + az * n2
         plane = ((sx - px) * n0 + (sy - py) * n1 + (sz - pz) * n2) / facing if facing < -1e-6 else math.inf
         ctwd = plane if distance < 0 or distance > plane else distance

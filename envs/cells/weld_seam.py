@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from skillcell import assets
 from skillcell.config import ConfigError, bounds, from_mapping, load_yaml
 from skillcell.envs.base import CellEnv, ObsField
 from skillcell.envs.cell import TOOL_PREFIX, CellConfig, load_cell_config
-from skillcell.envs.control import clip_float, mul_quat, quat_from_mat, quat_to_rotvec
+from skillcell.envs.control import clip_float, float_packer, mul_quat, quat_from_mat, quat_to_rotvec
 from skillcell.envs.weld import (
     METRIC_KEYS,
     JointConfig,
@@ -34,7 +33,7 @@ __all__ = ["VARIANTS", "WeldSeamConfig", "WeldSeamEnv"]
 VARIANTS = ("fillet", "lap", "butt", "curved")
 PLATE_GROUP = 1  # geom group of the plates: the CTWD ray cast sees only these
 LOOKAHEAD_M = (0.010, 0.030)
-_PACK6 = struct.Struct("6d").pack_into  # six floats into a float64 buffer: a fraction of numpy's item writes
+_PACK6, _PACK13 = float_packer(6), float_packer(13)
 
 
 @dataclass(frozen=True)
@@ -383,9 +382,9 @@ class WeldSeamEnv(CellEnv, EzPickle):
     def _task_obs(self, out: np.ndarray) -> None:
         metrics, last = self.metrics, self._last
         ctwd = last.get("ctwd_mm", math.inf) * 1e-3
-        out[0:13] = [*metrics.seam_ahead(LOOKAHEAD_M), *metrics.seam_rotvec(), metrics.s / self.path.length,
-                     float(self._arc_on), last.get("travel_speed_mm_s", 0.0) * 1e-3,
-                     clip_float(ctwd - metrics.ctwd_nominal, -0.05, 0.05)]
+        _PACK13(out, 0, *metrics.seam_ahead(LOOKAHEAD_M), *metrics.seam_rotvec(), metrics.s / self.path.length,
+                float(self._arc_on), last.get("travel_speed_mm_s", 0.0) * 1e-3,
+                clip_float(ctwd - metrics.ctwd_nominal, -0.05, 0.05))
 
     def _episode_start(self) -> None:
         self.metrics.reset(*self._part_pose())
