@@ -313,6 +313,6 @@ class CartesianController:
                   for x, lo, hi in zip(map(float.__add__, q, self._dq.tolist()), self._ctrl_low, self._ctrl_high,
                                        strict=True)]
         if self._arm_ctrl is not None:
-            self._arm_ctrl[:] = target
+            _PACK6(self._arm_ctrl, 0, *target)
         else:
             d.ctrl[self._ctrl_index] = target
