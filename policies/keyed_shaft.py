@@ -79,9 +79,9 @@ class KeyedShaftExpert(ScriptedExpert):
 
     approach_height = 0.004  # m above the opening
     insert_speed = 0.00075  # m per control step, once guided
-    touch_speed = 0.0005  # m per control step where contact is expected
+    touch_speed = 0.0003  # m per control step where contact is expected (two periods of latency add 0.6 mm)
     touch_zone = 0.0015  # m above the opening where the guarded move starts
-    touch_lead = 0.0012  # m the command may lead the tip there (about 13 N on contact)
+    touch_lead = 0.0008  # m the command may lead the tip there (under 10 N on contact, latency included)
     guided_lead = 0.0025  # m the command may lead the tip once the key is 2 mm into its keyway
     guide_depth = 0.002  # m of the key in its keyway from where the keyway guides it
     overdrive = 0.002  # m commanded past the bore bottom
