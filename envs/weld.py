@@ -358,8 +358,7 @@ class WeldMetrics:
         self._lateral_abs_max = 0.0
         self._weave_cache = (0.0, 0.0)
         self.arc_steps = 0
-        self._sum = [0.0] * len(METRIC_KEYS)
-        self._sum_sq = [0.0] * len(METRIC_KEYS)
+        self._sum = self._sum_sq = (0.0, 0.0, 0.0, 0.0)
 
     def _piece(self, s: float) -> tuple[int, float]:
         """Sample index ``k`` and fraction ``u`` with ``s`` between samples ``k`` and ``k + 1``."""
@@ -490,7 +489,11 @@ class WeldMetrics:
     def measure(self, p_tcp: np.ndarray, R_world_tcp: np.ndarray, arc_on: bool) -> dict[str, float]:
         """The step's metrics for a TCP pose; with the arc on, it also deposits bead up to here."""
         px, py, pz = p_tcp.tolist()
-        _, _, ax, _, _, ay, _, _, az = R_world_tcp.ravel().tolist()
+        R = R_world_tcp.tolist()  # 3x3, or nine floats row by row (a site's xmat)
+        if len(R) == 3:
+            (_, _, ax), (_, _, ay), (_, _, az) = R
+        else:
+            _, _, ax, _, _, ay, _, _, az = R
         c = self.ctwd_nominal
         aim = self.aim = (px + c * ax, py + c * ay, pz + c * az)
         s_previous = self.s
@@ -529,11 +532,11 @@ class WeldMetrics:
                    and l4 <= v4 <= h4 and l5 <= v5 <= h5 and l6 <= v6 <= h6)
         if arc_on:
             self.arc_steps += 1
-            t0, t1, t2, t3, t4, t5, t6 = self._sum
-            self._sum = [t0 + v0, t1 + work, t2 + travel, t3 + v3, t4 + v4, t5 + v5, t6 + v6]
-            t0, t1, t2, t3, t4, t5, t6 = self._sum_sq
-            self._sum_sq = [t0 + v0 * v0, t1 + work * work, t2 + travel * travel, t3 + v3 * v3, t4 + v4 * v4,
-                            t5 + v5 * v5, t6 + v6 * v6]
+            # Sums of the metrics the bead summary averages (`_summary_keys`: the first four).
+            t0, t1, t2, t3 = self._sum
+            self._sum = t0 + v0, t1 + work, t2 + travel, t3 + v3
+            t0, t1, t2, t3 = self._sum_sq
+            self._sum_sq = t0 + v0 * v0, t1 + work * work, t2 + travel * travel, t3 + v3 * v3
             if s_previous is not None:
                 self._deposit(min(s_previous, s), max(s_previous, s), in_spec)
         return {
@@ -638,18 +641,20 @@ class WeldMetrics:
 
     def bead_summary(self) -> dict[str, float]:
         """Whole-bead figures: coverage, in-spec fractions, means and standard deviations."""
+        return self.add_bead_summary({})
+
+    def add_bead_summary(self, out: dict[str, float]) -> dict[str, float]:
+        """`bead_summary`'s entries added to ``out`` (a step's metrics, without a merged copy); returns ``out``."""
         n = len(self._s_list)
         welded, in_spec = self.welded_count, self.in_spec_count
-        out = {
-            "arc_coverage": welded / n,
-            "in_spec_fraction": in_spec / n,
-            "bead_in_spec_fraction": in_spec / welded if welded else 0.0,
-        }
+        out["arc_coverage"] = welded / n
+        out["in_spec_fraction"] = in_spec / n
+        out["bead_in_spec_fraction"] = in_spec / welded if welded else 0.0
         steps = self.arc_steps
         if steps:
             k0, k1, k2, k3, k4, k5, k6, k7 = self._summary_keys
-            t0, t1, t2, t3 = self._sum[:4]
-            q0, q1, q2, q3 = self._sum_sq[:4]
+            t0, t1, t2, t3 = self._sum
+            q0, q1, q2, q3 = self._sum_sq
             m0, m1, m2, m3 = t0 / steps, t1 / steps, t2 / steps, t3 / steps
             # sqrt(max(variance, 0)), the max by a comparison (a NaN stays a NaN, as through the builtin)
             v0, v1, v2, v3 = q0 / steps - m0 * m0, q1 / steps - m1 * m1, q2 / steps - m2 * m2, q3 / steps - m3 * m3

@@ -400,19 +400,18 @@ class WeldSeamEnv(CellEnv, EzPickle):
         reached_end = step["seam_position_mm"] >= self._end_mm
         self._engaged |= self._arc_on
         left = self._engaged and aim_offset_mm > self._leave_distance_mm
-        bead = metrics.bead_summary()
+        metrics.add_bead_summary(step)
         self._judged_now = self._verdict is None and reached_end
         if self._judged_now:
-            self._verdict = bead["in_spec_fraction"] >= self.wps.min_in_spec_fraction
+            self._verdict = step["in_spec_fraction"] >= self.wps.min_in_spec_fraction
         success = bool(self._verdict)
         if self._stop_at_end:
             self._done = reached_end or left
         else:  # running on past the seam end, the torch backs away from it: the pass finished, not left
             self._done = left and self._verdict is None
         # Into the step's own dict (a new one every step), not a merged copy.
-        step.update(bead)
-        step.update(arc_on=self._arc_on, seam_end_reached=reached_end, left_seam=left, aim_offset_mm=aim_offset_mm,
-                    is_success=success, physics_invalid=False)
+        step["arc_on"], step["seam_end_reached"], step["left_seam"] = self._arc_on, reached_end, left
+        step["aim_offset_mm"], step["is_success"], step["physics_invalid"] = aim_offset_mm, success, False
         return step
 
     def _reward(self, metrics: dict[str, Any], action: np.ndarray) -> tuple[float, dict[str, float]]:
