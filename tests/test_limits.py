@@ -71,8 +71,11 @@ def test_the_packaged_limit_and_its_named_rules():
 
 
 def test_one_override_moves_envelope_gate_review_scorer_and_reward(expert_episode):
-    default = gym.make(ENV_ID, randomize=False)
-    moved = gym.make(ENV_ID, randomize=False, overrides={"limits": {"rated_insertion_force_n": 45.0}})
+    # The joint servos (position mode) press hard enough to reach the penalty; impedance caps a
+    # blocked tool at stiffness x lead (10 N), below the jam force.
+    servos = {"control": {"mode": "position"}}
+    default = gym.make(ENV_ID, randomize=False, overrides=servos)
+    moved = gym.make(ENV_ID, randomize=False, overrides={**servos, "limits": {"rated_insertion_force_n": 45.0}})
     try:
         assert _readers(moved) == {"envelope": FORCE_STOP_FACTOR * 45.0, "gate": 45.0, "review_arrow": 45.0,
                                    "review_strip": 45.0}
