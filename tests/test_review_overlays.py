@@ -74,8 +74,8 @@ def _press_on_block(env, steps: int):
 @pytest.mark.parametrize("camera", ["overview", "side"])
 def test_force_arrow_points_at_the_tcp_in_the_force_limit_colour(camera):
     # Position mode: the joint servos press past the rated force (impedance caps a blocked tool at 10 N).
-    env = make_review_env("skillcell/PegInsert-v0", {"randomize": False, "overrides": {"control": {"mode": "position"}}},
-                          width=W, height=H)
+    servos = {"randomize": False, "overrides": {"control": {"mode": "position"}}}
+    env = make_review_env("skillcell/PegInsert-v0", servos, width=W, height=H)
     try:
         cell = env.unwrapped
         info = _press_on_block(env, 21)
