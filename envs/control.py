@@ -50,10 +50,11 @@ def rotvec_from_quat(quat: np.ndarray) -> np.ndarray:
 
 
 # Quaternion arithmetic on floats, for the per-step hot path: through the Python bindings, one mju_*
-# call on 4-vectors costs several times its arithmetic in argument conversion (about 6000 CPU
-# instructions a call against 1500 for the float code). `quat_from_mat`, `quat_to_rotvec` and
-# `normalize_quat` give the bits of mju_mat2Quat, mju_quat2Vel and mju_normalize4 (tests/test_hot_path.py);
-# `mul_quat` rounds as written, within an ulp of mju_mulQuat (whose compiled code fuses multiply-adds).
+# call on 4-vectors costs 5000-8000 CPU instructions, mostly argument conversion (mju_mulQuat about
+# 7800, `mul_quat` about 3900), and the floats need no array read or written around them.
+# `quat_from_mat` and `quat_to_rotvec` give the bits of mju_mat2Quat and mju_quat2Vel; `mul_quat` and
+# `normalize_quat` round as written, within an ulp or two of mju_mulQuat and mju_normalize4 (whose
+# compiled code fuses multiply-adds). tests/test_hot_path.py checks both.
 
 def mul_quat(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float, float]:
     """The Hamilton product ``a b`` of two quaternions given as four floats (as mju_mulQuat)."""
