@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from skillcell.parallel import SeedTask, map_seeds
 from skillcell.rollout import EpisodeRecord, Policy, RolloutStep, as_policy, rollout
 
-__all__ = ["RolloutSummary", "run_episodes", "run_seeds", "wilson_interval"]
+__all__ = ["RolloutSummary", "SuccessCounts", "run_episodes", "run_seeds", "wilson_interval"]
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
@@ -27,10 +27,10 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[f
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-@dataclass
-class RolloutSummary:
-    episodes: list[EpisodeRecord] = field(default_factory=list)
-    wall_time_s: float = 0.0
+class SuccessCounts:
+    """Success count, rate and Wilson 95% interval of a record holding ``episodes`` with ``success``."""
+
+    episodes: list
 
     @property
     def successes(self) -> int:
@@ -42,7 +42,14 @@ class RolloutSummary:
 
     @property
     def success_ci95(self) -> tuple[float, float]:
+        """Wilson 95% interval of the success rate."""
         return wilson_interval(self.successes, len(self.episodes))
+
+
+@dataclass
+class RolloutSummary(SuccessCounts):
+    episodes: list[EpisodeRecord] = field(default_factory=list)
+    wall_time_s: float = 0.0
 
     @property
     def total_steps(self) -> int:

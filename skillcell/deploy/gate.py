@@ -50,7 +50,7 @@ from skillcell.deploy.export import export_run, run_parity, sb3_actions
 from skillcell.deploy.runner import OnnxPolicy, PolicyRunner, RunnerStats, SimDriver, command_scale
 from skillcell.envs.limits import has_limit_refs, resolve_limits
 from skillcell.envs.registry import spec_of
-from skillcell.evaluation import wilson_interval
+from skillcell.evaluation import SuccessCounts
 from skillcell.parallel import map_seeds, session
 from skillcell.policies import make_expert
 from skillcell.policies.loading import TRUST_NOTE, load_sb3_model
@@ -228,7 +228,7 @@ class EpisodeRecord:
 
 
 @dataclass(frozen=True)
-class TierResult:
+class TierResult(SuccessCounts):
     """A tier's evaluation: its episodes and what the verdict reads of them."""
 
     tier: str
@@ -239,19 +239,6 @@ class TierResult:
     kpis: dict[str, KpiStats]
     envelope_violations: dict[str, EnvelopeViolations]
     steps_per_second: float | None
-
-    @property
-    def successes(self) -> int:
-        return sum(e.success for e in self.episodes)
-
-    @property
-    def success_rate(self) -> float:
-        return self.successes / max(len(self.episodes), 1)
-
-    @property
-    def success_ci95(self) -> tuple[float, float]:
-        """Wilson 95% interval of the success rate."""
-        return wilson_interval(self.successes, len(self.episodes))
 
     @property
     def physics_invalid_episodes(self) -> int:
