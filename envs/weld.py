@@ -318,6 +318,10 @@ class WeldMetrics:
         #: `R_world_seam` row by row as nine floats
         self.R_world_seam_rows = self._R_world_seam_flat.tolist()
         self._search = np.empty((n, 3))
+        # An episode's first search runs up to the sample farthest from the start (every sample of an
+        # open seam): a seam that comes back to its start (a pipe's circle, its tie-in overlap) is as
+        # near the start at its end, and a torch before the start belongs to the start.
+        self._first_search_end = int(np.argmax(np.linalg.norm(path.points - path.points[0], axis=1))) + 1
         self._windows: dict[int, tuple[list[float], list[int]]] = {}
         self._ray_vec = np.empty(3)
 
@@ -442,7 +446,8 @@ class WeldMetrics:
 
     def _nearest_sample(self, p_world) -> tuple[int, float]:
         """``(k, d2)``: the first sample with the smallest squared distance to ``p_world`` in the
-        search window (all samples on an episode's first call), as ``np.argmin`` over it finds it."""
+        search window (on an episode's first call, the samples up to the one farthest from the start), as
+        ``np.argmin`` over it finds it."""
         pts, (px, py, pz) = self._points, p_world
         if self.s is not None:
             # Only samples within twice the distance of the last nearest one can be nearer than
@@ -464,7 +469,7 @@ class WeldMetrics:
                 return best_k, best_d2
             lo, hi = self._window_bounds(k0)
         else:
-            lo, hi = 0, len(pts)
+            lo, hi = 0, self._first_search_end
         diff = np.subtract(self.points_world[lo:hi], p_world, out=self._search[:hi - lo])
         d2 = np.add.reduce(np.square(diff, out=diff), axis=1)
         k = int(d2.argmin())

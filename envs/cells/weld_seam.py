@@ -256,10 +256,7 @@ class WeldSeamEnv(CellEnv, EzPickle):
         plate = spec.find_default("plate")
         if base_body is None or mate_body is None or plate is None:
             raise ConfigError("scene: WeldSeam needs bodies 'workpiece', 'workpiece_mate' and a class 'plate'")
-        base, mate = plate_boxes(self.config.joint, self.path)
-        for body, boxes, name in ((base_body, base, "base"), (mate_body, mate, "mate")):
-            for i, (half, pos, quat) in enumerate(boxes):
-                body.add_geom(plate, name=f"{name}_plate_{i}", size=half, pos=pos, quat=quat)
+        self._build_plates(base_body, mate_body, plate)
         pose = self.config.workpiece
         quat = np.empty(4)
         mujoco.mju_euler2Quat(quat, np.radians(pose.euler_deg), "xyz")
@@ -271,6 +268,13 @@ class WeldSeamEnv(CellEnv, EzPickle):
             stickout = self.wps.nominal("ctwd_mm") * 1e-3
             wire.size = [wire.size[0], stickout / 2, 0.0]
             wire.pos = [tcp.pos[0], tcp.pos[1], tcp.pos[2] + stickout / 2]
+
+    def _build_plates(self, base_body: mujoco.MjsBody, mate_body: mujoco.MjsBody, plate: mujoco.MjsDefault) -> None:
+        """The joint's plates as geoms of class ``plate`` in the base and mate bodies (workpiece frame)."""
+        base, mate = plate_boxes(self.config.joint, self.path)
+        for body, boxes, name in ((base_body, base, "base"), (mate_body, mate, "mate")):
+            for i, (half, pos, quat) in enumerate(boxes):
+                body.add_geom(plate, name=f"{name}_plate_{i}", size=half, pos=pos, quat=quat)
 
     def _setup_task(self) -> None:
         m = self.model
