@@ -58,6 +58,9 @@ register_cell("skillcell/WeldSeam-v0", **_WELD, kwargs={"variant": "fillet"})
 register_cell("skillcell/WeldSeamLap-v0", **_WELD, kwargs={"variant": "lap"})
 register_cell("skillcell/WeldSeamButt-v0", **_WELD, kwargs={"variant": "butt"})
 register_cell("skillcell/WeldSeamCurved-v0", **_WELD, kwargs={"variant": "curved"})
+register_cell("skillcell/WeldPipe-v0", **{**_WELD, "entry_point": "skillcell.envs.cells.weld_pipe:WeldPipeEnv",
+                                          "review": "skillcell.review.weld_pipe:pipe_review"},
+              kwargs={"variant": "pipe"})
 register_cell("skillcell/NutThread-v0", "skillcell.envs.cells.nut_thread:NutThreadEnv",
               expert="skillcell.policies.nut_thread:NutThreadExpert",
               scorer="skillcell.demos.nut_thread:NutThreadScorer", review="skillcell.review.nut_thread:nut_review",
