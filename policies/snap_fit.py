@@ -46,8 +46,12 @@ class SnapFitExpert(ScriptedExpert):
 
     - **approach** (above the opening, not lined up): ``c`` goes to the socket axis, 4 mm above the
       opening; the tool turns onto the socket axis and its yaw (the plug is rectangular).
-    - **descend** (lined up within 0.15-0.3 mm and 0.3-0.6 deg): down the axis at 10 mm/s to 2 mm
-      above the opening, then as the insert phase pushes (at 4 mm/s over the lead-ins).
+    - **descend** (lined up within 0.15-0.3 mm and 0.3-0.6 deg): down the axis at 10 mm/s to 4 mm
+      above the opening, then as the insert phase pushes: at 2 mm/s from there over the lead-ins. The
+      impedance's overdamped axis lags a 10 mm/s command by about 3 mm and spends that lead with a
+      0.3 s time constant, so the plug slows to the touch speed only a few millimetres after the
+      command does: from 2 mm above, it met a chamfer at 7 mm/s (a 55 N, 3 ms spike on the 2 ms
+      contact), from 4 mm at about 2 mm/s.
     - **insert** (the tip below that): the command advances by ``v * clip((F_max - F) / F_max, -1, 1)``
       per step, a lead that grows while the force is under ``F_max`` and shrinks above it: 10 mm/s
       under ``free_force`` (4 N) until 1.5 mm before the hook meets the catch, then 4 mm/s under
@@ -60,9 +64,10 @@ class SnapFitExpert(ScriptedExpert):
 
     approach_height = 0.004  # m above the opening
     descend_speed = 0.0005  # m per control step in free space, lined up (the axis damper lags it: a lead)
-    touch_zone = 0.002  # m above the opening where the force-limited push starts
+    touch_zone = 0.004  # m above the opening where the slow, force-limited push starts
     free_speed = 0.0005  # m per control step in the socket, before the latch
-    entry_depth = 0.0015  # m below the opening: the lead-ins, taken at the push speed
+    entry_depth = 0.0015  # m below the opening: the lead-ins, taken at the touch speed
+    touch_speed = 0.0001  # m per control step from the touch zone over the lead-ins
     push_speed = 0.0002  # m per control step over the latch
     push_margin = 0.0015  # m before the hook meets the catch where the slow push starts
     free_force = 4.0  # N: in free sliding the plug presses no harder
@@ -126,7 +131,7 @@ class SnapFitExpert(ScriptedExpert):
             pushing = depth > self.push_depth
             speed, limit = (self.push_speed, self.push_force) if pushing else (self.free_speed, self.free_force)
             if depth < self.entry_depth:  # over the lead-ins: slowly, so meeting an edge is no impact
-                speed = self.push_speed
+                speed = self.touch_speed
             move[2] = -speed * min(1.0, max(-1.0, (limit - axial) / limit))
         omega = self.gain * _turn(self.env.R_task_tcp_nominal, R_task_cmd)
         action = np.zeros(6)

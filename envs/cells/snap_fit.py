@@ -251,6 +251,8 @@ class SnapFitEnv(CellEnv, EzPickle):
     (14 mm deep). Pulled back, the hook's flat top bears on the catch's underside, and the hinge sits
     beyond the contact, so a pull turns the arm onto its stop: a latched connector holds. The plug
     and the socket walls are stiff contacts (0.5 ms steps, ``solref 0.002``, elliptic cones); the
+    floor, where the click's free travel ends, has an 8 ms time constant for the compliance of the
+    arm's joints and the holder that the rigid model lacks (the scene's ``stop`` class says why); the
     hook and the catch are convex prisms (meshes), plastic on plastic (friction 0.3).
 
     ## Action space
@@ -383,9 +385,10 @@ class SnapFitEnv(CellEnv, EzPickle):
         wp, latch = self.config.workpiece, self.config.latch
         tool = spec.body(TOOL_PREFIX + self.config.tool.body)
         fixture = spec.body("fixture")
-        precision, latch_class = spec.find_default("precision"), spec.find_default("latch")
-        if fixture is None or precision is None or latch_class is None:
-            raise ConfigError("scene: SnapFit needs a body 'fixture' and default classes 'precision' and 'latch'")
+        precision, latch_class, stop = (spec.find_default(name) for name in ("precision", "latch", "stop"))
+        if fixture is None or precision is None or latch_class is None or stop is None:
+            raise ConfigError("scene: SnapFit needs a body 'fixture' and default classes 'precision', 'latch' "
+                              "and 'stop'")
         pose = self.config.fixture
         fixture.pos = pose.pos_m
         quat = np.empty(4)
@@ -393,8 +396,8 @@ class SnapFitEnv(CellEnv, EzPickle):
         fixture.quat = quat
         boxes, catch = socket_parts(wp, latch)
         for name, half, pos, q in boxes:
-            fixture.add_geom(precision, name=f"socket_{name}", type=mujoco.mjtGeom.mjGEOM_BOX, size=half, pos=pos,
-                             quat=q)
+            fixture.add_geom(stop if name == "floor" else precision, name=f"socket_{name}",
+                             type=mujoco.mjtGeom.mjGEOM_BOX, size=half, pos=pos, quat=q)
         spec.add_mesh(name="socket_catch", uservert=catch)
         fixture.add_geom(latch_class, name="socket_catch", type=mujoco.mjtGeom.mjGEOM_MESH, meshname="socket_catch")
 
