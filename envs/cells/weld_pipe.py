@@ -94,7 +94,8 @@ class WeldPipeEnv(WeldSeamEnv):
     the start (the tie-in), 199 mm in all. The pipe is a cylinder that collides (geom class
     ``plate``: the CTWD ray cast and the torch clearance see it). Everything else is `WeldSeamEnv`'s
     (the shared ``weld_seam/cell.yaml`` under ``weld_pipe/cell.yaml``; the fillet WPS): the torch
-    metrics, the bead, rewards, tiers, envelope and gate criteria, and the scripted welder.
+    metrics, the bead, rewards, tiers and gate criteria, and the scripted welder; the envelope is
+    the weld cells' about the pipe (``weld_pipe/envelope.yaml``).
 
     **Going round.** The torch follows the seam frame (its x axis the travel direction), so over
     the pass the tool turns 375 deg about the vertical, and nearly all of it is wrist 3's: the
@@ -105,11 +106,17 @@ class WeldPipeEnv(WeldSeamEnv):
     limit, 151 from the envelope's). The torch is round, so its roll is free in principle: holding
     the roll instead, the torch counter-rotating about its own axis, would keep wrist 3 within a
     half turn, but the observation, the WPS metrics' nominal torch and the shared scripted welder all
-    work in the seam frame, and a hose pack on a +-360 deg wrist takes one turn. Wrist 2 stays
-    between -136 and -44 deg: no wrist flip. The pipe stands 0.53 m out from the robot: behind it
-    the elbow stretches to 14 mm short of straight, in front of it the elbow folds to 164 deg (16
-    short of its limit), so the full circle fits in the arm with margin on both sides (D2 moves the
-    part 6 mm). The arm's figures of every step are in ``info`` (below).
+    work in the seam frame, and a hose pack on a +-360 deg wrist takes one turn. The roll moves no
+    other joint (wrist 3 is the torch axis), so it cannot help the reach. Wrist 2 stays between
+    -137 and -43 deg: no wrist flip.
+
+    **Where the pipe stands.** A straight torch at the WPS's 45 deg work angle puts the flange 0.23 m
+    out from the pipe axis, so the wrist circles the pipe on a 0.6 m wide ring: behind the pipe the
+    arm stretches, in front of it the elbow folds. The pipe stands 0.48 m out and its plate 0.1 m
+    above the table on a stand (``workpiece.pos_m``): behind it the elbow stretches to 20 mm short
+    of straight (``reach_margin_mm``, D2), in front of it the elbow folds to 160 deg, where from
+    about 163 deg the wrist-2 link meets the upper arm (at 0.53 m on the table it does). The arm's
+    figures of every step are in ``info`` (below).
 
     ## Action space
     ``Box(-1, 1, (7,), float32)``: the delta of the commanded tool pose in the cell frame per
@@ -217,7 +224,7 @@ class WeldPipeEnv(WeldSeamEnv):
         return load_cell_config(WeldPipeConfig, layers, cell, overrides)
 
     def cell_file(self, name: str) -> Path | None:
-        """The pipe cell's own file ``name``, else the weld cells' (tiers, envelope and criteria are shared)."""
+        """The pipe cell's own file ``name`` (its envelope), else the weld cells' (tiers and criteria are shared)."""
         for folder in (self.cell_dir, self.shared_cell_dir):
             path = Path(folder) / name
             if path.is_file():
@@ -229,6 +236,16 @@ class WeldPipeEnv(WeldSeamEnv):
     def _build_task(self, spec: mujoco.MjSpec) -> None:
         super()._build_task(spec)
         foot = np.array(self.config.workpiece.pos_m)
+        # The stand that lifts the plate off the table (drawn only: the plate is a mocap body, the stand
+        # only shows what holds it).
+        table, furniture = spec.geom("table"), spec.find_default("furniture")
+        if table is not None and furniture is not None:
+            ((half, pos, _),), _ = plate_boxes(self.config.joint, self.path)
+            top, bottom = table.pos[2] + table.size[2], foot[2] + pos[2] - half[2]
+            if bottom > top:
+                spec.worldbody.add_geom(furniture, name="stand", type=mujoco.mjtGeom.mjGEOM_BOX,
+                                        size=[half[0] - 0.01, half[1] - 0.01, (bottom - top) / 2],
+                                        pos=[foot[0] + pos[0], foot[1] + pos[1], (bottom + top) / 2])
         for name, (offset, fovy) in PIPE_CAMERAS.items():
             spec.worldbody.add_camera(name=name, pos=foot + offset, mode=mujoco.mjtCamLight.mjCAMLIGHT_TARGETBODY,
                                       targetbody="workpiece_mate", fovy=fovy)
