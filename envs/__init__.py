@@ -61,6 +61,9 @@ register_cell("skillcell/WeldSeamCurved-v0", **_WELD, kwargs={"variant": "curved
 register_cell("skillcell/WeldPipe-v0", **{**_WELD, "entry_point": "skillcell.envs.cells.weld_pipe:WeldPipeEnv",
                                           "review": "skillcell.review.weld_pipe:pipe_review"},
               kwargs={"variant": "pipe"})
+register_cell("skillcell/WeldSeamCorner-v0",
+              **{**_WELD, "entry_point": "skillcell.envs.cells.weld_corner:WeldCornerEnv",
+                 "review": "skillcell.review.weld_corner:weld_corner_review"})
 register_cell("skillcell/NutThread-v0", "skillcell.envs.cells.nut_thread:NutThreadEnv",
               expert="skillcell.policies.nut_thread:NutThreadExpert",
               scorer="skillcell.demos.nut_thread:NutThreadScorer", review="skillcell.review.nut_thread:nut_review",
