@@ -78,7 +78,8 @@ class CellEnv(gym.Env):
 
     ## What a cell declares and overrides
     Class attributes: `config_class`, `task_action_size` and `task_action_names`, `kpi_keys`,
-    `R_task_tcp_nominal`, `cell_dir`. Its ``__init__`` loads its config (`load_config`) and calls
+    `process_signals` (with `set_process_signals`), `R_task_tcp_nominal`, `cell_dir`. Its
+    ``__init__`` loads its config (`load_config`) and calls
     ``CellEnv.__init__(config, ..., tier=tier, randomize=randomize)`` last; the hooks then run in
     the order of this table (*must*: the base has no implementation).
 
@@ -126,6 +127,8 @@ class CellEnv(gym.Env):
     #: final-step ``info`` entries that summarize an episode's process quality (reports, CLI, gate;
     #: read through the cell registry, `skillcell.envs.registry.CellSpec.kpi_keys`)
     kpi_keys: ClassVar[tuple[str, ...]] = ()
+    #: measured process signals the cell takes from a capture's columns (`set_process_signals`)
+    process_signals: ClassVar[tuple[str, ...]] = ()
     _terminate_on_success: bool = True
 
     #: orientation of the TCP in the task frame when the tool is aligned with the task
@@ -426,6 +429,14 @@ class CellEnv(gym.Env):
         a = self._command(action)
         self._write_state(state)
         return self._measure_step(a, self._instability())
+
+    def set_process_signals(self, values: dict[str, float]) -> None:
+        """Measured process signals (a capture's columns, by `process_signals` name) for the steps that
+        follow, until the next reset; a cell that takes some overrides this."""
+        unknown = sorted(set(values) - set(self.process_signals))
+        if unknown:
+            raise ValueError(f"{type(self).__name__} takes no process signal(s) {unknown}; it takes "
+                             f"{list(self.process_signals)}")
 
     def _command(self, action) -> np.ndarray:
         """The first half of a step: the action checked, delayed by the tier and commanded."""

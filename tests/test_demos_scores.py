@@ -134,7 +134,7 @@ def test_welding_expert_outscores_novice(tmp_path):
     generate_demos("skillcell/WeldSeam-v0", 1, tmp_path / "novice", skill="novice", seed=1, progress=False)
     expert = score_dataset(tmp_path / "expert").episodes[0].skill
     novice = score_dataset(tmp_path / "novice").episodes[0].skill
-    assert set(expert.components) == {"in_spec", "speed_steadiness", "angle_steadiness"}
+    assert set(expert.components) == {"in_spec", "speed_steadiness", "angle_steadiness", "soundness"}
     assert expert.components["in_spec"] == expert.metrics["in_spec_fraction"] > 0.9
     assert expert.score > novice.score + 0.3
     assert expert.components["angle_steadiness"] > novice.components["angle_steadiness"]

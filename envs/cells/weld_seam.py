@@ -12,7 +12,7 @@ import numpy as np
 from gymnasium.utils.ezpickle import EzPickle
 
 from skillcell import assets
-from skillcell.config import ConfigError, bounds, from_mapping, load_yaml, merge
+from skillcell.config import ConfigError, bounds, from_mapping, load_yaml
 from skillcell.envs.base import CellEnv, ObsField
 from skillcell.envs.cell import TOOL_PREFIX, CellConfig, load_cell_config
 from skillcell.envs.control import clip_float, float_packer, mul_quat, quat_from_mat, quat_to_rotvec
@@ -93,43 +93,17 @@ class WeldSeamConfig(CellConfig):
 
 
 def load_wps(relative: str, cell_yaml: Path | None = None) -> WPSConfig:
-    """A WPS YAML (relative to the cell YAML's folder, then to the packaged assets); errors name the key.
-
-    A WPS may start from another (``base:``, relative to its own folder, then to the packaged
-    assets) and change some of its keys, as a weave WPS adds a weave to a joint's bands.
-    """
-    path, chain = _wps_file(relative, cell_yaml), []
-    while True:
-        try:
-            data = load_yaml(path)
-        except ConfigError as exc:
-            raise ConfigError(f"wps ({path}): {exc}") from None
-        chain.append((path, data))
-        base = data.pop("base", None)
-        if base is None:
-            break
-        if not isinstance(base, str):
-            raise ConfigError(f"wps ({path}): base: expected the path of a WPS YAML, got {base!r}")
-        path = _wps_file(base, path, f"wps ({path}): base")
-        if any(path.resolve() == seen.resolve() for seen, _ in chain):
-            raise ConfigError(f"wps ({chain[-1][0]}): base: {base} is already in the chain of bases")
-    merged: dict[str, Any] = {}
-    for _, data in reversed(chain):
-        merged = merge(merged, data)
-    try:
-        return from_mapping(WPSConfig, merged)
-    except ConfigError as exc:
-        raise ConfigError(f"wps ({chain[0][0]}): {exc}") from None
-
-
-def _wps_file(relative: str, beside: Path | None, key: str = "wps") -> Path:
+    """A WPS YAML (relative to the cell YAML's folder, then to the packaged assets); errors name the key."""
     path = Path(relative)
     if not path.is_absolute():
-        local = beside.parent / path if beside else None
+        local = cell_yaml.parent / path if cell_yaml else None
         path = local if local is not None and local.is_file() else assets.path(*path.parts)
     if not path.is_file():
-        raise ConfigError(f"{key}: file not found: {path}")
-    return path
+        raise ConfigError(f"wps: file not found: {path}")
+    try:
+        return from_mapping(WPSConfig, load_yaml(path))
+    except ConfigError as exc:
+        raise ConfigError(f"wps ({path}): {exc}") from None
 
 
 class WeldSeamEnv(CellEnv, EzPickle):
@@ -205,7 +179,14 @@ class WeldSeamEnv(CellEnv, EzPickle):
     ``weave_width_mm``, ``weave_frequency_hz``, ``in_spec``, ``seam_position_mm``), ``arc_on``,
     the bead so far (``arc_coverage``, ``in_spec_fraction``, ``bead_in_spec_fraction``,
     ``bead_<metric>_mean`` and ``_std``), ``is_success``, ``physics_invalid``, ``instability``,
-    reward terms.
+    reward terms. The arc process (`skillcell.envs.weld_process`, inputs in the WPS's ``arc``,
+    ``bead_model`` and ``defects``): ``heat_input_kj_mm`` (``eta U I / v``, 0 with the arc off),
+    from the WPS's current and voltage or a capture's (`set_process_signals`), the bead model's
+    last millimetre welded (``bead_width_mm``, ``bead_reinforcement_mm``, ``bead_penetration_mm``,
+    ``bead_leg_mm``, ``bead_model_in_range``, ``defect_<name>`` flags for porosity, undercut,
+    lack_of_fusion, burn_through, insufficient_leg) and the bead's (``defect_<name>_mm``,
+    ``defect_length_mm``, ``bead_heat_input_kj_mm_mean``, ``bead_leg_mm_min``,
+    ``bead_out_of_range_mm``); the per-millimetre profile is ``metrics.bead_profile()``.
 
     ## Arguments
     ``gym.make("skillcell/WeldSeam-v0", variant="fillet", cell=None, overrides=None,
@@ -226,6 +207,9 @@ class WeldSeamEnv(CellEnv, EzPickle):
     task_action_names = ("arc",)
     kpi_keys = ("in_spec_fraction", "arc_coverage", "bead_travel_speed_mm_s_mean", "bead_travel_speed_mm_s_std",
                 "bead_work_angle_deg_std", "bead_travel_angle_deg_std", "bead_ctwd_mm_std")
+
+    #: a capture's measured arc current and voltage (`set_process_signals`): the heat input uses them
+    process_signals = ("current_a", "voltage_v")
 
     cell_dir = assets.path("cells", "weld_seam")
 
@@ -312,10 +296,7 @@ class WeldSeamEnv(CellEnv, EzPickle):
         rnd = self.config.randomization
         self._part_pos_range = np.array(rnd.part_pos_mm) * 1e-3
         self._part_rot_range = np.radians(rnd.part_rot_deg)
-        try:
-            self.metrics = WeldMetrics(self.path, self.wps, m, self.data, PLATE_GROUP, self.dt)
-        except ConfigError as exc:  # a WPS that this cell's control rate cannot carry out
-            raise ConfigError(f"wps ({self.config.wps}): {exc}") from None
+        self.metrics = WeldMetrics(self.path, self.wps, m, self.data, PLATE_GROUP, self.dt, joint=self.config.joint)
         self._arc_on = False
         # What every step reads: views into mjData (its arrays never move) and constants.
         self._tcp_xpos, self._tcp_xmat = self.data.site_xpos[self.tcp_site], self.data.site_xmat[self.tcp_site]
@@ -326,16 +307,19 @@ class WeldSeamEnv(CellEnv, EzPickle):
         self._leave_distance_mm = self.config.task.leave_distance_mm
         self._stop_at_end = self.config.task.terminate_at_seam_end
         self._band_centres = []  # (key, middle, half width) of each WPS band
-        # weaving, the travel speed and the lateral deviation are judged per weave cycle (`WeaveCheck`)
-        cycle_keys = {"travel_speed_mm_s": "weave_cycle_travel_speed_mm_s", "lateral_deviation_mm": "weave_centre_mm"}
         for key in METRIC_KEYS:
             low, high = self.wps.band(key)
-            judged = cycle_keys.get(key, key) if self.wps.weave is not None else key
-            self._band_centres.append((judged, (low + high) / 2, (high - low) / 2))
-
+            self._band_centres.append((key, (low + high) / 2, (high - low) / 2))
         plates = [g for g in range(m.ngeom) if int(m.geom_group[g]) == PLATE_GROUP]
         torch = [g for g in range(m.ngeom) if m.geom(g).name.startswith(TOOL_PREFIX + "nozzle")]
         self._clearance_pairs = [(a, b) for a in torch for b in plates]
+
+    def set_process_signals(self, values: dict[str, float]) -> None:
+        """The arc's measured ``current_a`` and ``voltage_v`` (either may be left out: the WPS's) for the steps
+        that follow; `reset` returns to the WPS's."""
+        super().set_process_signals(values)
+        arc = self.wps.arc
+        self.metrics.set_electrics(values.get("current_a", arc.current_a), values.get("voltage_v", arc.voltage_v))
 
     def tool_clearance(self, max_distance: float = 0.05) -> float:
         """Torch-to-part clearance (m): the smallest distance from the gas nozzle to any plate.

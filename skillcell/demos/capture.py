@@ -816,9 +816,11 @@ class _PathFollower:
     the path after the env clipped it or the controller pulled it back in contact.
     """
 
-    def __init__(self, cell, target_pos: np.ndarray, target_quat: np.ndarray, task_actions: np.ndarray):
+    def __init__(self, cell, target_pos: np.ndarray, target_quat: np.ndarray, task_actions: np.ndarray,
+                 process: dict[str, np.ndarray]):
         control = cell.config.control
-        self.controller = cell.controller
+        self.cell, self.controller = cell, cell.controller
+        self.process = process  # the cell's measured process signals (`CellEnv.process_signals`), per step
         self.step_translation = control.max_translation_mm * 1e-3
         self.step_rotation = math.radians(control.max_rotation_deg)
         self.target_pos, self.target_quat, self.task_actions = target_pos, target_quat, task_actions
@@ -846,6 +848,8 @@ class _PathFollower:
                 part = part / peak  # keep the direction; the env would clip each axis on its own
             action[i:i + 3] = part
         action[6:] = self.task_actions[k]
+        if self.process:
+            self.cell.set_process_signals({name: float(values[k]) for name, values in self.process.items()})
         self.k += 1
         return action.astype(np.float32)
 
@@ -891,7 +895,9 @@ def execute(plan: Retargeted, *, progress: bool = True) -> Execution:
         task_actions = np.zeros((n, cell.action_space.shape[0] - 6))
         for j, name in enumerate(plan.task_columns):
             task_actions[:, j] = np.where(plan.signals[name][1:] > 0.5, 1.0, -1.0)
-        follower = _PathFollower(cell, target_pos, target_quat, task_actions)
+        # Measured process signals the cell takes (a weld's current and voltage) drive it step by step.
+        process = {name: plan.signals[name] for name in cell.process_signals if name in plan.signals}
+        follower = _PathFollower(cell, target_pos, target_quat, task_actions, process)
         recorder = EpisodeRecorder(env, None, source="capture", provenance=side.provenance,
                                    policy={"name": "capture-retarget", "command_offset_s": offset,
                                            "control_mode": mode, "smoothing_hz": plan.path.cutoff_hz})

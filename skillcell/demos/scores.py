@@ -15,8 +15,9 @@ Built in:
   surface around the opening). A failed or physics-invalid insertion scores 0: it did not do the
   job.
 - **WeldSeam** (`WeldSeamScorer`): the in-spec fraction of the seam (the welding inspector's
-  headline figure), travel-speed steadiness (coefficient of variation over the bead) and torch
-  angle steadiness (the larger of the work- and travel-angle standard deviations over the bead).
+  headline figure), travel-speed steadiness (coefficient of variation over the bead), torch
+  angle steadiness (the larger of the work- and travel-angle standard deviations over the bead)
+  and soundness (the share of the seam the defect indicators flag, `skillcell.envs.weld_process`).
 
 `score_dataset` scores every episode and aggregates per operator; `filter_dataset` writes the
 episodes above a score into a new dataset for training.
@@ -39,6 +40,7 @@ from skillcell.config import ConfigError, parse_yaml
 from skillcell.demos.episode import DatasetWriter, DemoDataset, Episode, EpisodeEntry
 from skillcell.demos.errors import DatasetError, DemoError
 from skillcell.envs.registry import UnknownCellError, cell_config, cell_spec
+from skillcell.envs.weld import SeamPath
 
 __all__ = [
     "DatasetScores",
@@ -160,27 +162,39 @@ class PegInsertScorer:
 class WeldSeamScorer:
     """Scores a weld from the bead: in-spec fraction (as is), speed steadiness (coefficient of
     variation ``speed_cv_good``..``speed_cv_bad``), angle steadiness (larger of the work and
-    travel angle standard deviations, ``angle_std_good_deg``..``angle_std_bad_deg``); weighted
-    mean with ``weights``. A weld without a bead (arc never on) scores 0.
+    travel angle standard deviations, ``angle_std_good_deg``..``angle_std_bad_deg``), soundness
+    (the seam length with any defect indication, ``defect_length_mm``, over the seam's length:
+    ``defect_fraction_good``..``defect_fraction_bad``); weighted mean with ``weights``. A weld
+    without a bead (arc never on) scores 0.
     """
 
     speed_cv_good: float = 0.05
     speed_cv_bad: float = 0.30
     angle_std_good_deg: float = 1.0
     angle_std_bad_deg: float = 5.0
+    defect_fraction_good: float = 0.0
+    defect_fraction_bad: float = 0.2
     weights: dict[str, float] = field(default_factory=lambda: {"in_spec": 2.0, "speed_steadiness": 1.0,
-                                                               "angle_steadiness": 1.0})
+                                                               "angle_steadiness": 1.0, "soundness": 1.0})
 
     def __call__(self, episode: Episode) -> SkillScore:
         in_spec = _final(episode, "in_spec_fraction")
         mean, std = _final(episode, "bead_travel_speed_mm_s_mean"), _final(episode, "bead_travel_speed_mm_s_std")
         angle_std = max(_final(episode, "bead_work_angle_deg_std"), _final(episode, "bead_travel_angle_deg_std"))
+        seam_mm = SeamPath(_cell_config(episode).seam).length * 1e3
+        defect_mm = _final(episode, "defect_length_mm")
         metrics = {"in_spec_fraction": in_spec, "travel_speed_mm_s_mean": mean, "travel_speed_cv": std / mean
-                   if mean > 0 else math.nan, "angle_std_deg": angle_std, "success": float(episode.success)}
+                   if mean > 0 else math.nan, "angle_std_deg": angle_std, "defect_length_mm": defect_mm,
+                   "defect_fraction": defect_mm / seam_mm, "success": float(episode.success)}
         components = {"in_spec": in_spec if math.isfinite(in_spec) else 0.0,
                       "speed_steadiness": ramp(metrics["travel_speed_cv"], self.speed_cv_good, self.speed_cv_bad),
-                      "angle_steadiness": ramp(angle_std, self.angle_std_good_deg, self.angle_std_bad_deg)}
-        return SkillScore(score=_weighted(components, self.weights), components=components, metrics=metrics)
+                      "angle_steadiness": ramp(angle_std, self.angle_std_good_deg, self.angle_std_bad_deg),
+                      "soundness": ramp(metrics["defect_fraction"], self.defect_fraction_good,
+                                        self.defect_fraction_bad)}
+        if "defect_length_mm" not in episode.infos:  # recorded before the defect indicators: not judged on them
+            del components["soundness"]
+        weights = {k: w for k, w in self.weights.items() if k in components}
+        return SkillScore(score=_weighted(components, weights), components=components, metrics=metrics)
 
 
 @dataclass(frozen=True)
