@@ -1,5 +1,6 @@
-"""SnapFit physics: the push rises, peaks and drops at the click; a latched connector holds the stated pull;
-nothing passes through the housing; bad latch geometry is named."""
+"""SnapFit physics: the push rises, peaks and drops at the click; the click's free travel stops on the floor
+under the rating; a latched connector holds the stated pull; nothing passes through the housing; a fitter's
+captured push imports and latches; bad latch geometry is named."""
 
 import math
 from contextlib import contextmanager
@@ -11,10 +12,13 @@ import pytest
 
 import skillcell  # noqa: F401  (registers the cells)
 from skillcell.config import ConfigError
+from skillcell.demos import FrameTransform, import_capture, score_dataset
+from skillcell.demos.synthetic import write_capture
 from skillcell.envs.cells.snap_fit import SnapFitEnv
 from skillcell.policies import make_expert
 
 ENV_ID = "skillcell/SnapFit-v0"
+RATED_FORCE_N = SnapFitEnv.load_config().limits.rated_insertion_force_n
 
 
 def make(mode="position", **overrides):
@@ -150,9 +154,8 @@ def test_the_clicks_free_travel_ends_on_the_floor_under_the_rated_force():
     # The click frees the push the latch held (about 8 N), and the rigid arm crosses the 0.5 mm float at
     # about 7 mm/s; the floor's time constant (the scene's `stop` class: the compliance of a real arm's
     # joints and grip) stops it well under the rating, where the walls' 2 ms would spike past it.
-    rated = gym.make(ENV_ID).unwrapped.config.limits.rated_insertion_force_n
-    assert floor_arrival_peak() < 0.75 * rated
-    assert floor_arrival_peak(floor_solref=(0.002, 1.0)) > rated
+    assert floor_arrival_peak() < 0.75 * RATED_FORCE_N
+    assert floor_arrival_peak(floor_solref=(0.002, 1.0)) > RATED_FORCE_N
 
 
 @pytest.mark.parametrize("clearance", [0.1, 0.3, 1.0])
@@ -196,6 +199,50 @@ def test_clearance_sets_the_cavity_and_the_latch_clicks_at_its_depth():
     assert env.click_depth == pytest.approx((14.0 - latch.float_mm) * 1e-3)
     assert env.engage_depth == pytest.approx(env.click_depth - latch.engagement_mm * 1e-3
                                              / math.tan(math.radians(latch.hook_lead_angle_deg)))
+
+
+def test_a_fitters_captured_push_through_the_seat_imports_and_latches(tmp_path):
+    """A fitter lowers the plug over the socket, pushes it in and on past the seat (the hand presses through
+    until it feels the click), then relaxes back onto the seat; a tracker records it at 120 Hz in mm, with
+    hand tremor. A tracked path carries no force: imported in the compliant mode, the path's 2.5 mm past
+    the floor is what pushes the latch over the catch (the impedance's spring, not the hand's).
+
+    Not asserted: the report's lag check (0.1 s), which flags 0.57 s in the descent. The import leads the
+    command by the median axis' D/K (0.125 s) while SnapFit's socket axis, overdamped for the click,
+    lags by 0.3 s; the path itself is tracked within 0.2 mm."""
+    socket = np.array([0.45, 0.10, 0.92])
+    seat, through = 0.014, 0.0025
+    rng = np.random.default_rng(7)
+    tremor = [(rng.uniform(8.0, 11.0), rng.uniform(0.0, 2 * math.pi, 3)) for _ in range(4)]  # incoherent, 8-11 Hz
+
+    def smooth(u):
+        u = np.clip(u, 0.0, 1.0)
+        return u * u * u * (10 - 15 * u + 6 * u * u)
+
+    def path(t):
+        depth = (-0.040 + 0.038 * smooth(t / 2.0) + (seat + through + 0.002) * smooth((t - 2.0) / 3.5)
+                 - (through + 1e-4) * smooth((t - 5.5) / 1.0))
+        shake = 0.05e-3 * sum(np.sin(2 * math.pi * f * t[:, None] + phase) for f, phase in tremor)  # ~0.07 mm rms
+        pos = socket + np.column_stack([np.zeros_like(t), np.zeros_like(t), -depth]) + shake
+        return pos, np.tile([0.0, 1.0, 0.0, 0.0], (len(t), 1))  # the tool axis down the socket, latch to the catch
+
+    csv, _ = write_capture(tmp_path / "fit.csv", path, 8.0, cell_id=ENV_ID, capture_to_cell=FrameTransform(),
+                           length_unit="mm", position_noise_mm=0.02)
+    result = import_capture(csv, tmp_path / "out", progress=False)
+    episode, report = result.episode, result.report
+    assert report["execution"]["control_mode"] == "impedance"
+    assert episode.success and report["ended_by"] == "end of capture" and episode.truncations[-1]
+    final = {key: values[-1] for key, values in episode.infos.items()}
+    assert final["click_detected"] and final["latched"] and final["seated"] and not final["physics_invalid"]
+    # The click comes while the path is still pushing on (it passes the seat at 4.5 s, its deepest at 5.5 s).
+    assert 4.5 < final["click_time_s"] < 5.5 and report["task"]["first_success_s"] == pytest.approx(
+        final["click_time_s"])
+    assert final["peak_insertion_force_n"] < 0.5 * RATED_FORCE_N
+    assert final["press_after_click_s"] > 0.3  # the hand pressed on after the click: a double push, scored down
+    assert report["tracking"]["within_tolerance"] and report["tracking"]["path_mm"]["max"] < 0.5
+    score = score_dataset(tmp_path / "out").episodes[0].skill
+    assert score.metrics["success"] == 1.0 and score.components["force_margin"] == 1.0
+    assert score.components["single_push"] < 0.5 and 0.5 < score.score < 0.9
 
 
 @pytest.mark.parametrize(("section", "key", "value", "message"), [
