@@ -27,7 +27,7 @@ import collections
 import itertools
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import mujoco
@@ -46,14 +46,17 @@ from skillcell.envs.weld_process import (
 
 __all__ = [
     "METRIC_KEYS",
+    "WEAVE_PATTERNS",
     "JointConfig",
     "SeamConfig",
     "SeamPath",
     "SegmentConfig",
     "WPSConfig",
+    "WeaveConfig",
     "WeldMetrics",
     "plate_boxes",
     "torch_rotation",
+    "weave_offsets",
 ]
 
 #: the process metrics with a WPS band, as they appear in ``info`` and in `WPSConfig`
@@ -114,6 +117,72 @@ class JointConfig:
     gap_mm: float = field(default=0.0, metadata=bounds(0.0, 5.0))
 
 
+WEAVE_PATTERNS = ("zigzag", "triangle", "crescent")
+#: the bow of a crescent weave ahead of the straight crossing, a fraction of the weave width
+CRESCENT_DEPTH = 1 / 3
+
+
+@dataclass(frozen=True)
+class WeaveConfig:
+    """A prescribed weave: the aim point oscillates across the seam while the torch travels.
+
+    One cycle, from the centre line outward: to one toe, ``dwell_s`` there (the lateral motion
+    stops, travel goes on), across to the other toe, ``dwell_s`` there, back to the centre line
+    (`weave_offsets`). ``zigzag`` travels steadily; ``triangle`` crosses from the second toe to the
+    first without advancing (a leg square to the seam, the others diagonal), ``crescent`` bows each
+    crossing ahead by `CRESCENT_DEPTH` of the width. The measured width and frequency must lie within
+    ``tolerance`` of the prescription (a fraction of it, the rule that derives their bands);
+    the dwell within that fraction or one control period, whichever is larger (it is measured in them).
+    """
+
+    pattern: Literal["zigzag", "triangle", "crescent"]
+    width_mm: float = field(metadata=bounds(0.5, 30.0))
+    frequency_hz: float = field(metadata=bounds(0.05, 5.0))
+    dwell_s: float = field(default=0.0, metadata=bounds(0.0, 5.0))
+    tolerance: float = field(default=0.1, metadata=bounds(0.01, 0.5))
+
+    def __post_init__(self) -> None:
+        if self.dwell_s * self.frequency_hz > 0.4:
+            raise ConfigError(f"dwell_s: two dwells of {self.dwell_s} s leave a {self.frequency_hz} Hz cycle "
+                              "less than a fifth of it to cross (at most 0.4 / frequency_hz)")
+
+    def band(self, key: Literal["width_mm", "frequency_hz"]) -> tuple[float, float]:
+        """``prescribed * (1 -+ tolerance)``."""
+        value = getattr(self, key)
+        return value * (1.0 - self.tolerance), value * (1.0 + self.tolerance)
+
+    def dwell_band(self, control_dt: float) -> tuple[float, float]:
+        spread = max(self.tolerance * self.dwell_s, control_dt)
+        return max(0.0, self.dwell_s - spread), self.dwell_s + spread
+
+
+def weave_offsets(weave: WeaveConfig, phase, pitch: float, width: float | None = None) -> tuple[np.ndarray, ...]:
+    """``(lateral, along)`` offsets (m) of a weave at ``phase`` (cycles, any real; arrays): across the
+    seam from the centre line, and along it from steady travel at ``pitch`` metres per cycle.
+
+    Phase 0 is the centre line, crossed towards the left (positive lateral); ``width`` defaults to
+    the prescribed one. The expert welder follows this path and the metrics compare a measured
+    cycle with it, so the pattern is defined here once.
+    """
+    width = weave.width_mm * 1e-3 if width is None else width
+    fraction = np.mod(phase, 1.0)
+    dwell = weave.dwell_s * weave.frequency_hz
+    cross = 0.5 - dwell  # the phase one crossing from toe to toe takes
+    knots = (0.0, cross / 2, cross / 2 + dwell, 1.5 * cross + dwell, 1.5 * cross + 2 * dwell, 1.0)
+    toe = np.interp(fraction, knots, (0.0, 1.0, 1.0, -1.0, -1.0, 0.0))
+    if weave.pattern == "zigzag":
+        along = np.zeros_like(toe)
+    elif weave.pattern == "triangle":
+        # The crossing back (knots 2 to 3) stands still; the rest of the cycle makes up the pitch.
+        rate = pitch / (1.0 - cross)
+        advanced = rate * np.array([0.0, cross / 2, cross / 2 + dwell, cross / 2 + dwell, cross / 2 + 2 * dwell,
+                                    cross + 2 * dwell])
+        along = np.interp(fraction, knots, advanced) - pitch * fraction
+    else:
+        along = CRESCENT_DEPTH * width * (1.0 - toe * toe)
+    return 0.5 * width * toe, along
+
+
 @dataclass(frozen=True)
 class WPSConfig:
     """A welding procedure spec: the tolerance band ``[low, high]`` of every process metric.
@@ -130,26 +199,35 @@ class WPSConfig:
     ctwd_mm: tuple[float, float] = field(metadata=bounds(1.0, 40.0))
     lateral_deviation_mm: tuple[float, float] = field(metadata=bounds(-20.0, 20.0))
     vertical_deviation_mm: tuple[float, float] = field(metadata=bounds(-20.0, 20.0))
-    weave_width_mm: tuple[float, float] = field(metadata=bounds(0.0, 30.0))
     min_in_spec_fraction: float = field(metadata=bounds(0.0, 1.0))
     arc: ArcConfig
     bead_model: BeadModelConfig
     defects: DefectLimitsConfig
+    #: without a weave, the band of the lateral wobble; with one, derived from it (`WeaveConfig.band`)
+    weave_width_mm: tuple[float, float] | None = field(default=None, metadata=bounds(0.0, 30.0))
+    weave: WeaveConfig | None = None
     name: str = ""
     process: str = "GMAW"
 
     def __post_init__(self) -> None:
+        if self.weave is None and self.weave_width_mm is None:
+            raise ConfigError("weave_width_mm: required key is missing (or prescribe a weave:)")
+        if self.weave is not None and self.weave_width_mm is not None:
+            raise ConfigError("weave_width_mm: a prescribed weave derives this band from weave.width_mm and "
+                              "weave.tolerance; give one of the two")
         for key in METRIC_KEYS:
-            low, high = getattr(self, key)
+            low, high = self.band(key)
             if low >= high:
                 raise ConfigError(f"{key}: the band [low, high] needs low < high, got [{low}, {high}]")
 
     def band(self, key: str) -> tuple[float, float]:
+        if key == "weave_width_mm" and self.weave is not None:
+            return self.weave.band("width_mm")
         return getattr(self, key)
 
     def nominal(self, key: str) -> float:
         """The middle of a band: what a good welder aims for."""
-        low, high = getattr(self, key)
+        low, high = self.band(key)
         return 0.5 * (low + high)
 
 
@@ -282,6 +360,124 @@ def torch_rotation(work_angle_deg: float, travel_angle_deg: float) -> np.ndarray
 
 _PACK3 = float_packer(3)
 
+
+class WeaveCheck:
+    """A prescribed weave, measured cycle by cycle against it (`WeaveConfig`, `weave_offsets`).
+
+    A cycle runs from one crossing of the seam's centre line towards the left to the next (after
+    the aim point has been a quarter of the prescribed width to the right: noise cannot end one),
+    the crossing times and seam positions interpolated between control steps. Each closed cycle
+    gives its width (peak to peak), frequency, travel speed (seam advance from crossing to
+    crossing), centre line (midway between the peaks), dwell (half of what the period leaves
+    after two crossings from toe to toe at the speed the aim point crosses the centre line
+    with) and its shape: the RMS distance, over the cycle, of the aim point's path (across the
+    seam, and along it less the steady travel) from each pattern's path at the same phase, width
+    and pitch. The nearest pattern is the cycle's classification; the distance from the
+    prescribed one, over the prescribed width, its shape error. A cycle is in spec with its
+    width, frequency and dwell in the weave's bands, the WPS's travel speed and lateral deviation
+    bands holding its travel speed and centre line, and the prescribed pattern.
+
+    `step` costs a few comparisons and an append; the analysis runs once per cycle.
+    """
+
+    def __init__(self, wps: WPSConfig, control_dt: float):
+        weave = self.weave = wps.weave
+        self.dt = control_dt
+        steps_per_cycle = 1.0 / (weave.frequency_hz * control_dt)
+        if steps_per_cycle < 8:
+            raise ConfigError(f"weave.frequency_hz: {weave.frequency_hz} Hz leaves {steps_per_cycle:.1f} control "
+                              f"steps per cycle at {1 / control_dt:g} Hz control; a weave needs at least 8")
+        self.bands = {"width": weave.band("width_mm"), "frequency": weave.band("frequency_hz"),
+                      "dwell": weave.dwell_band(control_dt), "speed": wps.band("travel_speed_mm_s"),
+                      "centre": wps.band("lateral_deviation_mm")}
+        self._arm = 0.25e-3 * weave.width_mm
+        self._templates = [replace(weave, pattern=pattern) for pattern in WEAVE_PATTERNS]
+        self.reset()
+
+    def reset(self) -> None:
+        self._k = 0
+        self._armed = False
+        self._previous = self._previous_s = 0.0
+        self._crossed: tuple[float, float, float] | None = None  # the cycle's start: step, seam position, slope
+        self._samples: list[tuple[int, float, float]] = []
+        #: whether a cycle has been judged yet, and the last one's verdict
+        self.judged = self.in_spec = False
+        #: the last closed cycle's figures (NaN before the first), as the step's ``info`` holds them
+        self.info: dict[str, float | bool | str] = {
+            "weave_cycle_width_mm": math.nan, "weave_cycle_frequency_hz": math.nan,
+            "weave_cycle_travel_speed_mm_s": math.nan, "weave_centre_mm": math.nan, "weave_dwell_s": math.nan,
+            "weave_shape_error": math.nan, "weave_pattern": "", "weave_cycle_in_spec": False}
+        self._cycles: list[tuple[float, ...]] = []  # width, frequency, speed, dwell, shape error, match, in spec
+        self.bead: dict[str, float | str] = {"bead_weave_cycles": 0}
+
+    def step(self, lateral: float, s: float) -> bool:
+        """One arc-on control step: the aim point's lateral deviation and seam position (m). True
+        where it closed a cycle."""
+        k, previous, previous_s = self._k, self._previous, self._previous_s
+        self._k, self._previous, self._previous_s = k + 1, lateral, s
+        closed = False
+        if lateral < -self._arm:
+            self._armed = True
+        elif self._armed and lateral >= 0.0:
+            self._armed = False
+            u = previous / (previous - lateral)  # previous < 0 <= lateral
+            crossed = (k - 1 + u, previous_s + u * (s - previous_s), lateral - previous)
+            if self._crossed is not None and len(self._samples) >= 4:
+                self._close(self._samples, self._crossed, crossed)
+                closed = True
+            self._crossed, self._samples = crossed, []
+        self._samples.append((k, lateral, s))
+        return closed
+
+    def _close(self, samples: list[tuple[int, float, float]], start: tuple[float, float, float],
+               end: tuple[float, float, float]) -> None:
+        """Judges the cycle of ``samples`` between two crossings ``(step, seam position, lateral speed)``."""
+        weave, dt, bands = self.weave, self.dt, self.bands
+        k, y, s = (np.array(column, float) for column in zip(*samples, strict=True))
+        period, pitch = end[0] - start[0], end[1] - start[1]
+        high, low = float(y.max()), float(y.min())
+        width, centre = high - low, 0.5 * (high + low)
+        phase = (k - start[0]) / period
+        # Along the seam, less the steady travel from crossing to crossing (a pattern's path repeats
+        # itself a pitch on, so that is its travel, whatever it does in between).
+        along = s - start[1] - pitch * phase
+        along -= along.mean()
+        errors = []
+        for template in self._templates:
+            lateral_path, along_path = weave_offsets(template, phase, pitch, width)
+            along_path = along_path - along_path.mean()
+            across = float(np.square(y - centre - lateral_path).sum())
+            # the pattern mirrored along the seam (bowed or skewed backwards) is the same pattern
+            matched = float(along @ along) + float(along_path @ along_path) - 2.0 * abs(float(along @ along_path))
+            errors.append(math.sqrt(max(0.0, across + matched) / len(k)))
+        classified = WEAVE_PATTERNS[int(np.argmin(errors))]
+        # The crossing back: the steepest fall between consecutive samples, where the line is crossed.
+        falls = y[:-1] - y[1:]
+        crossing = (y[:-1] >= centre) & (y[1:] < centre)
+        speed = 0.5 * (start[2] + (float(falls[crossing].max()) if crossing.any() else start[2]))
+        dwell = 0.5 * (period - 2.0 * width / speed) * dt
+        figures = {"width": width * 1e3, "frequency": 1.0 / (period * dt), "speed": pitch / (period * dt) * 1e3,
+                   "dwell": dwell, "centre": centre * 1e3}
+        in_spec = classified == weave.pattern and all(lo <= figures[key] <= hi for key, (lo, hi) in bands.items())
+        shape_error = errors[WEAVE_PATTERNS.index(weave.pattern)] / (weave.width_mm * 1e-3)
+        self.judged, self.in_spec = True, in_spec
+        self.info = {"weave_cycle_width_mm": figures["width"], "weave_cycle_frequency_hz": figures["frequency"],
+                     "weave_cycle_travel_speed_mm_s": figures["speed"], "weave_centre_mm": figures["centre"],
+                     "weave_dwell_s": dwell, "weave_shape_error": shape_error, "weave_pattern": classified,
+                     "weave_cycle_in_spec": in_spec}
+        self._cycles.append((figures["width"], figures["frequency"], figures["speed"], dwell, shape_error,
+                             float(classified == weave.pattern), float(in_spec)))
+        table = np.array(self._cycles)
+        mean, std = table.mean(axis=0), table.std(axis=0)
+        self.bead = {"bead_weave_cycles": len(self._cycles),
+                     "bead_weave_width_mm_mean": float(mean[0]), "bead_weave_width_mm_std": float(std[0]),
+                     "bead_weave_frequency_hz_mean": float(mean[1]), "bead_weave_frequency_hz_std": float(std[1]),
+                     # weaving, the bead's travel speed is its cycles' (the speed within one swings)
+                     "bead_travel_speed_mm_s_mean": float(mean[2]), "bead_travel_speed_mm_s_std": float(std[2]),
+                     "bead_weave_dwell_s_mean": float(mean[3]), "bead_weave_shape_error_mean": float(mean[4]),
+                     "bead_weave_pattern_fraction": float(mean[5]), "bead_weave_in_spec_fraction": float(mean[6])}
+
+
 #: the nearest-seam-point search window, in samples behind and ahead of the last nearest one
 SEARCH_BEHIND, SEARCH_AHEAD = 30, 60
 
@@ -304,7 +500,7 @@ class WeldMetrics:
                  joint: JointConfig = JointConfig()):
         self.path, self.wps, self.model, self.data = path, wps, model, data
         self.bead_model = BeadModel(wps.arc, wps.bead_model, wps.defects, joint.type, joint.plate_thickness_mm,
-                                    wps.nominal("work_angle_deg"))
+                                    wps.nominal("work_angle_deg"), wps.weave.width_mm if wps.weave else 0.0)
         #: seam length per sample (mm): what a welded sample stands for in the defect lengths
         self._sample_mm = path.length * 1e3 / max(1, len(path.s) - 1)
         #: a bin shorter than this (mm) counts as this long: a torch that dwells does not divide by zero
@@ -346,6 +542,8 @@ class WeldMetrics:
         self._first_search_end = int(np.argmax(np.linalg.norm(path.points - path.points[0], axis=1))) + 1
         self._windows: dict[int, tuple[list[float], list[int]]] = {}
         self._ray_vec = np.empty(3)
+        #: the prescribed weave's cycle-by-cycle check (None: the WPS prescribes none)
+        self.weave = WeaveCheck(wps, control_dt) if wps.weave is not None else None
 
     def reset(self, p_world_workpiece: np.ndarray, R_world_workpiece: np.ndarray) -> None:
         self.points_world[:] = self.path.points @ R_world_workpiece.T + p_world_workpiece
@@ -386,6 +584,12 @@ class WeldMetrics:
         self.arc_steps = 0
         self._sum = self._sum_sq = (0.0, 0.0, 0.0, 0.0)
         self._reset_bead()
+        #: the bead laid before the first weave cycle closes, ``(s_low, s_high, in spec but for the
+        #: weave)``; None: judged as it is laid
+        self._pending: list[tuple[float, float, bool]] | None = None
+        if self.weave is not None:
+            self.weave.reset()
+            self._pending = []
 
     def _piece(self, s: float) -> tuple[int, float]:
         """Sample index ``k`` and fraction ``u`` with ``s`` between samples ``k`` and ``k + 1``."""
@@ -551,13 +755,20 @@ class WeldMetrics:
         speed = 0.0 if s_previous is None else (s - s_previous) / self.dt
         self.s = s
 
+        weave = self.weave
         if arc_on:
             self._append_lateral(lateral)
+            if weave is not None and weave.step(lateral, s) and self._pending is not None:
+                self._judge_pending()
         weave_width, weave_hz = self._weave_cache
         v0, v3, v4, v5, v6 = speed * 1e3, ctwd * 1e3, lateral * 1e3, vertical * 1e3, weave_width * 1e3
         l0, h0, l1, h1, l2, h2, l3, h3, l4, h4, l5, h5, l6, h6 = self._band_bounds
-        in_spec = (l0 <= v0 <= h0 and l1 <= work <= h1 and l2 <= travel <= h2 and l3 <= v3 <= h3
-                   and l4 <= v4 <= h4 and l5 <= v5 <= h5 and l6 <= v6 <= h6)
+        if weave is None:
+            in_spec = (l0 <= v0 <= h0 and l1 <= work <= h1 and l2 <= travel <= h2 and l3 <= v3 <= h3
+                       and l4 <= v4 <= h4 and l5 <= v5 <= h5 and l6 <= v6 <= h6)
+        else:  # weaving, the weave, travel speed and lateral deviation are the last cycle's (`WeaveCheck`)
+            in_spec = (weave.in_spec and l1 <= work <= h1 and l2 <= travel <= h2 and l3 <= v3 <= h3
+                       and l5 <= v5 <= h5)
         if arc_on:
             self.arc_steps += 1
             self._energy += self._net_energy_step
@@ -567,7 +778,11 @@ class WeldMetrics:
             t0, t1, t2, t3 = self._sum_sq
             self._sum_sq = t0 + v0 * v0, t1 + work * work, t2 + travel * travel, t3 + v3 * v3
             if s_previous is not None:
-                self._deposit(min(s_previous, s), max(s_previous, s), in_spec)
+                if self._pending is None:
+                    self._deposit(min(s_previous, s), max(s_previous, s), in_spec)
+                else:  # before the first weave cycle closes, judged by it (`_judge_pending`)
+                    self._pending.append((min(s_previous, s), max(s_previous, s), l1 <= work <= h1
+                                          and l2 <= travel <= h2 and l3 <= v3 <= h3 and l5 <= v5 <= h5))
                 if self._new_samples:
                     # where the arc lands: the wire tip at the measured CTWD, off the root across the seam
                     past = v3 - self._ctwd_nominal_mm
@@ -577,12 +792,15 @@ class WeldMetrics:
         else:
             heat = 0.0
             self._bin_s = None  # the next bin starts where the arc strikes again
-        return {
+        step = {
             "travel_speed_mm_s": v0, "work_angle_deg": work, "travel_angle_deg": travel,
             "ctwd_mm": v3, "lateral_deviation_mm": v4, "vertical_deviation_mm": v5,
             "weave_width_mm": v6, "weave_frequency_hz": weave_hz, "in_spec": in_spec,
             "seam_position_mm": s * 1e3, "heat_input_kj_mm": heat,
         }
+        if weave is not None:
+            step.update(weave.info)
+        return step
 
     def set_electrics(self, current_a: float, voltage_v: float) -> None:
         """The arc's current and voltage from the next `measure` on (a capture's measured columns); `reset`
@@ -697,6 +915,13 @@ class WeldMetrics:
                     spec[i] = True
                     self.in_spec_count += 1
 
+    def _judge_pending(self) -> None:
+        """The bead laid while the first weave cycle ran, judged by that cycle now that it has closed."""
+        verdict = self.weave.in_spec
+        for lo, hi, in_spec in self._pending:
+            self._deposit(lo, hi, verdict and in_spec)
+        self._pending = None
+
     def _append_lateral(self, lateral: float) -> None:
         values, window = self._lateral_values, self._window
         oldest = values.popleft() if len(values) == window else None
@@ -792,4 +1017,6 @@ class WeldMetrics:
             out[k2], out[k3] = m1, math.sqrt(0.0 if v1 < 0.0 else v1)
             out[k4], out[k5] = m2, math.sqrt(0.0 if v2 < 0.0 else v2)
             out[k6], out[k7] = m3, math.sqrt(0.0 if v3 < 0.0 else v3)
+        if self.weave is not None:
+            out.update(self.weave.bead)
         return out

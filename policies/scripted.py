@@ -28,7 +28,7 @@ from skillcell.envs.cells.peg_insert import PegInsertEnv
 from skillcell.envs.cells.weld_seam import WeldSeamEnv
 from skillcell.envs.control import quat_from_rotvec, rotvec_from_quat
 from skillcell.envs.registry import UnknownCellError, spec_of
-from skillcell.envs.weld import torch_rotation
+from skillcell.envs.weld import torch_rotation, weave_offsets
 
 __all__ = ["PegInsertExpert", "ScriptedExpert", "SeamProgram", "WeldSeamExpert", "make_expert"]
 
@@ -302,12 +302,23 @@ class WeldSeamExpert(ScriptedExpert):
 
     (standard deviations of the stationary process). An expert's bead is in spec; a novice's
     mostly is not.
+
+    **Weave.** Where the WPS prescribes one, the commanded aim point follows the weave's path
+    (`skillcell.envs.weld.weave_offsets`: across the seam, and along it over steady travel at
+    the travel speed over the frequency per cycle), anchored at the seam start. Its phase is
+    where the commanded aim point lies on that path (the nearest point within a cycle of where
+    steady travel would be), so it comes from the observation; each step the command moves on
+    by the frequency's share of a cycle and is pulled onto the path. The novice's weave wanders
+    too, in width and frequency (`weave_wander`, same process).
     """
 
     skills = ("expert", "novice")
     wander: ClassVar[dict[str, tuple[float, float, float, float]]] = {
         "expert": (0.0, 0.0, 0.0, 0.0), "novice": (0.20, 5.0, 1.5e-3, 0.8e-3)}
     theta = 0.4  # 1/s: how fast the wander reverts
+    #: standard deviations of the novice's weave width and frequency, fractions of the prescribed
+    weave_wander: ClassVar[dict[str, tuple[float, float]]] = {"expert": (0.0, 0.0), "novice": (0.25, 0.2)}
+    weave_phase_step = 1e-3  # cycles: the resolution of the phase search
     run_up = 0.006  # m before the seam start where the torch starts moving
     lined_up_mm = (0.5, 1.5)  # aim point off the run-up line: fully lined up / not at all
     lined_up_deg = (1.0, 2.0)  # torch off the nominal angles: fully lined up / not at all
@@ -343,6 +354,10 @@ class WeldSeamExpert(ScriptedExpert):
         self.program = SeamProgram(self.env.path, self.speed, (low + 0.25 * (high - low)) * 1e-3,
                                    math.radians(self.max_turn_rate_deg_s), *self.turn_ramp_m)
         self.length = self.env.path.length
+        self.weave = wps.weave
+        if self.weave is not None:
+            self.weave_pitch = self.speed / self.weave.frequency_hz
+            self._phase_offsets = np.arange(-1.0, 1.0, self.weave_phase_step)
         control = self.env.config.control
         self.max_translation = control.max_translation_mm * 1e-3
         self.max_rotation = math.radians(control.max_rotation_deg)
@@ -352,6 +367,7 @@ class WeldSeamExpert(ScriptedExpert):
 
     def reset(self) -> None:
         self.noise = np.zeros(5)  # speed fraction, work deg, travel deg, stand-off m, lateral m
+        self.weave_noise = np.zeros(2)  # weave width and frequency fractions
 
     def _wander(self) -> np.ndarray:
         sigma = np.array(self.wander[self.skill])
@@ -360,7 +376,31 @@ class WeldSeamExpert(ScriptedExpert):
         sigma = np.r_[sigma[0], sigma[1], sigma[1], sigma[2], sigma[3]]
         decay = math.exp(-self.theta * self.dt)
         self.noise = self.noise * decay + sigma * math.sqrt(1 - decay**2) * self.rng.standard_normal(5)
+        if self.weave is not None:  # drawn after the rest: a seam without a weave draws what it drew before
+            self.weave_noise = (self.weave_noise * decay + np.array(self.weave_wander[self.skill])
+                                * math.sqrt(1 - decay**2) * self.rng.standard_normal(2))
         return self.noise
+
+    def _weave_move(self, s_cmd: float, lateral_cmd: float) -> tuple[float, float, float]:
+        """The weave's part of this step's move of the commanded aim point (m): along the seam (on
+        along the path and pulled onto it), the path's offset across here (for the caller's pull)
+        and its move across over the step.
+
+        ``s_cmd`` and ``lateral_cmd`` are the commanded aim point's seam position and its offset
+        across the seam from the weave's centre line.
+        """
+        weave, pitch = self.weave, self.weave_pitch
+        width_scale, frequency_scale = 1.0 + self.weave_noise
+        width = weave.width_mm * 1e-3 * width_scale
+        phases = self._phase_offsets + s_cmd / pitch
+        lateral, along = weave_offsets(weave, phases, pitch, width)
+        i = int(np.argmin(np.square(pitch * phases + along - s_cmd) + np.square(lateral - lateral_cmd)))
+        phase, path_lateral, path_along = phases[i], float(lateral[i]), float(along[i])
+        lateral_next, along_next = weave_offsets(weave, phase + weave.frequency_hz * frequency_scale * self.dt,
+                                                 pitch, width)
+        # The steady travel is the caller's.
+        return (float(along_next) - path_along + self.gain * (pitch * phase + path_along - s_cmd), path_lateral,
+                float(lateral_next) - path_lateral)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         o = self.env.decode_obs(obs)
@@ -387,6 +427,7 @@ class WeldSeamExpert(ScriptedExpert):
         along = float(aim_cmd @ direction)
         across = aim_cmd - along * direction
         offset = np.zeros(3)
+        weave_across = 0.0
         omega = self.gain * _rotvec_between(R_seam_target, R_seam_cmd)
         if welding:
             # A corner sharper than the torch turns: wait on it while the torch turns.
@@ -396,6 +437,11 @@ class WeldSeamExpert(ScriptedExpert):
             stand_off = R_seam_target[:, 2] * -noise[3]
             offset[1:] = stand_off[1:] + np.array([noise[4], 0.0])
             omega[2] += program.heading(lead + along_move) - program.heading(lead)  # turn with the seam
+            if self.weave is not None:
+                weave_along, weave_offset, weave_across = self._weave_move(s + float(aim_cmd[0]),
+                                                                          float(aim_cmd[1]) - offset[1])
+                along_move += weave_along
+                offset[1] += weave_offset
             arc = 1.0
         else:
             off_line = aim - float(aim @ direction) * direction
@@ -417,6 +463,8 @@ class WeldSeamExpert(ScriptedExpert):
         if excess > 1.0:
             omega, omega_world = omega / excess, omega_world / excess
         move = along_move * direction + self.gain * (offset - across)
+        if self.weave is not None:
+            move[1] += weave_across  # the weave's own move across, not through the gain
         # The controller turns the torch about the contact tip, which swings the aim point; cancel that.
         move -= np.cross(omega, self.ctwd * R_seam_cmd[:, 2])
 

@@ -12,7 +12,7 @@ import numpy as np
 from gymnasium.utils.ezpickle import EzPickle
 
 from skillcell import assets
-from skillcell.config import ConfigError, bounds, from_mapping, load_yaml
+from skillcell.config import ConfigError, bounds, from_mapping, load_yaml, merge
 from skillcell.envs.base import CellEnv, ObsField
 from skillcell.envs.cell import TOOL_PREFIX, CellConfig, load_cell_config
 from skillcell.envs.control import clip_float, float_packer, mul_quat, quat_from_mat, quat_to_rotvec
@@ -93,17 +93,43 @@ class WeldSeamConfig(CellConfig):
 
 
 def load_wps(relative: str, cell_yaml: Path | None = None) -> WPSConfig:
-    """A WPS YAML (relative to the cell YAML's folder, then to the packaged assets); errors name the key."""
+    """A WPS YAML (relative to the cell YAML's folder, then to the packaged assets); errors name the key.
+
+    A WPS may start from another (``base:``, relative to its own folder, then to the packaged
+    assets) and change some of its keys, as a weave WPS adds a weave to a joint's bands.
+    """
+    path, chain = _wps_file(relative, cell_yaml), []
+    while True:
+        try:
+            data = load_yaml(path)
+        except ConfigError as exc:
+            raise ConfigError(f"wps ({path}): {exc}") from None
+        chain.append((path, data))
+        base = data.pop("base", None)
+        if base is None:
+            break
+        if not isinstance(base, str):
+            raise ConfigError(f"wps ({path}): base: expected the path of a WPS YAML, got {base!r}")
+        path = _wps_file(base, path, f"wps ({path}): base")
+        if any(path.resolve() == seen.resolve() for seen, _ in chain):
+            raise ConfigError(f"wps ({chain[-1][0]}): base: {base} is already in the chain of bases")
+    merged: dict[str, Any] = {}
+    for _, data in reversed(chain):
+        merged = merge(merged, data)
+    try:
+        return from_mapping(WPSConfig, merged)
+    except ConfigError as exc:
+        raise ConfigError(f"wps ({chain[0][0]}): {exc}") from None
+
+
+def _wps_file(relative: str, beside: Path | None, key: str = "wps") -> Path:
     path = Path(relative)
     if not path.is_absolute():
-        local = cell_yaml.parent / path if cell_yaml else None
+        local = beside.parent / path if beside else None
         path = local if local is not None and local.is_file() else assets.path(*path.parts)
     if not path.is_file():
-        raise ConfigError(f"wps: file not found: {path}")
-    try:
-        return from_mapping(WPSConfig, load_yaml(path))
-    except ConfigError as exc:
-        raise ConfigError(f"wps ({path}): {exc}") from None
+        raise ConfigError(f"{key}: file not found: {path}")
+    return path
 
 
 class WeldSeamEnv(CellEnv, EzPickle):
@@ -296,7 +322,10 @@ class WeldSeamEnv(CellEnv, EzPickle):
         rnd = self.config.randomization
         self._part_pos_range = np.array(rnd.part_pos_mm) * 1e-3
         self._part_rot_range = np.radians(rnd.part_rot_deg)
-        self.metrics = WeldMetrics(self.path, self.wps, m, self.data, PLATE_GROUP, self.dt, joint=self.config.joint)
+        try:
+            self.metrics = WeldMetrics(self.path, self.wps, m, self.data, PLATE_GROUP, self.dt, joint=self.config.joint)
+        except ConfigError as exc:  # a WPS that this cell's control rate cannot carry out
+            raise ConfigError(f"wps ({self.config.wps}): {exc}") from None
         self._arc_on = False
         # What every step reads: views into mjData (its arrays never move) and constants.
         self._tcp_xpos, self._tcp_xmat = self.data.site_xpos[self.tcp_site], self.data.site_xmat[self.tcp_site]
@@ -307,9 +336,13 @@ class WeldSeamEnv(CellEnv, EzPickle):
         self._leave_distance_mm = self.config.task.leave_distance_mm
         self._stop_at_end = self.config.task.terminate_at_seam_end
         self._band_centres = []  # (key, middle, half width) of each WPS band
+        # weaving, the travel speed and the lateral deviation are judged per weave cycle (`WeaveCheck`)
+        cycle_keys = {"travel_speed_mm_s": "weave_cycle_travel_speed_mm_s", "lateral_deviation_mm": "weave_centre_mm"}
         for key in METRIC_KEYS:
             low, high = self.wps.band(key)
-            self._band_centres.append((key, (low + high) / 2, (high - low) / 2))
+            judged = cycle_keys.get(key, key) if self.wps.weave is not None else key
+            self._band_centres.append((judged, (low + high) / 2, (high - low) / 2))
+
         plates = [g for g in range(m.ngeom) if int(m.geom_group[g]) == PLATE_GROUP]
         torch = [g for g in range(m.ngeom) if m.geom(g).name.startswith(TOOL_PREFIX + "nozzle")]
         self._clearance_pairs = [(a, b) for a in torch for b in plates]
