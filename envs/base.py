@@ -22,14 +22,13 @@ import mujoco
 import numpy as np
 
 from skillcell.config import to_mapping
+from skillcell.envs import kernels
 from skillcell.envs.cell import ROBOT_PREFIX, TOOL_PREFIX, CellConfig, compose_cell
-from skillcell.envs.control import CartesianController, float_packer, index_of, rotate_transposed
+from skillcell.envs.control import CartesianController, rotate_transposed
 from skillcell.envs.impedance import ImpedanceController
 from skillcell.envs.tiers import TierRuntime, resolve_tier
 
 __all__ = ["CellEnv", "ObsField", "RenderUnavailableError"]
-
-_PACK6 = float_packer(6)
 
 #: the command lead that observes as 1.0 (the packaged cells' ``control.max_lead_mm`` / ``_deg``)
 LEAD_OBS_SCALE_M = 0.010
@@ -222,26 +221,13 @@ class CellEnv(gym.Env):
         d = self.data
         # mjData's arrays never move, so views into them stay valid for the env's lifetime.
         self._qpos, self._qvel, self._warnings = d.qpos, d.qvel, d.warning.number
-        self._arm_qpos, self._arm_qvel = index_of(self.arm_qpos_adr), index_of(self.arm_dof_adr)
-        self._ft_xmat = d.site_xmat[self.ft_site]
-        self._force_reading = d.sensordata[self._force_adr:self._force_adr + 3]
-        self._torque_reading = d.sensordata[self._torque_adr:self._torque_adr + 3]
         self._action_shape = self.action_space.shape
-        self._obs_views = {name: self._obs_raw[sl] for name, sl in self.obs_slices.items()}
-        arm_qpos, arm_qvel = self._qpos[self._arm_qpos], self._qvel[self._arm_qvel]
-        # Views where the arm's joints are contiguous (a gather per step otherwise).
-        self._arm_qpos_view = arm_qpos if isinstance(self._arm_qpos, slice) else None
-        self._arm_qvel_view = arm_qvel if isinstance(self._arm_qvel, slice) else None
         self._tcp_xmat_3x3 = d.site_xmat[self.tcp_site].reshape(3, 3)
         self._task_xmat = d.site_xmat[self.task_site]
         # A transposed view: the operands' layout picks numpy's kernel, and with it the rounding.
         self._task_xmat_T = self._task_xmat.reshape(3, 3).T
         self._tcp_xpos, self._task_xpos = d.site_xpos[self.tcp_site], d.site_xpos[self.task_site]
-        # Blocks filled together from one source, one view each: the commanded pose error
-        # (tcp_lead, tcp_lead_rot) and the F/T reading (force_tool, torque_tool).
         sl = self.obs_slices
-        self._lead_view = self._obs_raw[sl["tcp_lead"].start:sl["tcp_lead_rot"].stop]
-        self._wrench_view = self._obs_raw[sl["force_tool"].start:sl["torque_tool"].stop]
         self._task_obs_view = self._obs_raw[self._task_obs_start:]
         self._tcp_obs_view = self._obs_raw[sl["tcp_pos_task"].start:sl["tcp_rot_task"].stop]
         self._tcp_rot_view = self._obs_raw[sl["tcp_rot_task"]]
@@ -249,6 +235,22 @@ class CellEnv(gym.Env):
         self._R_obs = np.empty((3, 3))
         self._R_obs_flat = self._R_obs.ravel()  # a view
         self._quat_obs = np.empty(4)
+        # The F/T compensation and the observation's shared blocks, compiled (`_update_wrench`,
+        # `_get_obs`); the two pairs of blocks filled from one source each (the commanded pose
+        # error: tcp_lead and tcp_lead_rot; the F/T reading: force_tool and torque_tool) are adjacent.
+        for first, second in (("tcp_lead", "tcp_lead_rot"), ("force_tool", "torque_tool")):
+            if sl[first].stop != sl[second].start:
+                raise ValueError(f"the observation needs {second} right after {first}")
+        self._noise_index = self._tier_runtime.noise_index
+        self._observer = kernels.Observer(
+            raw=self._obs_raw, scale=self._obs_scale, qpos=d.qpos, qvel=d.qvel,
+            qpos_index=self.arm_qpos_adr.tolist(), qvel_index=self.arm_dof_adr.tolist(), wrench=self.wrench_tool,
+            ft_offset=self._tier_runtime.ft_offset, ft_xmat=d.site_xmat[self.ft_site],
+            payload_force=self._payload_force_world, payload_com=self._payload_com_ft,
+            force=d.sensordata[self._force_adr:self._force_adr + 3],
+            torque=d.sensordata[self._torque_adr:self._torque_adr + 3], controller=self.controller.kernel,
+            joint_pos=sl["joint_pos"].start, joint_vel=sl["joint_vel"].start, lead=sl["tcp_lead"].start,
+            ft=sl["force_tool"].start, empty=np.empty, dtype=np.float32)
 
     # ------------------------------------------------------------------ setup
 
@@ -605,13 +607,7 @@ class CellEnv(gym.Env):
         contact force :math:`f_c` on the tool, so :math:`f = f_s + R^\\top m g`, and likewise
         :math:`\\tau = \\tau_s + c \\times R^\\top m g`, both in the F/T (flange) frame.
         """
-        # On floats, in numpy's order of operations: on 3-vectors numpy costs more than the arithmetic.
-        gx, gy, gz = rotate_transposed(self._ft_xmat.tolist(), self._payload_force_world.tolist())
-        cx, cy, cz = self._payload_com_ft.tolist()
-        fx, fy, fz = self._force_reading.tolist()
-        tx, ty, tz = self._torque_reading.tolist()
-        _PACK6(self.wrench_tool, 0, fx + gx, fy + gy, fz + gz, tx + (cy * gz - cz * gy), ty + (cz * gx - cx * gz),
-               tz + (cx * gy - cy * gx))
+        self._observer.wrench()  # in numpy's order of operations (the kernel's bits are numpy's)
 
     def tcp_pose_task(self) -> tuple[np.ndarray, np.ndarray]:
         """``(p_task_tcp, R_task_tcp)``: the TCP in the task frame."""
@@ -629,21 +625,13 @@ class CellEnv(gym.Env):
         mujoco.mju_quat2Vel(self._tcp_rot_view, self._quat_obs, 1.0)
 
     def _get_obs(self) -> np.ndarray:
-        raw, view = self._obs_raw, self._obs_views
-        if self._arm_qpos_view is not None and self._arm_qvel_view is not None:
-            _PACK6(view["joint_pos"], 0, *self._arm_qpos_view.tolist())
-            _PACK6(view["joint_vel"], 0, *self._arm_qvel_view.tolist())
-        else:
-            view["joint_pos"][:] = self._qpos[self._arm_qpos]
-            view["joint_vel"][:] = self._qvel[self._arm_qvel]
+        """The observation: the cell's blocks (`_tcp_obs`, `_task_obs`) into the unscaled buffer, then the
+        kernel adds the shared ones (joints; the commanded pose relative to the measured one, with which
+        a policy knows where it has sent the tool, not only where it is; the F/T reading with the tier's
+        bias less the tare) and the tier's noise, and scales it to float32."""
         self._tcp_obs(self._tcp_obs_view)
-        # The commanded pose relative to the measured one: with it a policy knows where it has
-        # sent the tool, not only where the tool is (what a latency- or lag-aware policy aims).
-        self.controller.pose_error(out=self._lead_view)
-        _PACK6(self._wrench_view, 0, *self.wrench_tool.tolist())
         self._task_obs(self._task_obs_view)
-        self._tier_runtime.perturb_obs(raw, self.np_random)
-        return (raw * self._obs_scale).astype(np.float32)
+        return self._observer.observe(self._noise_index, self._tier_runtime.obs_noise(self.np_random))
 
     @property
     def _task_obs_start(self) -> int:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 import mujoco
 import numpy as np
 
+from skillcell.envs import kernels
+
 __all__ = ["CartesianController", "clip_float", "float_packer", "index_of", "mul_quat", "normalize_quat",
            "quat_from_mat", "quat_from_rotvec", "quat_to_rotvec", "rotate_transposed", "rotvec_from_quat"]
 
@@ -23,9 +25,6 @@ def float_packer(n: int) -> Callable[..., None]:
     """``pack(buffer, byte_offset, *values)``: ``n`` floats into a C-contiguous float64 buffer (an
     array or a view) in one call, a fraction of the cost of numpy's item or slice writes from floats."""
     return struct.Struct(f"{n}d").pack_into
-
-
-_PACK3, _PACK4, _PACK6 = float_packer(3), float_packer(4), float_packer(6)
 
 
 def quat_from_rotvec(rotvec: np.ndarray) -> np.ndarray:
@@ -179,40 +178,48 @@ class CartesianController:
                  velocity_feedforward: float = 0.0, damping: float = 1e-2):
         self.model, self.data, self.tcp_site = model, data, tcp_site
         self.qpos_adr, self.dof_adr, self.actuator_ids = qpos_adr, dof_adr, actuator_ids
-        self.max_translation, self.max_rotation = max_translation, max_rotation
-        self.max_lead_translation, self.max_lead_rotation = max_lead_translation, max_lead_rotation
-        self.workspace_min, self.workspace_max = workspace_min, workspace_max
+        # Read-only (properties): the kernel holds its own copies.
+        self._max_translation, self._max_rotation = max_translation, max_rotation
+        self._max_lead_translation, self._max_lead_rotation = max_lead_translation, max_lead_rotation
+        self._workspace_min, self._workspace_max = workspace_min, workspace_max
         self.ctrl_low = model.actuator_ctrlrange[actuator_ids, 0].copy()
         self.ctrl_high = model.actuator_ctrlrange[actuator_ids, 1].copy()
         self._damping_eye = damping**2 * np.eye(6)
         #: the lag of a constant-velocity command without feed-forward (s)
         self.servo_time_constant = self._lag_time(model, actuator_ids)
-        self.feedforward_time = velocity_feedforward * self.servo_time_constant
+        self._feedforward_time = velocity_feedforward * self.servo_time_constant
         self.control_dt = control_dt
         self.p_world_cmd = np.zeros(3)
         self.quat_world_cmd = np.array([1.0, 0.0, 0.0, 0.0])
-        # Hot path (once per control step): buffers allocated here, the TCP pose read through
-        # views into mjData (its arrays never move), 3-vectors handled as floats.
-        self._ff_gain = self.feedforward_time / control_dt
-        self._ws_min, self._ws_max = workspace_min.tolist(), workspace_max.tolist()
-        self._ctrl_low, self._ctrl_high = self.ctrl_low.tolist(), self.ctrl_high.tolist()
-        self._qpos_index, self._ctrl_index = index_of(qpos_adr), index_of(actuator_ids)
-        # The arm's joint positions and controls as views where they are contiguous (a gather otherwise).
-        self._arm_qpos = data.qpos[self._qpos_index] if isinstance(self._qpos_index, slice) else None
-        self._arm_ctrl = data.ctrl[self._ctrl_index] if isinstance(self._ctrl_index, slice) else None
+        # Hot path (once per control step): the arithmetic is compiled (`kernel`), bound here to
+        # buffers that never move: views into mjData and the controller's own arrays.
         self._jac = np.zeros((6, model.nv))
         self._jacp, self._jacr = self._jac[:3], self._jac[3:]
-        # The arm's 6x6 block: the Jacobian itself where the arm's dofs are all the model's.
-        arm_dofs = index_of(dof_adr)
-        self._arm_dofs = None if arm_dofs == slice(0, model.nv) else arm_dofs
-        self._jac_arm = self._jac if self._arm_dofs is None else np.empty((6, 6))
-        self._damping_flat = self._damping_eye.ravel()
-        self._jjt = np.empty((6, 6))
-        self._jjt_flat = self._jjt.ravel()  # a view
         self._error = np.empty(6)
-        self._solved = np.empty(6)
         self._dq = np.empty(6)
         self._xpos, self._xmat = data.site_xpos[tcp_site], data.site_xmat[tcp_site]
+        #: the per-step arithmetic (`skillcell.envs.kernels.Controller`), bound to this controller's
+        #: buffers and to its limits as they are now: they are fixed for the controller's lifetime
+        self.kernel = kernels.Controller(
+            xpos=self._xpos, xmat=self._xmat, qpos=data.qpos, ctrl=data.ctrl, jac=self._jac, p_cmd=self.p_world_cmd,
+            q_cmd=self.quat_world_cmd, error=self._error, dq=self._dq, qpos_index=np.asarray(qpos_adr).tolist(),
+            ctrl_index=np.asarray(actuator_ids).tolist(), dof_index=np.asarray(dof_adr).tolist(),
+            ctrl_low=self.ctrl_low.tolist(), ctrl_high=self.ctrl_high.tolist(),
+            workspace_min=np.asarray(workspace_min, float).tolist(),
+            workspace_max=np.asarray(workspace_max, float).tolist(), max_translation=float(max_translation),
+            max_rotation=float(max_rotation), max_lead_translation=float(max_lead_translation),
+            max_lead_rotation=float(max_lead_rotation), feedforward_gain=self._feedforward_time / control_dt,
+            damping=float(self._damping_eye[0, 0]))
+
+    max_translation = property(lambda self: self._max_translation, doc="command step at action 1.0 (m)")
+    max_rotation = property(lambda self: self._max_rotation, doc="command rotation at action 1.0 (rad)")
+    max_lead_translation = property(lambda self: self._max_lead_translation,
+                                    doc="the command's largest lead on the TCP (m)")
+    max_lead_rotation = property(lambda self: self._max_lead_rotation,
+                                 doc="the command's largest lead on the TCP (rad)")
+    workspace_min = property(lambda self: self._workspace_min, doc="the command's workspace box, low corner (m)")
+    workspace_max = property(lambda self: self._workspace_max, doc="the command's workspace box, high corner (m)")
+    feedforward_time = property(lambda self: self._feedforward_time, doc="the velocity feed-forward's tau (s)")
 
     @staticmethod
     def _lag_time(model: mujoco.MjModel, actuator_ids: np.ndarray) -> float:
@@ -226,94 +233,29 @@ class CartesianController:
         self.p_world_cmd[:] = self._xpos
         mujoco.mju_mat2Quat(self.quat_world_cmd, self._xmat)
 
-    def _rotation_error(self, quat_cmd: Sequence[float]) -> tuple[tuple[float, float, float], tuple[float, ...]]:
-        """``(log(q_cmd q_tcp^-1), q_tcp)``: the rotation error (rad, world frame) and the TCP's quaternion."""
-        q_tcp = quat_from_mat(self._xmat.tolist())
-        w, x, y, z = q_tcp
-        return quat_to_rotvec(mul_quat(quat_cmd, (w, -x, -y, -z))), q_tcp
-
     def pose_error(self, out: np.ndarray | None = None) -> np.ndarray:
         """``[p_cmd - p_tcp, log(q_cmd q_tcp^-1)]`` in the world frame (m, rad), into ``out`` if given."""
         error = np.empty(6) if out is None else out
-        (cx, cy, cz), (tx, ty, tz) = self.p_world_cmd.tolist(), self._xpos.tolist()
-        (e3, e4, e5), _ = self._rotation_error(self.quat_world_cmd.tolist())
-        if error.dtype == np.float64 and error.flags.c_contiguous:
-            _PACK6(error, 0, cx - tx, cy - ty, cz - tz, e3, e4, e5)
+        if error.dtype == np.float64 and error.flags.c_contiguous and error.flags.writeable:
+            self.kernel.pose_error(error)
         else:
-            error[:] = cx - tx, cy - ty, cz - tz, e3, e4, e5
+            computed = np.empty(6)
+            self.kernel.pose_error(computed)
+            error[:] = computed
         return error
 
     def command(self, action: np.ndarray) -> None:
-        """Moves the commanded pose by a normalized action and writes joint targets to ``data.ctrl``."""
-        # On floats and with locals: on 3-vectors numpy and attribute lookups cost more than the arithmetic.
-        a0, a1, a2, a3, a4, a5 = action.tolist()[:6]
-        bx, by, bz = self.p_world_cmd.tolist()
-        q_cmd = self.quat_world_cmd.tolist()  # the array is the command: others may set it
-        t, (lx, ly, lz), (hx, hy, hz) = self.max_translation, self._ws_min, self._ws_max
-        # Clipped to the workspace as np.clip clips (the action and the command are finite).
-        px, py, pz = bx + t * a0, by + t * a1, bz + t * a2
-        px = lx if px < lx else hx if px > hx else px
-        py = ly if py < ly else hy if py > hy else py
-        pz = lz if pz < lz else hz if pz > hz else pz
-        r = self.max_rotation
-        r0, r1, r2 = a3 * r, a4 * r, a5 * r
-        rotated = bool(r0 or r1 or r2)
-        if rotated:
-            q_cmd = normalize_quat(mul_quat(_quat_from_rotvec(r0, r1, r2), q_cmd))
-
-        tx, ty, tz = self._xpos.tolist()
-        ex, ey, ez = px - tx, py - ty, pz - tz
-        (e3, e4, e5), q_tcp = self._rotation_error(q_cmd)
-        limit_p, limit_r = self.max_lead_translation, self.max_lead_rotation
-        lead = math.sqrt(ex * ex + ey * ey + ez * ez)
-        if lead > limit_p:
-            f = limit_p / lead
-            ex, ey, ez = ex * f, ey * f, ez * f
-            px, py, pz = tx + ex, ty + ey, tz + ez
-        lead = math.sqrt(e3 * e3 + e4 * e4 + e5 * e5)
-        if lead > limit_r:
-            f = limit_r / lead
-            e3, e4, e5 = e3 * f, e4 * f, e5 * f
-            q_cmd, rotated = mul_quat(_quat_from_rotvec(e3, e4, e5), q_tcp), True
-        if rotated:
-            _PACK4(self.quat_world_cmd, 0, *q_cmd)
-        _PACK3(self.p_world_cmd, 0, px, py, pz)
-
-        gain = self._ff_gain
-        ex, ey, ez = ex + gain * (px - bx), ey + gain * (py - by), ez + gain * (pz - bz)
-        e3, e4, e5 = e3 + gain * r0, e4 + gain * r1, e5 + gain * r2
-        norm = math.sqrt(ex * ex + ey * ey + ez * ez)
-        if norm > limit_p:
-            f = limit_p / norm
-            ex, ey, ez = ex * f, ey * f, ez * f
-        norm = math.sqrt(e3 * e3 + e4 * e4 + e5 * e5)
-        if norm > limit_r:
-            f = limit_r / norm
-            e3, e4, e5 = e3 * f, e4 * f, e5 * f
-        _PACK6(self._error, 0, ex, ey, ez, e3, e4, e5)
-
+        """Moves the commanded pose by a normalized action (float64, at least six channels) and writes the
+        actuator commands that track it (`_track`)."""
+        self.kernel.command(action, False)
         self._track(self._error)
 
     def _track(self, error: np.ndarray) -> None:
         """Writes the actuator commands that take the tool along ``error`` (the lead-limited pose
         error plus feed-forward, world frame): here joint targets; a subclass drives its own actuators."""
-        # Damped least squares by Cholesky, in MuJoCo's own routines: a handful of calls where
-        # numpy's matmul and solve wrappers cost several times the arithmetic on a 6x6 system.
-        m, d, j, jjt = self.model, self.data, self._jac_arm, self._jjt
-        mujoco.mj_jacSite(m, d, self._jacp, self._jacr, self.tcp_site)
-        if self._arm_dofs is not None:
-            j[...] = self._jac[:, self._arm_dofs]
-        mujoco.mju_mulMatMatT(jjt, j, j)
-        mujoco.mju_addTo(self._jjt_flat, self._damping_flat)
-        mujoco.mju_cholFactor(jjt, 0.0)
-        mujoco.mju_cholSolve(self._solved, jjt, error)
-        mujoco.mju_mulMatTVec(self._dq, j, self._solved)
-        # Joint targets on floats: clipped as np.clip clips (NaN stays NaN).
-        q = (self._arm_qpos if self._arm_qpos is not None else d.qpos[self._qpos_index]).tolist()
-        target = [lo if x < lo else hi if x > hi else x
-                  for x, lo, hi in zip(map(float.__add__, q, self._dq.tolist()), self._ctrl_low, self._ctrl_high,
-                                       strict=True)]
-        if self._arm_ctrl is not None:
-            _PACK6(self._arm_ctrl, 0, *target)
-        else:
-            d.ctrl[self._ctrl_index] = target
+        # Damped least squares by Cholesky, in the kernel (MuJoCo's mju_cholFactor and mju_cholSolve,
+        # re-stated): u = clip(q + J^T (J J^T + lambda^2 I)^-1 e), J read by mj_jacSite.
+        mujoco.mj_jacSite(self.model, self.data, self._jacp, self._jacr, self.tcp_site)
+        if error is not self._error:
+            self._error[:] = error
+        self.kernel.track()

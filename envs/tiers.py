@@ -232,12 +232,9 @@ class TierRuntime:
             self._scratch = mujoco.MjData(model)
             self.sample.mass_scale = np.ones(len(self.mass_bodies))
         self._ft_bias_range = np.array([cfg.ft_force_bias_n] * 3 + [cfg.ft_torque_bias_nm] * 3)
-        force, torque = obs_slices["force_tool"], obs_slices["torque_tool"]
-        if force.stop != torque.start:
-            raise ValueError("the observation needs torque_tool right after force_tool (the F/T reading as one block)")
-        self._ft_slice = slice(force.start, torque.stop)
         self._ft_noise_std = np.array([cfg.ft_force_noise_n] * 3 + [cfg.ft_torque_noise_nm] * 3)
-        self._ft_offset = np.zeros(6)  # added to the F/T observation: bias minus tare
+        #: added to the F/T observation (the env's kernel reads it in place): bias minus tare
+        self.ft_offset = np.zeros(6)
         obs_size = max(s.stop for s in obs_slices.values())
         std = np.zeros(obs_size)
         for noise in cfg.obs_noise:
@@ -247,8 +244,9 @@ class TierRuntime:
             std[obs_slices[noise.block]] = noise.std
         std[obs_slices["force_tool"]] = cfg.ft_force_noise_n
         std[obs_slices["torque_tool"]] = cfg.ft_torque_noise_nm
-        self._noisy = np.flatnonzero(std > 0)
-        self._noise_std = std[self._noisy]
+        #: the observation entries with noise (`obs_noise` draws one value for each)
+        self.noise_index = np.flatnonzero(std > 0)
+        self._noise_std = std[self.noise_index]
         self._zero_action = np.zeros(action_size)
         self._queue: collections.deque[np.ndarray] = collections.deque()
 
@@ -282,11 +280,11 @@ class TierRuntime:
         ``ft_tare_readings`` readings, so its noise is the per-step noise over their square root.
         """
         readings = self.tier.config.ft_tare_readings
-        self._ft_offset[:] = self.sample.ft_bias
+        self.ft_offset[:] = self.sample.ft_bias
         if readings:
-            self._ft_offset -= wrench + self.sample.ft_bias
+            self.ft_offset -= wrench + self.sample.ft_bias
             if self._ft_noise_std.any():
-                self._ft_offset -= self._ft_noise_std / np.sqrt(readings) * rng.standard_normal(6)
+                self.ft_offset -= self._ft_noise_std / np.sqrt(readings) * rng.standard_normal(6)
 
     def delay(self, action: np.ndarray) -> np.ndarray:
         """The action to apply now: ``action`` itself, or the one ``latency_steps`` periods ago."""
@@ -295,8 +293,9 @@ class TierRuntime:
         self._queue.append(action.copy())
         return self._queue.popleft()
 
-    def perturb_obs(self, raw: np.ndarray, rng: np.random.Generator) -> None:
-        """Adds F/T bias less the tare, and observation noise, to the unscaled observation in place."""
-        raw[self._ft_slice] += self._ft_offset
-        if self._noisy.size:
-            raw[self._noisy] += self._noise_std * rng.standard_normal(self._noisy.size)
+    def obs_noise(self, rng: np.random.Generator) -> np.ndarray | None:
+        """This step's observation noise, added to the unscaled observation at `noise_index` (with the F/T
+        bias less the tare, `ft_offset`, by the env); None where the tier adds none."""
+        if not self.noise_index.size:
+            return None
+        return self._noise_std * rng.standard_normal(self.noise_index.size)

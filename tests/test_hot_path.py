@@ -15,10 +15,12 @@ import pytest
 
 import skillcell  # noqa: F401  (registers the cells)
 from skillcell.envs.control import (
+    CartesianController,
     clip_float,
     mul_quat,
     normalize_quat,
     quat_from_mat,
+    quat_from_rotvec,
     quat_to_rotvec,
     rotate_transposed,
 )
@@ -156,6 +158,118 @@ def test_controller_solve_is_damped_least_squares(weld):
         controller._track(error)
         expected = j.T @ np.linalg.solve(j @ j.T + 1e-4 * np.eye(6), error)
         np.testing.assert_allclose(controller._dq, expected, rtol=1e-10, atol=1e-15 * scale)
+
+
+@pytest.mark.skipif(not mujoco.__version__.startswith("4."), reason="the lane and loop order of MuJoCo 4's routines")
+def test_controller_kernel_solve_is_mujocos_bit_for_bit(weld):
+    """The compiled solve is mju_mulMatMatT, mju_addTo, mju_cholFactor, mju_cholSolve and mju_mulMatTVec, bit
+    for bit (the calls it replaced), on random and on the arm's Jacobians."""
+    controller, rng = weld.controller, np.random.default_rng(7)
+    jjt, solved, expected = np.empty((6, 6)), np.empty(6), np.empty(6)
+    damping = (controller._damping_eye).ravel()
+    for trial in range(2000):
+        if trial % 2:
+            j = rng.standard_normal((6, 6)) * rng.choice([1e-3, 1.0, 1e3])
+        else:  # the arm somewhere in its range
+            weld.data.qpos[weld.arm_qpos_adr] = rng.uniform(-np.pi, np.pi, 6)
+            mujoco.mj_kinematics(weld.model, weld.data)
+            mujoco.mj_comPos(weld.model, weld.data)
+            mujoco.mj_jacSite(weld.model, weld.data, controller._jacp, controller._jacr, weld.tcp_site)
+            j = controller._jac.copy()
+        error = rng.standard_normal(6) * rng.choice([1e-6, 1e-3, 1.0])
+        mujoco.mju_mulMatMatT(jjt, j, j)
+        mujoco.mju_addTo(jjt.ravel(), damping)
+        mujoco.mju_cholFactor(jjt, 0.0)
+        mujoco.mju_cholSolve(solved, jjt, error)
+        mujoco.mju_mulMatTVec(expected, j, solved)
+        controller._jac[:], controller._error[:] = j, error
+        controller.kernel.track()
+        assert bits(controller._dq) == bits(expected)
+
+
+def reference_command(c, action, q_tcp):
+    """The float formulation the controller kernel replaced (the position and rotation leads, the
+    workspace clip, the feed-forward); returns the command and the error it writes."""
+    a0, a1, a2, a3, a4, a5 = action.tolist()[:6]
+    bx, by, bz = c.p_world_cmd.tolist()
+    q_cmd = c.quat_world_cmd.tolist()
+    (lx, ly, lz), (hx, hy, hz) = c.workspace_min.tolist(), c.workspace_max.tolist()
+    t = c.max_translation
+    px, py, pz = (float(np.clip(v, lo, hi)) for v, lo, hi in ((bx + t * a0, lx, hx), (by + t * a1, ly, hy),
+                                                            (bz + t * a2, lz, hz)))
+    r0, r1, r2 = a3 * c.max_rotation, a4 * c.max_rotation, a5 * c.max_rotation
+    rotated = bool(r0 or r1 or r2)
+    if rotated:
+        q_cmd = normalize_quat(mul_quat(quat_from_rotvec(np.array([r0, r1, r2])).tolist(), q_cmd))
+    tx, ty, tz = c._xpos.tolist()
+    ex, ey, ez = px - tx, py - ty, pz - tz
+    w, x, y, z = q_tcp
+    e3, e4, e5 = quat_to_rotvec(mul_quat(q_cmd, (w, -x, -y, -z)))
+    lead = math.sqrt(ex * ex + ey * ey + ez * ez)
+    if lead > c.max_lead_translation:
+        f = c.max_lead_translation / lead
+        ex, ey, ez = ex * f, ey * f, ez * f
+        px, py, pz = tx + ex, ty + ey, tz + ez
+    lead = math.sqrt(e3 * e3 + e4 * e4 + e5 * e5)
+    if lead > c.max_lead_rotation:
+        f = c.max_lead_rotation / lead
+        e3, e4, e5 = e3 * f, e4 * f, e5 * f
+        q_cmd = mul_quat(quat_from_rotvec(np.array([e3, e4, e5])).tolist(), q_tcp)
+    gain = c.feedforward_time / c.control_dt
+    ex, ey, ez = ex + gain * (px - bx), ey + gain * (py - by), ez + gain * (pz - bz)
+    e3, e4, e5 = e3 + gain * r0, e4 + gain * r1, e5 + gain * r2
+    norm = math.sqrt(ex * ex + ey * ey + ez * ez)
+    if norm > c.max_lead_translation:
+        f = c.max_lead_translation / norm
+        ex, ey, ez = ex * f, ey * f, ez * f
+    norm = math.sqrt(e3 * e3 + e4 * e4 + e5 * e5)
+    if norm > c.max_lead_rotation:
+        f = c.max_lead_rotation / norm
+        e3, e4, e5 = e3 * f, e4 * f, e5 * f
+    return (px, py, pz), tuple(q_cmd), (ex, ey, ez, e3, e4, e5)
+
+
+@pytest.mark.parametrize("feedforward", [0.0, 1.0])
+def test_controller_kernel_command_is_the_float_formulation(weld, feedforward):
+    """The compiled command moves the commanded pose and writes the error as the float formulation did:
+    small and saturating actions, leads past both limits, commands past the workspace box, no rotation."""
+    w, rng = weld.controller, np.random.default_rng(8)
+    c = CartesianController(weld.model, weld.data, weld.tcp_site, weld.arm_qpos_adr, weld.arm_dof_adr,
+                            weld.arm_actuators, max_translation=w.max_translation, max_rotation=w.max_rotation,
+                            max_lead_translation=w.max_lead_translation, max_lead_rotation=w.max_lead_rotation,
+                            workspace_min=w.workspace_min, workspace_max=w.workspace_max, control_dt=w.control_dt,
+                            velocity_feedforward=feedforward)
+    assert (c.feedforward_time > 0) == (feedforward > 0)
+    for trial in range(3000):
+        action = rng.uniform(-1, 1, 7) * rng.choice([0.0, 0.1, 1.0, 3.0])
+        if trial % 5 == 0:
+            action[3:6] = 0.0
+        c.reset()
+        c.p_world_cmd[:] += rng.standard_normal(3) * rng.choice([0.0, 1e-3, 0.05])
+        if trial % 7 == 0:  # the command beyond the workspace box
+            c.p_world_cmd[:] = c.workspace_max + 0.01
+        c.quat_world_cmd[:] = normalize_quat(mul_quat(quat_from_rotvec(rng.standard_normal(3) * 0.2).tolist(),
+                                                      c.quat_world_cmd.tolist()))
+        expected = reference_command(c, action, quat_from_mat(c._xmat.tolist()))
+        c.kernel.command(action, False)
+        assert (bits(c.p_world_cmd), bits(c.quat_world_cmd), bits(c._error)) == tuple(map(bits, expected))
+
+
+def test_wrench_kernel_is_the_float_formulation(weld):
+    """F/T compensation: the reading plus the tool's weight in the F/T frame, and its moment about the sensor."""
+    rng = np.random.default_rng(9)
+    force, torque = (weld.data.sensordata[a:a + 3] for a in (weld._force_adr, weld._torque_adr))
+    for _ in range(200):
+        force[:], torque[:] = rng.standard_normal(3) * 10, rng.standard_normal(3)
+        weld.data.site_xmat[weld.ft_site] = np.linalg.qr(rng.standard_normal((3, 3)))[0].ravel()
+        R, w, c = weld.data.site_xmat[weld.ft_site].reshape(3, 3), weld._payload_force_world, weld._payload_com_ft
+        gx, gy, gz = rotate_transposed(R.ravel().tolist(), w.tolist())
+        (cx, cy, cz), (fx, fy, fz), (tx, ty, tz) = c.tolist(), force.tolist(), torque.tolist()
+        expected = [fx + gx, fy + gy, fz + gz, tx + (cy * gz - cz * gy), ty + (cz * gx - cx * gz),
+                    tz + (cx * gy - cy * gx)]
+        weld._update_wrench()
+        assert bits(weld.wrench_tool) == bits(expected)
+    mujoco.mj_forward(weld.model, weld.data)
 
 
 def test_in_spec_reward_has_no_quality_penalty(weld):
