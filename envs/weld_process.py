@@ -225,13 +225,14 @@ class DefectLimitsConfig:
 class BeadModel:
     """The bead and its defect flags for one millimetre of seam, from what the arc did over it.
 
-    Built once per env from the WPS and the joint; `evaluate` runs when a seam sample is first
-    welded (about every 2.5 control steps at 8 mm/s), so it costs a few float operations, not
-    arrays.
+    Built once per env from the WPS and the joint; a prescribed weave (``weave_width_mm`` toe to toe)
+    carries the arc half its width off the root by design, which the aim limit allows. `evaluate`
+    runs when a seam sample is first welded (about every 2.5 control steps at 8 mm/s), so it costs
+    a few float operations, not arrays.
     """
 
     def __init__(self, arc: ArcConfig, model: BeadModelConfig, defects: DefectLimitsConfig, joint_type: str,
-                 plate_thickness_mm: float, work_angle_nominal_deg: float):
+                 plate_thickness_mm: float, work_angle_nominal_deg: float, weave_width_mm: float = 0.0):
         if joint_type in FILLET_JOINTS and defects.insufficient_leg is None:
             raise ConfigError(f"defects.insufficient_leg: a {joint_type} joint's WPS needs a leg_min_mm")
         self.arc, self.model, self.defects = arc, model, defects
@@ -248,7 +249,7 @@ class BeadModel:
             model.diffusivity_mm2_s, model.melting_point_c - model.preheat_c, plate_thickness_mm, self.deposit_rate,
             self.fillet, d.porosity.ctwd_max_mm, d.porosity.travel_angle_min_deg, d.undercut.travel_speed_max_mm_s,
             d.undercut.current_max_a, d.undercut.work_angle_error_max_deg, work_angle_nominal_deg,
-            d.lack_of_fusion.heat_input_min_kj_mm, d.lack_of_fusion.aim_offset_max_mm,
+            d.lack_of_fusion.heat_input_min_kj_mm, d.lack_of_fusion.aim_offset_max_mm + 0.5 * weave_width_mm,
             d.burn_through.penetration_max_fraction * plate_thickness_mm, leg.leg_min_mm if leg else 0.0)
 
     def evaluate(self, energy_j: float, arc_time_s: float, length_mm: float, current_a: float, voltage_v: float,
