@@ -126,6 +126,7 @@ def test_the_expert_turns_the_rounded_corner_in_band_slower_and_clear_of_the_tub
     straight_speed = np.mean([st["travel_speed_mm_s"] for st in straight])
     assert corner_speed < straight_speed - 0.5, (corner_speed, straight_speed)
     assert min(st["clearance_mm"] for st in steps) > envelope_clearance_mm
+    assert steps[-1]["defect_length_mm"] == 0.0  # no defect indicator fires anywhere on the bead
 
 
 def test_the_expert_turns_about_the_wire_tip_on_a_sharp_corner():
@@ -140,6 +141,9 @@ def test_the_expert_turns_about_the_wire_tip_on_a_sharp_corner():
     assert len(out) > 20  # it turns 90 degrees there
     assert min(out) > vertex - 2.0 and max(out) < vertex + 3.0
     assert min(st["clearance_mm"] for st in steps) > 1.0
+    # Standing on the vertex heats it: burn-through risk there, and only there.
+    final = steps[-1]
+    assert 0.0 < final["defect_burn_through_mm"] == final["defect_length_mm"] <= 2.0
 
 
 def test_the_seam_cannot_be_declared_apart_from_the_tube():
