@@ -544,6 +544,7 @@ class WeldMetrics:
         self._ray_vec = np.empty(3)
         #: the prescribed weave's cycle-by-cycle check (None: the WPS prescribes none)
         self.weave = WeaveCheck(wps, control_dt) if wps.weave is not None else None
+        self._weave_pitch = wps.nominal("travel_speed_mm_s") * 1e-3 / wps.weave.frequency_hz if self.weave else 0.0
 
     def reset(self, p_world_workpiece: np.ndarray, R_world_workpiece: np.ndarray) -> None:
         self.points_world[:] = self.path.points @ R_world_workpiece.T + p_world_workpiece
@@ -584,9 +585,9 @@ class WeldMetrics:
         self.arc_steps = 0
         self._sum = self._sum_sq = (0.0, 0.0, 0.0, 0.0)
         self._reset_bead()
-        #: the bead laid before the first weave cycle closes, ``(s_low, s_high, in spec but for the
-        #: weave)``; None: judged as it is laid
-        self._pending: list[tuple[float, float, bool]] | None = None
+        #: the bead laid before the first weave cycle closes, ``(samples, in spec but for the weave)``
+        #: per step; None: judged as it is laid
+        self._pending: list[tuple[list[int], bool]] | None = None
         if self.weave is not None:
             self.weave.reset()
             self._pending = []
@@ -780,15 +781,26 @@ class WeldMetrics:
             if s_previous is not None:
                 if self._pending is None:
                     self._deposit(min(s_previous, s), max(s_previous, s), in_spec)
-                else:  # before the first weave cycle closes, judged by it (`_judge_pending`)
-                    self._pending.append((min(s_previous, s), max(s_previous, s), l1 <= work <= h1
-                                          and l2 <= travel <= h2 and l3 <= v3 <= h3 and l5 <= v5 <= h5))
-                if self._new_samples:
+                else:  # before the first weave cycle closes: welded now, judged by it (`_judge_pending`)
+                    count = len(self._new_samples)
+                    self._deposit(min(s_previous, s), max(s_previous, s), False)
+                    self._pending.append((self._new_samples[count:], l1 <= work <= h1 and l2 <= travel <= h2
+                                          and l3 <= v3 <= h3 and l5 <= v5 <= h5))
+                new = self._new_samples
+                if new and weave is not None:
+                    # weaving, a bin of the bead model spans a weave's pitch at least: its heat input
+                    # and speed are the weave's, not those of one swing across
+                    if self._bin_s is None:
+                        self._bin_s = s_previous
+                    if abs(s - self._bin_s) < self._weave_pitch:
+                        new = None
+                if new:
                     # where the arc lands: the wire tip at the measured CTWD, off the root across the seam
                     past = v3 - self._ctwd_nominal_mm
                     self._close_bin(s_previous, s, v3, travel, work,
                                     math.hypot(v4 + past * (ax * yx + ay * yy + az * yz), v5 + past * facing))
-            heat = self._heat_per_speed / (v0 if v0 > self._speed_floor else self._speed_floor)
+            travel_speed = v0 if weave is None or not weave.judged else weave.info["weave_cycle_travel_speed_mm_s"]
+            heat = self._heat_per_speed / (travel_speed if travel_speed > self._speed_floor else self._speed_floor)
         else:
             heat = 0.0
             self._bin_s = None  # the next bin starts where the arc strikes again
@@ -917,9 +929,11 @@ class WeldMetrics:
 
     def _judge_pending(self) -> None:
         """The bead laid while the first weave cycle ran, judged by that cycle now that it has closed."""
-        verdict = self.weave.in_spec
-        for lo, hi, in_spec in self._pending:
-            self._deposit(lo, hi, verdict and in_spec)
+        verdict, spec = self.weave.in_spec, self.in_spec
+        for samples, in_spec in self._pending:
+            if verdict and in_spec:
+                spec[samples] = True
+                self.in_spec_count += len(samples)
         self._pending = None
 
     def _append_lateral(self, lateral: float) -> None:

@@ -135,6 +135,11 @@ def test_the_expert_weaves_as_prescribed(pattern):
     assert np.all(np.abs(frequencies / weave.frequency_hz - 1) < 0.1)
     assert last["bead_weave_pattern_fraction"] == 1.0 and last["bead_weave_in_spec_fraction"] == 1.0
     assert last["in_spec_fraction"] > 0.95 and last["is_success"]
+    # The bead model sees the weave's travel, not its swings: the steady pass's heat input, and no defects.
+    arc, speed = env.unwrapped.wps.arc, env.unwrapped.wps.nominal("travel_speed_mm_s")
+    steady = arc.arc_efficiency * arc.voltage_v * arc.current_a / speed * 1e-3
+    assert last["bead_heat_input_kj_mm_mean"] == pytest.approx(steady, rel=0.02)
+    assert last["defect_length_mm"] == 0.0
 
 
 def test_a_novice_weave_is_irregular_and_flagged():
