@@ -26,8 +26,9 @@ from skillcell.envs.weld import (
     plate_boxes,
     torch_rotation,
 )
+from skillcell.envs.weld_process import FILLET_JOINTS
 
-__all__ = ["VARIANTS", "WeldSeamConfig", "WeldSeamEnv"]
+__all__ = ["VARIANTS", "BeadSurface", "WeldSeamConfig", "WeldSeamEnv"]
 
 #: registered variants: the overlay YAML in ``assets/cells/weld_seam/`` each one applies
 VARIANTS = ("fillet", "lap", "butt", "curved")
@@ -495,23 +496,74 @@ class WeldSeamEnv(CellEnv, EzPickle):
 
     # ------------------------------------------------------------------ rendering
 
+    def bead_surface(self, profile: dict[str, np.ndarray] | None = None) -> BeadSurface:
+        """Where the bead of the bead model (``metrics.bead_profile()``, or ``profile``) lies in the world,
+        per seam sample: what `add_overlays` draws, and where the review marks its defects.
+
+        A fillet's (and a lap's) bead is the fillet in the root corner on the torch side (``-y``, away
+        from the mate): its face runs from toe to toe across the corner, ``leg`` from the root on each
+        plate; a butt joint's bead is a cap on the plates centred on the root line.
+        """
+        metrics = self.metrics
+        profile = metrics.bead_profile() if profile is None else profile
+        root, n = metrics.points_world, metrics.normal_world
+        left = np.cross(n, metrics.tangents_world)  # towards the mate
+        width = profile["width_mm"] * 1e-3
+        if self.config.joint.type in FILLET_JOINTS:
+            outward, across = (n - left) / math.sqrt(2.0), (n + left) / math.sqrt(2.0)
+            centre = root + 0.5 * (profile["leg_mm"] * 1e-3)[:, None] * (n - left)
+            crown = FILLET_CROWN * 0.5 * width
+        else:
+            outward, across = np.broadcast_to(n, root.shape).copy(), left
+            centre, crown = root.copy(), profile["reinforcement_mm"] * 1e-3
+        return BeadSurface(centre, outward, across, 0.5 * width, crown)
+
     def add_overlays(self, scene: mujoco.MjvScene) -> None:
-        """The seam (thin, grey) and the bead where the arc was on (green in spec, red out)."""
+        """The seam (thin, grey) and the bead where the arc was on (green in spec, red out), as wide and
+        as high as the bead model has it (`bead_surface`)."""
         metrics = self.metrics
         points = metrics.points_world
-        # The bead sits in the root, bulging towards the torch side (-y) and up.
-        y = np.cross(metrics.normal_world, metrics.tangents_world)
-        bead_centre = points + 0.0018 * (metrics.normal_world - y)
+        bead = self.bead_surface()
+        tangents = metrics.tangents_world
         stride = 4
         for i in range(0, len(points) - stride, stride):
             j = i + stride
             if metrics.welded[i] and metrics.welded[j - 1]:
                 color = (0.15, 0.85, 0.25, 1.0) if metrics.in_spec[i] else (0.95, 0.15, 0.1, 1.0)
-                _add_capsule(scene, bead_centre[i], bead_centre[j], 0.0035, color)
+                # One ellipsoid per segment, 1.5 segments long each way: they overlap like ripples, the
+                # bead's width dips by 6 % between their centres (it ends 4 mm past the welded length).
+                k = (i + j) // 2
+                semi_axes = [1.5 * float(np.linalg.norm(points[j] - points[i])),
+                             float(bead.half_width_m[i:j + 1].mean()),
+                             max(float(bead.crown_m[i:j + 1].mean()), 2e-4)]  # a flat bead still shows
+                frame = np.column_stack([tangents[k], bead.across[k], bead.outward[k]])
+                _add_ellipsoid(scene, bead.centre[i:j + 1].mean(axis=0), frame, semi_axes, color)
             elif i % (stride * 3) == 0:
                 lift = metrics.normal_world * 0.0005
                 _add_capsule(scene, points[i] + lift, points[min(j + 2 * stride, len(points) - 1)] + lift,
                              0.0006, (0.95, 0.95, 0.95, 0.8))
+
+
+#: the crown drawn on a fillet's face, over its half width: the model's fillet is flat-faced (its throat
+#: is its reinforcement), and a flat disc between the plates' faces would flicker against them
+FILLET_CROWN = 0.25
+
+
+@dataclass(frozen=True)
+class BeadSurface:
+    """The drawn bead per seam sample, in the world (m): the middle of its face, the face's outward
+    normal, the direction across it (from the base plate's toe towards the other), the half width
+    and the crown (the height of the face above its chord)."""
+
+    centre: np.ndarray
+    outward: np.ndarray
+    across: np.ndarray
+    half_width_m: np.ndarray
+    crown_m: np.ndarray
+
+    def top(self) -> np.ndarray:
+        """The highest point of the face per sample: where marks above the bead start."""
+        return self.centre + self.outward * np.asarray(self.crown_m).reshape(-1, 1)
 
 
 def _add_capsule(scene: mujoco.MjvScene, a: np.ndarray, b: np.ndarray, radius: float, rgba) -> None:
@@ -521,4 +573,13 @@ def _add_capsule(scene: mujoco.MjvScene, a: np.ndarray, b: np.ndarray, radius: f
     mujoco.mjv_initGeom(geom, mujoco.mjtGeom.mjGEOM_CAPSULE, np.zeros(3), np.zeros(3), np.zeros(9),
                         np.asarray(rgba, np.float32))
     mujoco.mjv_connector(geom, mujoco.mjtGeom.mjGEOM_CAPSULE, radius, a, b)
+    scene.ngeom += 1
+
+
+def _add_ellipsoid(scene: mujoco.MjvScene, centre: np.ndarray, frame: np.ndarray, semi_axes, rgba) -> None:
+    """An ellipsoid with its axes along the columns of ``frame``."""
+    if scene.ngeom >= scene.maxgeom:
+        return
+    mujoco.mjv_initGeom(scene.geoms[scene.ngeom], mujoco.mjtGeom.mjGEOM_ELLIPSOID, np.asarray(semi_axes, float),
+                        np.asarray(centre, float), frame.ravel(), np.asarray(rgba, np.float32))
     scene.ngeom += 1

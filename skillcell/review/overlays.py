@@ -3,8 +3,11 @@
 **Scene overlays** are `mjvGeom` decorations appended to ``renderer.scene`` after
 ``update_scene`` (the model is never edited), so they are lit, shaded and depth-tested like the
 scene: the cell's own overlays (`CellEnv.add_overlays`: the seam and the bead of the welding
-cells), then the tool trace (the TCP's path so far) and, for cells that push on things, an
-arrow for the force the tool applies.
+cells, as wide as the bead model has it), then the tool trace (the TCP's path so far), for cells
+that push on things an arrow for the force the tool applies, and for the welding cells a bar
+over each stretch of the bead that a defect indicator flags, in that defect's colour
+(`DEFECT_COLORS`; one lane per defect, the strip's defect cells carry the same colour as a
+legend).
 
 **The metric strip** is a band of text under each frame with the step's process metrics; a value
 outside its band (the WPS for welding, the rated force for assembly: the numbers the gate judges)
@@ -16,6 +19,7 @@ its ``kpi_keys``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,12 +27,14 @@ from typing import Any
 
 import mujoco
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageColor, ImageDraw, ImageFont
 
 from skillcell.envs.registry import UnknownCellError, spec_of
 from skillcell.envs.weld import METRIC_KEYS
+from skillcell.envs.weld_process import DEFECT_NAMES, heat_input_kj_mm
 
 __all__ = [
+    "DEFECT_COLORS",
     "FORCE_RGBA",
     "TRACE_RGBA",
     "CellReview",
@@ -37,6 +43,8 @@ __all__ = [
     "SceneOverlays",
     "block_pad",
     "cell_review",
+    "defect_stretches",
+    "heat_input_band",
     "peg_review",
     "project_points",
     "weld_review",
@@ -46,6 +54,14 @@ TRACE_RGBA = (0.15, 0.55, 1.0, 1.0)  # blue: no process colour (green/red/amber)
 #: force arrow colours: below the warning level, up to the limit, beyond it
 FORCE_RGBA = ((0.2, 0.85, 0.3, 1.0), (1.0, 0.65, 0.0, 1.0), (0.95, 0.1, 0.1, 1.0))
 ARROW_LENGTH_FIX = 2.0  # see SceneOverlays._draw_force
+#: each defect indicator's colour: its bars over the bead, its legend swatch in the strip, its stretches in the
+#: report. Hues 30 degrees or more apart and from the bead's green and red and the trace's blue; no channel at
+#: full scale, so that lighting scales a bar's colour without clipping a channel (and shifting its hue).
+DEFECT_COLORS = {"porosity": "#cc00cc", "undercut": "#e06000", "lack_of_fusion": "#00b8b8",
+                 "burn_through": "#d8d000", "insufficient_leg": "#7a3cd8"}
+# The defect bars: radius, gap over the bead's face and lane pitch (m); partly self-lit (emission) and without
+# specular highlights (white), to keep their colour on every side.
+_MARK_RADIUS, _MARK_GAP, _MARK_PITCH, _MARK_EMISSION = 0.001, 0.0025, 0.003, 0.3
 
 # Strip colours (RGB, 0-255).
 _STRIP_BG = (24, 26, 30)
@@ -63,7 +79,10 @@ class MetricSpec:
     ``band`` is the in-spec interval (outside: red), ``warn`` a narrower one (outside it but in
     the band: amber). ``active_when`` names an ``info`` flag that must be set for the bands to
     apply (a weld's angles only matter while the arc burns). A ``flag`` spec shows
-    ``on``/``off`` text, and ``bad_when_true`` makes a set flag red (a jam).
+    ``on``/``off`` text, and ``bad_when_true`` makes a set flag red (a jam). ``alarm`` names ``info``
+    flags that put the value on red while every one of them is set (a defect in the millimetre
+    the arc is welding); ``swatch`` is a colour (``#rrggbb``) drawn before the label, a legend of
+    what the scene draws in it.
     """
 
     key: str
@@ -77,6 +96,8 @@ class MetricSpec:
     on_off: tuple[str, str] = ("on", "off")
     bad_when_true: bool = False
     scale: float = 1.0  # shown value = info value * scale (fractions as percent)
+    alarm: tuple[str, ...] = ()
+    swatch: str | None = None
 
     def status(self, info: Mapping[str, Any]) -> str:
         """``"ok"``, ``"warn"``, ``"bad"``, ``"idle"`` (bands do not apply now) or ``"missing"``."""
@@ -85,6 +106,8 @@ class MetricSpec:
             return "missing"
         if self.active_when is not None and not _truthy(info.get(self.active_when)):
             return "idle"
+        if self.alarm and all(_truthy(info.get(flag)) for flag in self.alarm):
+            return "bad"
         if self.flag:
             return "bad" if self.bad_when_true and _truthy(value) else "ok"
         value = float(value) * self.scale
@@ -124,7 +147,9 @@ class CellReview:
     ``metrics`` are the strip's values; ``series`` the ``info`` keys plotted over time in reports
     (with the bands of the matching metric); ``camera`` the default camera; ``force_arrow`` draws
     the tool's force, green below ``force_warn_n``, amber up to ``force_limit_n``, red beyond;
-    ``score_key`` the final-step ``info`` value that ranks episodes when no skill score exists.
+    ``score_key`` the final-step ``info`` value that ranks episodes when no skill score exists;
+    ``defects`` the defect indicators a welding cell flags per millimetre of its bead
+    (``metrics.bead_profile()``): the scene marks their stretches, the report plots them.
     """
 
     camera: str = "overview"
@@ -135,6 +160,7 @@ class CellReview:
     force_limit_n: float = math.inf
     force_scale_m_per_n: float = 0.002
     score_key: str | None = None
+    defects: tuple[str, ...] = ()
 
     def metric(self, key: str) -> MetricSpec | None:
         return next((m for m in self.metrics if m.key == key), None)
@@ -156,9 +182,23 @@ def cell_review(cell) -> CellReview:
                       series=keys, force_arrow=True, score_key=keys[0] if keys else None)
 
 
+def heat_input_band(wps) -> tuple[float, float]:
+    """The heat input (kJ/mm) that the WPS's arc gives over its travel-speed band: the range a WPS
+    qualifies (ASME IX QW-409.1), from `heat_input_kj_mm` at the ends of the band."""
+    arc, (slow, fast) = wps.arc, wps.band("travel_speed_mm_s")
+
+    def q(speed: float) -> float:
+        return heat_input_kj_mm(arc.current_a, arc.voltage_v, arc.arc_efficiency, speed) if speed > 0 else math.inf
+
+    return q(fast), q(slow)
+
+
 def weld_review(cell) -> CellReview:
-    """Welding: every WPS metric against its band while the arc burns, the bead's in-spec share."""
+    """Welding: every WPS metric against its band while the arc burns, the bead's in-spec share, the heat
+    input against the WPS's range, the bead's width, and per defect indicator the bead length it flagged
+    (amber from the first millimetre, red while the arc welds one), with its colour as the legend."""
     wps = cell.wps
+    defects = tuple(name for name in DEFECT_NAMES if wps.defects.cause(name))
     labels = {"travel_speed_mm_s": ("speed", "mm/s"), "work_angle_deg": ("work", "deg"),
               "travel_angle_deg": ("travel", "deg"), "ctwd_mm": ("CTWD", "mm"),
               "lateral_deviation_mm": ("lateral", "mm"), "vertical_deviation_mm": ("vertical", "mm"),
@@ -171,9 +211,13 @@ def weld_review(cell) -> CellReview:
                    band=(100.0 * wps.min_in_spec_fraction, 100.0), active_when="arc_on"),
         MetricSpec("arc_coverage", "welded", "%", fmt="{:.0f}", scale=100.0),
         MetricSpec("in_spec_fraction", "seam in spec", "%", fmt="{:.0f}", scale=100.0),
+        MetricSpec("heat_input_kj_mm", "heat", "kJ/mm", fmt="{:.2f}", band=heat_input_band(wps), active_when="arc_on"),
+        MetricSpec("bead_width_mm", "bead", "mm", active_when="arc_on"),
     ]
-    return CellReview(camera="seam", metrics=metrics, series=list(METRIC_KEYS), force_arrow=False,
-                      score_key="in_spec_fraction")
+    metrics += [MetricSpec(f"defect_{name}_mm", name.replace("_", " "), "mm", fmt="{:.0f}", warn=(0.0, 0.0),
+                           alarm=(f"defect_{name}", "arc_on"), swatch=DEFECT_COLORS[name]) for name in defects]
+    return CellReview(camera="seam", metrics=metrics, series=[*METRIC_KEYS, "heat_input_kj_mm"], force_arrow=False,
+                      score_key="in_spec_fraction", defects=defects)
 
 
 def peg_review(cell) -> CellReview:
@@ -199,13 +243,15 @@ def peg_review(cell) -> CellReview:
 
 
 def _add_geom(scene: mujoco.MjvScene, kind: mujoco.mjtGeom, width: float, a: np.ndarray, b: np.ndarray,
-              rgba) -> bool:
+              rgba, emission: float | None = None) -> bool:
     if scene.ngeom >= scene.maxgeom:
         return False
     geom = scene.geoms[scene.ngeom]
     mujoco.mjv_initGeom(geom, kind, np.zeros(3), np.zeros(3), np.zeros(9), np.asarray(rgba, np.float32))
     mujoco.mjv_connector(geom, kind, width, a, b)
     geom.category = mujoco.mjtCatBit.mjCAT_DECOR
+    if emission is not None:  # a colour code, not a material: self-lit, no highlights
+        geom.emission, geom.specular = emission, 0.0
     scene.ngeom += 1
     return True
 
@@ -216,18 +262,19 @@ def _camera_eye(scene: mujoco.MjvScene) -> np.ndarray:
 
 
 class SceneOverlays:
-    """The review layer's overlay geoms for one rollout: tool trace and force arrow.
+    """The review layer's overlay geoms for one rollout: tool trace, force arrow and defect marks.
 
     Call `observe` once per control step (so the trace is complete when only every k-th step is
     rendered) and `draw` after ``update_scene`` on frames that are rendered; `reset` between
     episodes.
     """
 
-    def __init__(self, review: CellReview, trace: bool = True, force: bool = True,
+    def __init__(self, review: CellReview, trace: bool = True, force: bool = True, defects: bool = True,
                  trace_spacing_m: float = 0.5e-3, max_trace_points: int = 1500):
         self.review = review
         self.trace = trace
         self.force = force and review.force_arrow
+        self.defects = defects and bool(review.defects)
         self.spacing = trace_spacing_m
         self.max_points = max_trace_points
         self.points: list[np.ndarray] = []
@@ -256,6 +303,31 @@ class SceneOverlays:
                     break
         if self.force:
             self._draw_force(cell, scene)
+        if self.defects:
+            self._draw_defects(cell, scene)
+
+    def _draw_defects(self, cell, scene: mujoco.MjvScene) -> None:
+        """A bar over each defect stretch of the bead (`defect_stretches`), in lanes above its face."""
+        profile = cell.metrics.bead_profile()
+        if not profile["defects"].any():
+            return
+        bead = cell.bead_surface(profile)
+        top, tangents = bead.top(), cell.metrics.tangents_world
+        half_sample = 0.5e-3 * float(np.median(np.diff(profile["s_mm"])))
+        for lane, name in enumerate(self.review.defects):
+            rgba = (*(c / 255 for c in ImageColor.getrgb(DEFECT_COLORS[name])), 1.0)
+            # Lanes stacked along the plate normal: seen from the torch side they stand apart.
+            lift = cell.metrics.normal_world * (_MARK_GAP + lane * _MARK_PITCH)
+            lift = np.broadcast_to(lift, top.shape)
+            for first, last in defect_stretches(profile[f"defect_{name}"]):
+                # Through every other sample, half a sample past each end: a 1 mm stretch is a 1 mm bar.
+                path = top[first:last + 1:2] + lift[first:last + 1:2]
+                path = np.vstack([top[first] + lift[first] - tangents[first] * half_sample, path[1:],
+                                  top[last] + lift[last] + tangents[last] * half_sample])
+                for a, b in itertools.pairwise(path):
+                    if not _add_geom(scene, mujoco.mjtGeom.mjGEOM_CAPSULE, _MARK_RADIUS, a, b, rgba,
+                                     emission=_MARK_EMISSION):
+                        return
 
     def force_arrow_world(self, cell) -> tuple[np.ndarray, np.ndarray, tuple] | None:
         """``(tail, head, rgba)`` of the force arrow in the world, before it is pulled to the camera.
@@ -291,6 +363,13 @@ class SceneOverlays:
         # against `project_points`; tests/test_review_overlays.py finds the head at the TCP).
         _add_geom(scene, mujoco.mjtGeom.mjGEOM_ARROW, 0.004 * pull, tail, tail + ARROW_LENGTH_FIX * (head - tail),
                   rgba)
+
+
+def defect_stretches(mask: np.ndarray) -> list[tuple[int, int]]:
+    """``(first, last)`` sample indices (inclusive) of each run of set samples in a per-millimetre mask."""
+    padded = np.concatenate([[False], np.asarray(mask, bool), [False]])
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
 def project_points(scene: mujoco.MjvScene, points: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -409,6 +488,10 @@ class MetricStrip:
                 color = _WARN_TEXT
             elif status in ("idle", "missing"):
                 color = _IDLE
+            if spec.swatch is not None:
+                side = rh - 8
+                draw.rectangle([x0, y0 + 3, x0 + side, y0 + 3 + side], fill=spec.swatch, outline=(0, 0, 0))
+                x0 += side + 4
             draw.text((x0, y0 + 1), spec.text(info), fill=color, font=font)
         return np.asarray(image)
 

@@ -15,12 +15,15 @@ Sections, each present when its data is:
    evaluation seeds on request.
 4. **Best and worst episode**: their process metrics over time with the in-spec bands, the
    moments out of spec, and videos (state replay with overlays).
-5. **Demonstrations**: the skill-score distribution of a demonstration dataset, per operator.
+5. **Weld defects** (welding cells): the best and the worst bead along the seam (heat input
+   against the WPS's range, bead width and leg, the stretches each defect indicator flagged), and
+   per indicator its cause as the WPS states it and the bead length it flagged per episode.
+6. **Demonstrations**: the skill-score distribution of a demonstration dataset, per operator.
 
 Each section is one function returning its HTML fragment (`learning_curve_section`,
 `training_log_section`, `configuration_section`, `evaluation_section`, `best_worst_section`,
-`dataset_section`; `run_summary_section` is the page's title line); `build_report` finds the data
-and puts the page together.
+`defect_section`, `dataset_section`; `run_summary_section` is the page's title line);
+`build_report` finds the data and puts the page together.
 
 Plots are PNG images embedded as data URIs (matplotlib, Agg, no display); videos are files in
 ``<report stem>_files/`` next to the page (``embed_videos`` puts them in the page as well). The
@@ -56,14 +59,14 @@ from skillcell.demos.scores import score_episode
 from skillcell.envs.registry import cell_spec
 from skillcell.evaluation import wilson_interval
 from skillcell.policies.rundir import RunDir
-from skillcell.review.overlays import cell_review
+from skillcell.review.overlays import DEFECT_COLORS, cell_review, defect_stretches
 from skillcell.review.sources import EpisodeSource, load_policy, make_review_env
 from skillcell.review.video import FrameRenderer, render_video
 from skillcell.rollout import rollout
 
 __all__ = ["EpisodeRow", "MetricsTable", "Ranking", "ReportOptions", "ReportResult", "Section", "best_worst_section",
-           "build_report",
-           "configuration_section", "dataset_section", "evaluation_section", "find_datasets", "learning_curve_section",
+           "build_report", "configuration_section", "dataset_section", "defect_section", "evaluation_section",
+           "find_datasets", "learning_curve_section",
            "read_metrics_csv", "run_summary_section", "training_log_section"]
 
 X_COLUMNS = ("env_steps", "timesteps", "total_timesteps", "num_timesteps", "time/total_timesteps", "env_step", "steps",
@@ -288,6 +291,48 @@ def _series_plot(episodes: Sequence[tuple[str, Any]], keys: Sequence[str], revie
     return _png(fig)
 
 
+def _bead_plot(beads: Sequence[tuple[str, dict[str, np.ndarray]]], review, wps) -> str:
+    """Per episode (a column): heat input along the seam against the WPS's range, the bead's width and
+    leg against the design leg, and the stretches of each defect indicator as bars in its colour."""
+    fig, axes = _figure(9.0, 5.6, ncols=len(beads), nrows=3)
+    heat_band = review.metric("heat_input_kj_mm").band
+    leg = wps.defects.insufficient_leg
+    for col, (label, bead) in enumerate(beads):
+        heat_ax, size_ax, defect_ax = axes[:, col]
+        s, welded = bead["s_mm"], bead["welded"]
+        heat_ax.plot(s, np.where(welded, bead["heat_input_kj_mm"], np.nan), color=PLOT_COLORS[0], linewidth=1.2)
+        limits = heat_ax.get_ylim()
+        heat_ax.axhspan(*heat_band, color="#2ca02c", alpha=0.12, linewidth=0, label="WPS range")
+        heat_ax.set_ylim(min(limits[0], heat_band[0] * 0.9), max(limits[1], heat_band[1] * 1.1))
+        heat_ax.set_title(f"{label}: heat input [kJ/mm]", fontsize=9)
+        heat_ax.legend(fontsize=7, loc="upper right")
+        size_ax.plot(s, np.where(welded, bead["width_mm"], np.nan), color=PLOT_COLORS[2], linewidth=1.2,
+                     label="width")
+        if leg is not None:
+            size_ax.plot(s, np.where(welded, bead["leg_mm"], np.nan), color=PLOT_COLORS[3], linewidth=1.2, label="leg")
+            size_ax.axhline(leg.leg_min_mm, color=PLOT_COLORS[3], linestyle="--", linewidth=0.8, label="design leg")
+        size_ax.set_title("bead [mm]", fontsize=9)
+        size_ax.legend(fontsize=7, loc="upper right", ncols=3)
+        spacing = float(np.median(np.diff(s))) if len(s) > 1 else 1.0
+        for lane, name in enumerate(review.defects):
+            bars = [(s[a] - spacing / 2, s[b] - s[a] + spacing) for a, b in defect_stretches(bead[f"defect_{name}"])]
+            defect_ax.broken_barh(bars, (lane - 0.4, 0.8), facecolors=DEFECT_COLORS[name])
+        defect_ax.set_yticks(range(len(review.defects)), [n.replace("_", " ") for n in review.defects])
+        defect_ax.set_ylim(-0.6, len(review.defects) - 0.4)
+        defect_ax.invert_yaxis()
+        defect_ax.set_title("defect stretches", fontsize=9)
+        defect_ax.set_xlabel("seam position [mm]", fontsize=8)
+        for ax in (heat_ax, size_ax, defect_ax):
+            ax.set_xlim(s[0], s[-1])
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+    for row in axes[:2]:  # the same scale side by side
+        low, high = min(ax.get_ylim()[0] for ax in row), max(ax.get_ylim()[1] for ax in row)
+        for ax in row:
+            ax.set_ylim(low, high)
+    return _png(fig)
+
+
 def _histogram(groups: dict[str, list[float]], xlabel: str) -> str:
     fig, axes = _figure(9.0, 3.0)
     ax = axes[0][0]
@@ -416,6 +461,7 @@ th{background:#f1f3f5} td.l,th.l{text-align:left} tr.best td{background:#e6f4ea}
 video{max-width:100%;background:#000} pre{background:#f6f8fa;padding:10px;font-size:12px;overflow:auto;max-height:360px}
 .note{color:#7a5b00;background:#fff8e1;padding:6px 10px;font-size:13px} .pair{display:flex;gap:12px;flex-wrap:wrap}
 .pair>div{flex:1 1 420px}
+.swatch{display:inline-block;width:10px;height:10px;margin-right:5px;border:1px solid #555;vertical-align:middle}
 """
 
 
@@ -614,6 +660,52 @@ def _episode_video(env, is_best: bool, label: str, episode, out: Path, files_dir
     return f'<video controls preload="metadata" src="{_esc(src)}"></video>'
 
 
+def _replayed_bead(env, episode) -> dict[str, np.ndarray]:
+    """The bead model's per-millimetre profile of a stored episode, its states replayed in ``env``."""
+    for _ in EpisodeSource(env, episode):
+        pass
+    return {k: v.copy() for k, v in env.unwrapped.metrics.bead_profile().items()}
+
+
+def defect_section(rows: list[EpisodeRow], ranking: Ranking) -> Section | None:
+    """Welding cells (a review preset with ``defects``; otherwise None): the best and the worst episode's bead
+    along the seam (`_bead_plot`, replayed from their states), and per defect indicator the WPS's cause and
+    the bead length flagged in each ranked episode and over all of them."""
+    best, worst = ranking.best, ranking.worst
+    ep0 = best.episode
+    env = make_review_env(ep0.env_id, ep0.env_kwargs, max_episode_steps=ep0.max_episode_steps)
+    try:
+        review = cell_review(env)
+        if not review.defects:
+            return None
+        wps = env.unwrapped.wps
+        pairs = [(f"best (#{best.id})", best)] + ([(f"worst (#{worst.id})", worst)] if worst is not best else [])
+        beads = [(label, _replayed_bead(env, row.episode)) for label, row in pairs]
+    finally:
+        env.close()
+    spacing = float(np.median(np.diff(beads[0][1]["s_mm"])))
+    table = []
+    for name in (*review.defects, None):
+        key = f"defect_{name}_mm" if name else "defect_length_mm"
+        finals = np.array([float(r.episode.infos[key][-1]) for r in rows if key in r.episode.infos])
+        mask = f"defect_{name}" if name else "defects"
+        swatch = f'<span class="swatch" style="background:{DEFECT_COLORS[name]}"></span>' if name else ""
+        table.append([swatch + _esc(name.replace("_", " ") if name else "any defect"),
+                      _esc(wps.defects.cause(name)) if name else "",
+                      *(_fmt(bead[mask].sum() * spacing) for _, bead in beads),
+                      _fmt(finals.mean()) if finals.size else "-", _fmt(finals.max()) if finals.size else "-",
+                      f"{int((finals > 0).sum())}/{finals.size}" if finals.size else "-"])
+    headers = ["defect", "cause (WPS)", *(f"{label} [mm]" for label, _ in beads), "mean [mm]", "max [mm]",
+               "episodes with it"]
+    return Section("weld defects", "\n".join([
+        "<h2>Weld defects</h2>",
+        f'<p class="meta">the bead model along the seam ({_esc(wps.name or "WPS")}): heat input against the range '
+        f"the WPS's arc gives over its travel-speed band, the bead's size, and where each defect indicator fired; "
+        f"lengths over the {len(rows)} evaluation episodes</p>",
+        _img(_bead_plot(beads, review, wps), "heat input, bead size and defects along the seam"),
+        _table(headers, table, left=2)]))
+
+
 def dataset_section(path: Path, notes: list[str]) -> Section | None:
     """A demonstration dataset's skill-score distribution (return where the cell has no scorer), per operator."""
     rows = _load_episodes(path)
@@ -702,7 +794,7 @@ def build_report(run_dir: str | Path, out: str | Path, options: ReportOptions | 
     if rows:
         ranking = Ranking.of(rows)
         sections += [evaluation_section(rows, ranking, episodes_dir),
-                     best_worst_section(ranking, out, files_dir, options, result.files)]
+                     best_worst_section(ranking, out, files_dir, options, result.files), defect_section(rows, ranking)]
     elif episodes_dir is not None:
         notes.append(f"{episodes_dir} holds no episodes")
     else:
