@@ -601,19 +601,248 @@ static PyTypeObject ObserverType = {
     .tp_methods = Observer_methods,
 };
 
+/* ------------------------------------------------------------------ Seam */
+
+/* The seam geometry of skillcell.envs.weld.WeldMetrics: the sampled seam in the world (points,
+   tangents, the base plate normal; rewritten in place at each reset), its arc lengths and piece
+   lengths, and the seam frame of the last measure. */
+typedef struct {
+  PyObject_HEAD
+  Py_buffer points, tangents, normal, s, lengths, frame;
+  int bound, n, behind, ahead;
+  double length;
+} Seam;
+
+static void Seam_dealloc(Seam* self) {
+  if (self->bound) {
+    Py_buffer* views[] = {&self->points, &self->tangents, &self->normal, &self->s, &self->lengths, &self->frame};
+    for (size_t i = 0; i < sizeof(views) / sizeof(*views); i++) PyBuffer_Release(views[i]);
+  }
+  Py_TYPE(self)->tp_free((PyObject*)self);
+}
+
+static int Seam_init(Seam* self, PyObject* args, PyObject* kwargs) {
+  static char* names[] = {"points", "tangents", "normal", "s", "lengths", "frame", "behind", "ahead", NULL};
+  PyObject *points, *tangents, *normal, *s, *lengths, *frame;
+  if (self->bound) {
+    PyErr_SetString(PyExc_RuntimeError, "Seam: already bound");
+    return -1;
+  }
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$OOOOOOii", names, &points, &tangents, &normal, &s, &lengths,
+                                   &frame, &self->behind, &self->ahead))
+    return -1;
+  Py_buffer* views[] = {&self->s, &self->points, &self->tangents, &self->normal, &self->lengths, &self->frame};
+  PyObject* objs[] = {s, points, tangents, normal, lengths, frame};
+  const char* labels[] = {"s", "points", "tangents", "normal", "lengths", "frame"};
+  size_t got = 0;
+  for (; got < sizeof(views) / sizeof(*views); got++) {
+    Py_ssize_t n = got == 0 ? 2 : self->s.len / 8;
+    Py_ssize_t sizes[] = {2, 3 * n, 3 * n, 3, n - 1, 9};
+    if (get_doubles(objs[got], views[got], sizes[got], 0, labels[got]) < 0) goto fail;
+  }
+  self->n = (int)(self->s.len / 8);
+  self->length = D(self->s)[self->n - 1];
+  self->bound = 1;
+  return 0;
+fail:
+  for (size_t i = 0; i < got; i++) PyBuffer_Release(views[i]);
+  return -1;
+}
+
+/* bisect.bisect_right(s, x) - 1, at most the last piece: the piece of s clamped to the seam; u along it. */
+static int seam_piece(Seam* self, double x, double* u) {
+  const double* s = D(self->s);
+  if (x < 0.0)
+    x = 0.0;
+  else if (x > self->length)
+    x = self->length;
+  int lo = 0, hi = self->n;
+  while (lo < hi) {
+    int mid = (lo + hi) / 2;
+    if (x < s[mid])
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  int k = lo - 1;
+  if (k > self->n - 2) k = self->n - 2;
+  *u = (x - s[k]) / D(self->lengths)[k];
+  return k;
+}
+
+static int get_floats(PyObject* const* args, Py_ssize_t nargs, Py_ssize_t n, double* out, const char* name) {
+  if (nargs != n) {
+    PyErr_Format(PyExc_TypeError, "%s: needs %zd arguments, got %zd", name, n, nargs);
+    return -1;
+  }
+  for (Py_ssize_t i = 0; i < n; i++) {
+    out[i] = PyFloat_AsDouble(args[i]);
+    if (out[i] == -1.0 && PyErr_Occurred()) return -1;
+  }
+  return 0;
+}
+
+/* locate(x, y, z, k0, end) -> (k, s): the first sample nearest the point (squared distances summed
+   as numpy sums them, np.argmin's tie and NaN rules) among the search window around sample k0, or
+   among the first `end` samples where k0 < 0; then the arc length of the nearest point on the pieces
+   either side of it, where one is nearer than the sample. */
+static PyObject* Seam_locate(Seam* self, PyObject* const* args, Py_ssize_t nargs) {
+  double v[3];
+  if (nargs != 5) {
+    PyErr_SetString(PyExc_TypeError, "locate(x, y, z, k0, end): five arguments");
+    return NULL;
+  }
+  if (get_floats(args, 3, 3, v, "locate") < 0) return NULL;
+  long k0 = PyLong_AsLong(args[3]), end = PyLong_AsLong(args[4]);
+  if ((k0 == -1 || end == -1) && PyErr_Occurred()) return NULL;
+  double px = v[0], py = v[1], pz = v[2];
+  const double *pts = D(self->points), *s = D(self->s);
+  long lo, hi;
+  if (k0 >= 0) {
+    lo = k0 - self->behind > 0 ? k0 - self->behind : 0;
+    hi = k0 + self->ahead < self->n ? k0 + self->ahead : self->n;
+  } else {
+    lo = 0, hi = end < self->n ? end : self->n;
+  }
+  if (k0 >= self->n || lo >= hi) {
+    PyErr_SetString(PyExc_ValueError, "locate: the search window is empty");
+    return NULL;
+  }
+  long best_k = lo;
+  double best_d2 = 0;
+  for (long k = lo; k < hi; k++) {
+    double dx = pts[3 * k] - px, dy = pts[3 * k + 1] - py, dz = pts[3 * k + 2] - pz;
+    double d2 = dx * dx + dy * dy + dz * dz;
+    if (k == lo || d2 < best_d2 || isnan(d2)) {
+      best_k = k, best_d2 = d2;
+      if (isnan(d2)) break;
+    }
+  }
+  double best_s = s[best_k];
+  for (long i = best_k - 1; i <= best_k; i++) {
+    if (i < 0 || i > self->n - 2) continue;
+    const double *a = pts + 3 * i, *b = pts + 3 * i + 3;
+    double sx = b[0] - a[0], sy = b[1] - a[1], sz = b[2] - a[2];
+    double length2 = sx * sx + sy * sy + sz * sz;
+    double u = ((px - a[0]) * sx + (py - a[1]) * sy + (pz - a[2]) * sz) / length2;
+    u = u < 0.0 ? 0.0 : u > 1.0 ? 1.0 : u;
+    double dx = px - (a[0] + u * sx), dy = py - (a[1] + u * sy), dz = pz - (a[2] + u * sz);
+    double dist2 = dx * dx + dy * dy + dz * dz;
+    if (dist2 < best_d2) best_d2 = dist2, best_s = s[i] + u * (s[i + 1] - s[i]);
+  }
+  return Py_BuildValue("(ld)", best_k, best_s);
+}
+
+/* frame(s) -> (px, py, pz, tx, ty, tz, lx, ly, lz): the seam point, the travel direction (tangents
+   interpolated, normalized) and left (n x t) at arc length s. */
+static PyObject* Seam_frame(Seam* self, PyObject* arg) {
+  double x = PyFloat_AsDouble(arg), u;
+  if (x == -1.0 && PyErr_Occurred()) return NULL;
+  int k = seam_piece(self, x, &u);
+  const double *a = D(self->points) + 3 * k, *b = a + 3;
+  const double *t0 = D(self->tangents) + 3 * k, *t1 = t0 + 3, *n = D(self->normal);
+  double tx = t0[0] + u * (t1[0] - t0[0]), ty = t0[1] + u * (t1[1] - t0[1]), tz = t0[2] + u * (t1[2] - t0[2]);
+  double norm = sqrt(tx * tx + ty * ty + tz * tz);
+  tx = tx / norm, ty = ty / norm, tz = tz / norm;
+  return Py_BuildValue("(ddddddddd)", a[0] + u * (b[0] - a[0]), a[1] + u * (b[1] - a[1]), a[2] + u * (b[2] - a[2]),
+                       tx, ty, tz, n[1] * tz - n[2] * ty, n[2] * tx - n[0] * tz, n[0] * ty - n[1] * tx);
+}
+
+/* ahead(s, x, y, z, d0, d1, ...) -> list: the seam points d_i ahead of arc length s (clamped to the
+   seam), from the point (x, y, z), in the seam frame (`frame`, row by row), flattened. */
+static PyObject* Seam_ahead(Seam* self, PyObject* const* args, Py_ssize_t nargs) {
+  double v[4];
+  if (nargs < 4) {
+    PyErr_SetString(PyExc_TypeError, "ahead(s, x, y, z, *distances)");
+    return NULL;
+  }
+  if (get_floats(args, 4, 4, v, "ahead") < 0) return NULL;
+  const double* r = D(self->frame);
+  PyObject* out = PyList_New(3 * (nargs - 4));
+  if (!out) return NULL;
+  for (Py_ssize_t i = 4; i < nargs; i++) {
+    double d = PyFloat_AsDouble(args[i]), u;
+    if (d == -1.0 && PyErr_Occurred()) {
+      Py_DECREF(out);
+      return NULL;
+    }
+    int k = seam_piece(self, v[0] + d, &u);
+    const double *a = D(self->points) + 3 * k, *b = a + 3;
+    double x = a[0] + u * (b[0] - a[0]) - v[1], y = a[1] + u * (b[1] - a[1]) - v[2], z = a[2] + u * (b[2] - a[2]) - v[3];
+    double e[3] = {r[0] * x + r[3] * y + r[6] * z, r[1] * x + r[4] * y + r[7] * z, r[2] * x + r[5] * y + r[8] * z};
+    for (int j = 0; j < 3; j++) {
+      PyObject* f = PyFloat_FromDouble(e[j]);
+      if (!f) {
+        Py_DECREF(out);
+        return NULL;
+      }
+      PyList_SET_ITEM(out, 3 * (i - 4) + j, f);
+    }
+  }
+  return out;
+}
+
+static PyMethodDef Seam_methods[] = {
+    {"locate", (PyCFunction)(void (*)(void))Seam_locate, METH_FASTCALL,
+     "locate(x, y, z, k0, end) -> (k, s): the nearest sample in the window around k0 (the first `end` samples "
+     "where k0 < 0), and the arc length of the nearest point on the pieces beside it."},
+    {"frame", (PyCFunction)Seam_frame, METH_O,
+     "frame(s) -> (point, travel direction, left) at arc length s, as nine floats."},
+    {"ahead", (PyCFunction)(void (*)(void))Seam_ahead, METH_FASTCALL,
+     "ahead(s, x, y, z, *distances) -> list: the seam points ahead of s from (x, y, z), in the seam frame."},
+    {NULL, NULL, 0, NULL}};
+
+static PyTypeObject SeamType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "skillcell.envs.kernels.Seam",
+    .tp_basicsize = sizeof(Seam),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A weld seam's geometry per step, bound to WeldMetrics' buffers (envs/weld.py).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Seam_init,
+    .tp_dealloc = (destructor)Seam_dealloc,
+    .tp_methods = Seam_methods,
+};
+
+/* relative_rotvec(w, x, y, z, xmat) -> (rx, ry, rz): log(q q_mat), q_mat the quaternion of a rotation
+   matrix given row by row (a site's xmat), as the float helpers compute it. */
+static PyObject* relative_rotvec(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
+  (void)module;
+  double ref[4], q_mat[4], q[4], v[3];
+  if (nargs != 5) {
+    PyErr_SetString(PyExc_TypeError, "relative_rotvec(w, x, y, z, xmat): five arguments");
+    return NULL;
+  }
+  if (get_floats(args, 4, 4, ref, "relative_rotvec") < 0) return NULL;
+  Py_buffer xmat;
+  if (get_doubles(args[4], &xmat, 9, 0, "xmat") < 0) return NULL;
+  quat_from_mat(q_mat, D(xmat));
+  PyBuffer_Release(&xmat);
+  quat_mul(q, ref, q_mat);
+  quat_to_rotvec(v, q);
+  return Py_BuildValue("(ddd)", v[0], v[1], v[2]);
+}
+
+static PyMethodDef module_methods[] = {
+    {"relative_rotvec", (PyCFunction)(void (*)(void))relative_rotvec, METH_FASTCALL,
+     "relative_rotvec(w, x, y, z, xmat) -> (rx, ry, rz): the rotation vector of q q_mat."},
+    {NULL, NULL, 0, NULL}};
+
 /* ------------------------------------------------------------------ module */
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "kernels", "CellEnv's per-step arithmetic, compiled.", -1,
-                                    NULL};
+                                    module_methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit_kernels(void) {
-  if (PyType_Ready(&ControllerType) < 0 || PyType_Ready(&ObserverType) < 0) return NULL;
+  if (PyType_Ready(&ControllerType) < 0 || PyType_Ready(&ObserverType) < 0 || PyType_Ready(&SeamType) < 0)
+    return NULL;
   PyObject* m = PyModule_Create(&module);
   if (!m) return NULL;
   Py_INCREF(&ControllerType);
   Py_INCREF(&ObserverType);
+  Py_INCREF(&SeamType);
   if (PyModule_AddObject(m, "Controller", (PyObject*)&ControllerType) < 0 ||
-      PyModule_AddObject(m, "Observer", (PyObject*)&ObserverType) < 0) {
+      PyModule_AddObject(m, "Observer", (PyObject*)&ObserverType) < 0 ||
+      PyModule_AddObject(m, "Seam", (PyObject*)&SeamType) < 0) {
     Py_DECREF(m);
     return NULL;
   }

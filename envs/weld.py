@@ -34,6 +34,7 @@ import mujoco
 import numpy as np
 
 from skillcell.config import ConfigError, bounds
+from skillcell.envs import kernels
 from skillcell.envs.control import float_packer, quat_from_mat, quat_to_rotvec
 from skillcell.envs.weld_process import (
     DEFECT_NAMES,
@@ -522,8 +523,6 @@ class WeldMetrics:
         self._mean_tolerance = (7 * self._window + 32) * sys.float_info.epsilon
         n = len(path.s)
         self._s_list = path.s.tolist()  # bisect on a list beats numpy for one lookup per call
-        self._last_piece = n - 2
-        self._piece_lengths = [max(b - a, 1e-12) for a, b in itertools.pairwise(self._s_list)]
         self.points_world = np.zeros((n, 3))
         self.tangents_world = np.zeros((n, 3))
         self.normal_world = np.zeros(3)
@@ -535,12 +534,14 @@ class WeldMetrics:
         self._R_world_seam_flat = self.R_world_seam.ravel()  # a view
         #: `R_world_seam` row by row as nine floats
         self.R_world_seam_rows = self._R_world_seam_flat.tolist()
-        self._search = np.empty((n, 3))
         # An episode's first search runs up to the sample farthest from the start (every sample of an
         # open seam): a seam that comes back to its start (a pipe's circle, its tie-in overlap) is as
         # near the start at its end, and a torch before the start belongs to the start.
         self._first_search_end = int(np.argmax(np.linalg.norm(path.points - path.points[0], axis=1))) + 1
-        self._windows: dict[int, tuple[list[float], list[int]]] = {}
+        #: the seam geometry per step, compiled (`skillcell.envs.kernels.Seam`), bound to the arrays above
+        self._seam = kernels.Seam(points=self.points_world, tangents=self.tangents_world, normal=self.normal_world,
+                                  s=path.s, lengths=np.maximum(np.diff(path.s), 1e-12), frame=self._R_world_seam_flat,
+                                  behind=SEARCH_BEHIND, ahead=SEARCH_AHEAD)
         self._ray_vec = np.empty(3)
         #: the prescribed weave's cycle-by-cycle check (None: the WPS prescribes none)
         self.weave = WeaveCheck(wps, control_dt) if wps.weave is not None else None
@@ -550,16 +551,7 @@ class WeldMetrics:
         self.points_world[:] = self.path.points @ R_world_workpiece.T + p_world_workpiece
         self.tangents_world[:] = self.path.tangents @ R_world_workpiece.T
         self.normal_world[:] = R_world_workpiece[:, 2]
-        self._points, self._tangents = self.points_world.tolist(), self.tangents_world.tolist()
         self._normal = self.normal_world.tolist()
-        # Per sample, the pieces on either side that `locate` projects onto: start point, direction
-        # (end minus start), squared length, arc length at the start and the piece's arc length.
-        pieces = []
-        for ((ax, ay, az), (bx, by, bz)), (s_a, s_b) in zip(itertools.pairwise(self._points),
-                                                             itertools.pairwise(self._s_list), strict=True):
-            sx, sy, sz = bx - ax, by - ay, bz - az
-            pieces.append((ax, ay, az, sx, sy, sz, sx * sx + sy * sy + sz * sz, s_a, s_b - s_a))
-        self._near_pieces = [pieces[max(k - 1, 0):k + 1] for k in range(len(pieces) + 1)]
         self.welded[:] = False
         self.in_spec[:] = False
         #: how many seam samples are welded, and welded in spec (the counts of `welded`, `in_spec`)
@@ -592,132 +584,31 @@ class WeldMetrics:
             self.weave.reset()
             self._pending = []
 
-    def _piece(self, s: float) -> tuple[int, float]:
-        """Sample index ``k`` and fraction ``u`` with ``s`` between samples ``k`` and ``k + 1``."""
-        # min and max by comparisons (a NaN stays a NaN, as through the builtins)
-        if s < 0.0:
-            s = 0.0
-        elif s > self.path.length:
-            s = self.path.length
-        s_list = self._s_list
-        k = bisect.bisect_right(s_list, s) - 1
-        if k > self._last_piece:
-            k = self._last_piece
-        return k, (s - s_list[k]) / self._piece_lengths[k]
-
-    def _point(self, s: float) -> tuple[float, float, float]:
-        k, u = self._piece(s)
-        (ax, ay, az), (bx, by, bz) = self._points[k], self._points[k + 1]
-        return ax + u * (bx - ax), ay + u * (by - ay), az + u * (bz - az)
-
     def point(self, s: float) -> np.ndarray:
         """``p_world_seam`` at arc length ``s`` (metres), clamped to the seam."""
-        return np.array(self._point(s))
+        return np.array(self._seam.frame(s)[:3])
 
     def seam_ahead(self, distances) -> list[float]:
         """The seam points ``distances`` (m) ahead of the last aim point's seam position, from the
         aim point in the seam frame there, flattened: what a seam-tracking sensor reports."""
-        (ax, ay, az), s = self.aim, self.s
-        r0, r1, r2, r3, r4, r5, r6, r7, r8 = self.R_world_seam_rows
-        points, s_list, lengths, last, end = self._points, self._s_list, self._piece_lengths, self._last_piece, \
-            self.path.length
-        out = []
-        for ahead in distances:  # `_point` and `rotate_transposed`, inline
-            t = s + ahead
-            if t < 0.0:
-                t = 0.0
-            elif t > end:
-                t = end
-            k = bisect.bisect_right(s_list, t) - 1
-            if k > last:
-                k = last
-            u = (t - s_list[k]) / lengths[k]
-            (x0, y0, z0), (x1, y1, z1) = points[k], points[k + 1]
-            x, y, z = x0 + u * (x1 - x0) - ax, y0 + u * (y1 - y0) - ay, z0 + u * (z1 - z0) - az
-            out += (r0 * x + r3 * y + r6 * z, r1 * x + r4 * y + r7 * z, r2 * x + r5 * y + r8 * z)
-        return out
-
-    def _frame(self, s: float) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
-        """Point, travel direction and left direction (``n x t``) at ``s``, tangent interpolated."""
-        k, u = self._piece(s)
-        (ax, ay, az), (bx, by, bz) = self._points[k], self._points[k + 1]
-        (tx, ty, tz), (ux, uy, uz) = self._tangents[k], self._tangents[k + 1]
-        tx, ty, tz = tx + u * (ux - tx), ty + u * (uy - ty), tz + u * (uz - tz)
-        norm = math.sqrt(tx * tx + ty * ty + tz * tz)
-        tx, ty, tz = tx / norm, ty / norm, tz / norm
-        n0, n1, n2 = self._normal
-        left = (n1 * tz - n2 * ty, n2 * tx - n0 * tz, n0 * ty - n1 * tx)
-        return (ax + u * (bx - ax), ay + u * (by - ay), az + u * (bz - az)), (tx, ty, tz), left
+        return self._seam.ahead(self.s, *self.aim, *distances)
 
     def frame(self, s: float) -> tuple[np.ndarray, np.ndarray]:
-        """``(p_world_seam, R_world_seam)`` at arc length ``s`` (metres), tangent interpolated."""
-        p, t, left = self._frame(s)
+        """``(p_world_seam, R_world_seam)`` at arc length ``s`` (metres), clamped to the seam: the point
+        interpolated between samples, the travel direction from their tangents, left ``n x t``."""
+        px, py, pz, *axes = self._seam.frame(s)
         R = np.empty((3, 3))
-        R.T[:] = t, left, self.normal_world
-        return np.array(p), R
-
-    def _search_window(self, k: int) -> tuple[list[float], list[int]]:
-        """The samples of the search window around sample ``k`` by distance from it: ``(chords, indices)``.
-
-        Chords do not depend on the workpiece pose, so each window is computed once per env.
-        """
-        window = self._windows.get(k)
-        if window is None:
-            lo, hi = self._window_bounds(k)
-            chords = np.linalg.norm(self.path.points[lo:hi] - self.path.points[k], axis=1)
-            order = np.argsort(chords, kind="stable")
-            window = self._windows[k] = (chords[order].tolist(), (lo + order).tolist())
-        return window
-
-    def _window_bounds(self, k: int) -> tuple[int, int]:
-        return max(0, k - SEARCH_BEHIND), min(len(self._s_list), k + SEARCH_AHEAD)
-
-    def _nearest_sample(self, p_world) -> tuple[int, float]:
-        """``(k, d2)``: the first sample with the smallest squared distance to ``p_world`` in the
-        search window (on an episode's first call, the samples up to the one farthest from the start), as
-        ``np.argmin`` over it finds it."""
-        pts, (px, py, pz) = self._points, p_world
-        if self.s is not None:
-            # Only samples within twice the distance of the last nearest one can be nearer than
-            # it (triangle inequality; the margin covers rounding): usually two or three of them.
-            k0 = self.index
-            x, y, z = pts[k0]
-            dx, dy, dz = x - px, y - py, z - pz
-            d2_k0 = dx * dx + dy * dy + dz * dz
-            chords, indices = self._search_window(k0)
-            count = bisect.bisect_right(chords, 2.0 * math.sqrt(d2_k0) * (1.0 + 1e-9) + 1e-9)
-            if count <= 8:
-                best_k, best_d2 = k0, d2_k0
-                for k in indices[:count]:
-                    x, y, z = pts[k]
-                    dx, dy, dz = x - px, y - py, z - pz
-                    d2 = dx * dx + dy * dy + dz * dz
-                    if d2 < best_d2 or (d2 == best_d2 and k < best_k):
-                        best_k, best_d2 = k, d2
-                return best_k, best_d2
-            lo, hi = self._window_bounds(k0)
-        else:
-            lo, hi = 0, self._first_search_end
-        diff = np.subtract(self.points_world[lo:hi], p_world, out=self._search[:hi - lo])
-        d2 = np.add.reduce(np.square(diff, out=diff), axis=1)
-        k = int(d2.argmin())
-        return lo + k, float(d2[k])
+        R.T[:] = axes[:3], axes[3:], self.normal_world
+        return np.array((px, py, pz)), R
 
     def locate(self, p_world) -> float:
-        """Arc length of the seam point closest to ``p_world``, searched near the last one."""
-        k, best_d2 = self._nearest_sample(p_world)
-        # Refine on the neighbouring piece that the point projects onto.
-        px, py, pz = p_world
-        best_s = self._s_list[k]
-        for ax, ay, az, sx, sy, sz, length2, s_a, ds in self._near_pieces[k]:
-            u = ((px - ax) * sx + (py - ay) * sy + (pz - az) * sz) / length2
-            u = 0.0 if u < 0.0 else 1.0 if u > 1.0 else u  # `clip_float` (a NaN stays a NaN)
-            dx, dy, dz = px - (ax + u * sx), py - (ay + u * sy), pz - (az + u * sz)
-            dist2 = dx * dx + dy * dy + dz * dz
-            if dist2 < best_d2:
-                best_d2, best_s = dist2, s_a + u * ds
-        self.index = k
-        return best_s
+        """Arc length of the seam point closest to ``p_world``, searched near the last one: the first sample
+        nearest it (as ``np.argmin`` finds it) from `SEARCH_BEHIND` samples behind the last nearest one to
+        `SEARCH_AHEAD` ahead (on an episode's first call, the samples up to the one farthest from the
+        start), then the nearest point on the pieces either side of that sample."""
+        x, y, z = p_world
+        self.index, s = self._seam.locate(x, y, z, -1 if self.s is None else self.index, self._first_search_end)
+        return s
 
     def measure(self, p_tcp: np.ndarray, R_world_tcp: np.ndarray, arc_on: bool) -> dict[str, float]:
         """The step's metrics for a TCP pose; with the arc on, it also deposits bead up to here."""
@@ -731,7 +622,7 @@ class WeldMetrics:
         aim = self.aim = (px + c * ax, py + c * ay, pz + c * az)
         s_previous = self.s
         s = self.locate(aim)
-        (sx, sy, sz), (tx, ty, tz), (yx, yy, yz) = self._frame(s)
+        sx, sy, sz, tx, ty, tz, yx, yy, yz = self._seam.frame(s)
         n0, n1, n2 = self._normal
         _PACK3(self.p_world_seam, 0, sx, sy, sz)
         rows = [tx, yx, n0, ty, yy, n1, tz, yz, n2]

@@ -24,7 +24,7 @@ from skillcell.envs.control import (
     quat_to_rotvec,
     rotate_transposed,
 )
-from skillcell.envs.weld import METRIC_KEYS
+from skillcell.envs.weld import METRIC_KEYS, SEARCH_AHEAD, SEARCH_BEHIND
 
 
 def bits(x) -> bytes:
@@ -96,22 +96,27 @@ def test_sliding_weave_is_the_array_formulation(weld, kind):
         assert bits(metrics._weave_cache) == bits(reference_weave(window, weld.dt))
 
 
-def test_nearest_sample_is_the_window_argmin(weld):
-    """The pruned search finds np.argmin's sample over the same window, near and far from the seam."""
+def test_seam_search_is_the_window_argmin(weld):
+    """The compiled search finds np.argmin's sample over the window (first on ties, the first NaN), near and
+    far from the seam, and refines it on the pieces either side: never farther than the sample."""
     metrics = weld.metrics
     rng = np.random.default_rng(2)
     points = metrics.points_world
-    for _ in range(3000):
+    for trial in range(3000):
         k0 = int(rng.integers(len(points)))
         p = points[int(rng.integers(len(points)))] + rng.standard_normal(3) * rng.choice([1e-4, 1e-3, 1e-2, 5e-2])
         if rng.uniform() < 0.1:  # on a sample or halfway between two: ties
             k = int(rng.integers(len(points) - 1))
             p = points[k] if rng.uniform() < 0.5 else 0.5 * (points[k] + points[k + 1])
-        metrics.s, metrics.index = 0.0, k0
-        lo, hi = max(0, k0 - 30), min(len(points), k0 + 60)
-        d2 = ((points[lo:hi] - p) ** 2).sum(axis=1)
-        k, best = metrics._nearest_sample(tuple(p.tolist()))
-        assert (k, bits(best)) == (lo + int(np.argmin(d2)), bits(d2.min()))
+        if trial == 0:
+            p = np.array([0.0, np.nan, 0.0])
+        lo, hi = (max(0, k0 - SEARCH_BEHIND), min(len(points), k0 + SEARCH_AHEAD)) if trial % 10 else (0, len(points))
+        metrics.s, metrics.index = (0.0, k0) if trial % 10 else (None, 0)
+        d2 = np.add.reduce(np.square(points[lo:hi] - p), axis=1)
+        s = metrics.locate(tuple(p.tolist()))
+        assert metrics.index == lo + int(np.argmin(d2))
+        if trial:
+            assert np.linalg.norm(metrics.point(s) - p) <= math.sqrt(d2.min()) * (1 + 1e-12)
 
 
 def random_quats(rng, n):

@@ -13,9 +13,10 @@ from gymnasium.utils.ezpickle import EzPickle
 
 from skillcell import assets
 from skillcell.config import ConfigError, bounds, from_mapping, load_yaml, merge
+from skillcell.envs import kernels
 from skillcell.envs.base import CellEnv, ObsField
 from skillcell.envs.cell import TOOL_PREFIX, CellConfig, load_cell_config
-from skillcell.envs.control import clip_float, float_packer, mul_quat, quat_from_mat, quat_to_rotvec
+from skillcell.envs.control import clip_float, float_packer, mul_quat, quat_from_mat
 from skillcell.envs.weld import (
     METRIC_KEYS,
     JointConfig,
@@ -426,7 +427,7 @@ class WeldSeamEnv(CellEnv, EzPickle):
             self._obs_frame_rows = metrics.R_world_seam_rows
             w, x, y, z = mul_quat(metrics.seam_quat(), self._quat_nominal)
             self._obs_reference = w, -x, -y, -z
-        rx, ry, rz = quat_to_rotvec(mul_quat(self._obs_reference, quat_from_mat(self._tcp_xmat.tolist())))
+        rx, ry, rz = kernels.relative_rotvec(*self._obs_reference, self._tcp_xmat)
         _PACK6(out, 0, *metrics.aim_seam, rx, ry, rz)
 
     def _task_obs_fields(self) -> list[ObsField]:
