@@ -301,3 +301,27 @@ def test_every_weld_cell_draws_its_bead_and_shows_heat_input(env_id):
         assert ellipsoids >= welded // 4 - 1
     finally:
         env.close()
+
+
+def test_skillcell_render_shows_the_defect_marks_by_default(weld_run, tmp_path):
+    """``skillcell render`` of the stored passes, no flags: the hurried bead's last frame carries the marks'
+    orange (undercut) and violet (short leg) above the strip, the expert's none. (Not the cyan of lack of
+    fusion: H.264's half-resolution chroma mixes the blue trace over the green bead into cyan.)"""
+    import imageio.v2 as imageio
+
+    from skillcell.cli import main
+
+    marked = {}
+    for episode in (0, 1):
+        out = tmp_path / f"episode{episode}.mp4"
+        assert main(["render", str(weld_run / "eval"), "--episode", str(episode), "--out", str(out), "--every", "100",
+                     "--no-progress"]) == 0
+        reader = imageio.get_reader(out, format="FFMPEG")
+        last = [frame for frame in reader][-1][:480]
+        reader.close()
+        hsv = np.asarray(Image.fromarray(last).convert("HSV"), float)
+        hue, saturated = hsv[..., 0] * 360.0 / 256.0, (hsv[..., 1] > 140) & (hsv[..., 2] > 80)
+        marked[episode] = {name: int((saturated & (np.abs(hue - _hue(_rgb(name)[None])[0]) < 6)).sum())
+                           for name in ("undercut", "insufficient_leg")}
+    assert all(n == 0 for n in marked[0].values()), marked
+    assert all(n > 20 for n in marked[1].values()), marked
