@@ -214,7 +214,13 @@ class WeldSeamEnv(CellEnv, EzPickle):
     ``bead_leg_mm``, ``bead_model_in_range``, ``defect_<name>`` flags for porosity, undercut,
     lack_of_fusion, burn_through, insufficient_leg) and the bead's (``defect_<name>_mm``,
     ``defect_length_mm``, ``bead_heat_input_kj_mm_mean``, ``bead_leg_mm_min``,
-    ``bead_out_of_range_mm``); the per-millimetre profile is ``metrics.bead_profile()``.
+    ``bead_out_of_range_mm``); the per-millimetre profile is ``metrics.bead_profile()``. With a weave
+    in the WPS (`skillcell.envs.weld.WeaveCheck`), the last closed weave cycle's
+    ``weave_cycle_width_mm``, ``weave_cycle_frequency_hz``, ``weave_cycle_travel_speed_mm_s``,
+    ``weave_centre_mm``, ``weave_dwell_s``, ``weave_shape_error``, ``weave_pattern`` and
+    ``weave_cycle_in_spec``, and the bead's ``bead_weave_*``; ``in_spec`` then judges the travel
+    speed and lateral deviation on the cycle. ``assets/cells/weld_seam/butt_weave.yaml`` (as
+    ``cell=``) is a weaved cover pass on the butt joint.
 
     ## Arguments
     ``gym.make("skillcell/WeldSeam-v0", variant="fillet", cell=None, overrides=None,
