@@ -285,9 +285,13 @@ class WeldPipeEnv(WeldSeamEnv):
 
     def _in_plane(self, data: mujoco.MjData, a: int, b: int) -> float:
         """Distance between the anchors of joints ``a`` and ``b`` normal to joint ``a``'s axis (m)."""
-        d = data.xanchor[b] - data.xanchor[a]
-        axis = data.xaxis[a]
-        return float(np.linalg.norm(d - (d @ axis) * axis))
+        # On floats, in numpy's order of operations (np.linalg.norm's bits): a step's hot path.
+        (ax, ay, az), (bx, by, bz) = data.xanchor[a].tolist(), data.xanchor[b].tolist()
+        ux, uy, uz = data.xaxis[a].tolist()
+        dx, dy, dz = bx - ax, by - ay, bz - az
+        along = dx * ux + dy * uy + dz * uz
+        ex, ey, ez = dx - along * ux, dy - along * uy, dz - along * uz
+        return math.sqrt(ex * ex + ey * ey + ez * ez)
 
     # ------------------------------------------------------------------ task
 
@@ -300,8 +304,13 @@ class WeldPipeEnv(WeldSeamEnv):
     def _evaluate(self) -> dict[str, Any]:
         step = super()._evaluate()
         q = self.data.qpos[self.arm_qpos_adr].tolist()
-        margin = min(min(math.degrees(v) - lo, hi - math.degrees(v))
-                     for v, lo, hi in zip(q, self._joint_low, self._joint_high, strict=True))
+        margin = None
+        for v, lo, hi in zip(q, self._joint_low, self._joint_high, strict=True):  # min(min(...)), unrolled
+            deg = math.degrees(v)
+            below, above = deg - lo, hi - deg
+            nearest = above if above < below else below
+            if margin is None or nearest < margin:
+                margin = nearest
         wrist_2 = q[self._wrist_2]
         self._flips += wrist_flip(self._wrist_2_previous, wrist_2)
         self._wrist_2_previous = wrist_2
@@ -310,8 +319,10 @@ class WeldPipeEnv(WeldSeamEnv):
         off_singular = math.degrees(abs(wrist_2)) % 180.0
         step["joint_limit_margin_deg"], step["min_joint_limit_margin_deg"] = margin, self._min_margin
         step["reach_margin_mm"], step["min_reach_margin_mm"] = reach, self._min_reach
-        step["tcp_target_reach_m"] = float(np.linalg.norm(self.controller.p_world_cmd
-                                                          - self.data.xanchor[self._shoulder_joint]))
+        (cx, cy, cz), (sx, sy, sz) = self.controller.p_world_cmd.tolist(), \
+            self.data.xanchor[self._shoulder_joint].tolist()
+        cx, cy, cz = cx - sx, cy - sy, cz - sz
+        step["tcp_target_reach_m"] = math.sqrt(cx * cx + cy * cy + cz * cz)
         step["wrist_2_deg"], step["wrist_3_deg"] = math.degrees(wrist_2), math.degrees(q[self._wrist_3])
         step["wrist_singularity_margin_deg"] = min(off_singular, 180.0 - off_singular)
         step["wrist_flips"] = self._flips
