@@ -61,7 +61,7 @@ DEFECT_COLORS = {"porosity": "#cc00cc", "undercut": "#e06000", "lack_of_fusion":
                  "burn_through": "#d8d000", "insufficient_leg": "#7a3cd8"}
 # The defect bars: radius, gap over the bead's face and lane pitch (m); partly self-lit (emission) and without
 # specular highlights (white), to keep their colour on every side.
-_MARK_RADIUS, _MARK_GAP, _MARK_PITCH, _MARK_EMISSION = 0.001, 0.0025, 0.003, 0.3
+_MARK_RADIUS, _MARK_GAP, _MARK_PITCH, _MARK_EMISSION = 0.0012, 0.0025, 0.0034, 0.3
 
 # Strip colours (RGB, 0-255).
 _STRIP_BG = (24, 26, 30)
