@@ -695,12 +695,13 @@ class WeldMetrics:
         else:
             heat = 0.0
             self._bin_s = None  # the next bin starts where the arc strikes again
-        step = {
-            "travel_speed_mm_s": v0, "work_angle_deg": work, "travel_angle_deg": travel,
-            "ctwd_mm": v3, "lateral_deviation_mm": v4, "vertical_deviation_mm": v5,
-            "weave_width_mm": v6, "weave_frequency_hz": weave_hz, "in_spec": in_spec,
-            "seam_position_mm": s * 1e3, "heat_input_kj_mm": heat,
-        }
+        # On a copy of the bead model's last millimetre and bead summary (`_close_bin`): a copy costs less
+        # than adding its keys to a new dict
+        step = self._bead_info.copy()
+        step["travel_speed_mm_s"], step["work_angle_deg"], step["travel_angle_deg"] = v0, work, travel
+        step["ctwd_mm"], step["lateral_deviation_mm"], step["vertical_deviation_mm"] = v3, v4, v5
+        step["weave_width_mm"], step["weave_frequency_hz"], step["in_spec"] = v6, weave_hz, in_spec
+        step["seam_position_mm"], step["heat_input_kj_mm"] = s * 1e3, heat
         if weave is not None:
             step.update(weave.info)
         return step
@@ -900,16 +901,16 @@ class WeldMetrics:
     def bead_summary(self) -> dict[str, float]:
         """Whole-bead figures: coverage, in-spec fractions, means and standard deviations, the bead model's
         last millimetre, defect lengths (`_close_bin`)."""
-        return self.add_bead_summary({})
+        return self.add_bead_summary(self._bead_info.copy())
 
     def add_bead_summary(self, out: dict[str, float]) -> dict[str, float]:
-        """`bead_summary`'s entries added to ``out`` (a step's metrics, without a merged copy); returns ``out``."""
+        """`bead_summary`'s entries added to ``out`` (a step's metrics, without a merged copy; `measure` put the
+        bead model's in already); returns ``out``."""
         n = len(self._s_list)
         welded, in_spec = self.welded_count, self.in_spec_count
         out["arc_coverage"] = welded / n
         out["in_spec_fraction"] = in_spec / n
         out["bead_in_spec_fraction"] = in_spec / welded if welded else 0.0
-        out.update(self._bead_info)  # the bead model's last millimetre and its summary (`_close_bin`)
         steps = self.arc_steps
         if steps:
             k0, k1, k2, k3, k4, k5, k6, k7 = self._summary_keys
