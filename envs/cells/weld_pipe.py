@@ -22,7 +22,7 @@ __all__ = ["PIPE_CAMERAS", "VARIANTS", "PipeConfig", "WeldPipeConfig", "WeldPipe
 VARIANTS = ("pipe",)
 #: the review cameras the cell adds, ``name -> (position from the pipe's foot in the cell frame (m), fovy)``;
 #: each looks at the pipe (``targetbody``)
-PIPE_CAMERAS = {"pipe": ((0.30, -0.32, 0.30), 35.0), "pipe_left": ((0.34, 0.30, 0.22), 35.0)}
+PIPE_CAMERAS = {"pipe": ((0.32, -0.10, 0.30), 35.0), "pipe_left": ((0.34, 0.30, 0.22), 35.0)}
 #: the arm's joints as the Menagerie UR5e names them: the two whose anchors bound the reach, the wrist-2
 #: joint whose crossings of 0 or 180 deg are wrist flips, the wrist-3 joint that winds with the pass
 SHOULDER, WRIST_1, WRIST_2, WRIST_3 = "shoulder_lift_joint", "wrist_1_joint", "wrist_2_joint", "wrist_3_joint"
@@ -195,8 +195,8 @@ class WeldPipeEnv(WeldSeamEnv):
     ``gym.make("skillcell/WeldPipe-v0", variant="pipe", cell=None, overrides=None, randomize=True,
     render_mode=None, width=640, height=480, camera="overview", render_quality="fast", tier=None)``;
     ``cell`` a user YAML over the packaged one, ``overrides`` a mapping over that. Cameras:
-    ``overview``, ``seam``, ``pipe`` (from beyond the pipe, on the right, above; the review's),
-    ``pipe_left`` (beyond it on the left), ``tool/closeup``.
+    ``overview``, ``seam``, ``pipe`` (from beyond the pipe, a little right, above: out of the arm's
+    way all round; the review's), ``pipe_left`` (beyond it on the left), ``tool/closeup``.
 
     ## Version history
     - v0: first version (DN50 pipe on a plate, 10 mm tie-in, the fillet WPS).
