@@ -55,8 +55,8 @@ TRACE_RGBA = (0.15, 0.55, 1.0, 1.0)  # blue: no process colour (green/red/amber)
 FORCE_RGBA = ((0.2, 0.85, 0.3, 1.0), (1.0, 0.65, 0.0, 1.0), (0.95, 0.1, 0.1, 1.0))
 ARROW_LENGTH_FIX = 2.0  # see SceneOverlays._draw_force
 #: each defect indicator's colour: its bars over the bead, its legend swatch in the strip, its stretches in the
-#: report. Hues 30 degrees or more apart and from the bead's green and red and the trace's blue; no channel at
-#: full scale, so that lighting scales a bar's colour without clipping a channel (and shifting its hue).
+#: report. Hues at least 30 degrees apart, and from the bead's green and the trace's blue; no channel at full
+#: scale, so that lighting scales a bar's colour without clipping a channel (and shifting its hue).
 DEFECT_COLORS = {"porosity": "#cc00cc", "undercut": "#e06000", "lack_of_fusion": "#00b8b8",
                  "burn_through": "#d8d000", "insufficient_leg": "#7a3cd8"}
 # The defect bars: radius, gap over the bead's face and lane pitch (m); partly self-lit (emission) and without
