@@ -265,15 +265,13 @@ class BeadModel:
         # The model's inputs, clamped to its validity range (and flagged) where outside.
         if not speed_lo <= speed <= speed_hi:
             speed, in_range = (speed_lo if speed < speed_lo else speed_hi), False
-        current = current_a
-        if not current_lo <= current <= current_hi:
-            current, in_range = (current_lo if current < current_lo else current_hi), False
-        voltage = voltage_v
-        if not voltage_lo <= voltage <= voltage_hi:
-            voltage, in_range = (voltage_lo if voltage < voltage_lo else voltage_hi), False
+        power = energy_j / arc_time_s  # the mean net arc power over the stretch (W)
+        if not (current_lo <= current_a <= current_hi and voltage_lo <= voltage_v <= voltage_hi):
+            # the power of the electrics clamped to the range (a capture's current may drop to zero)
+            current = current_lo if current_a < current_lo else current_hi if current_a > current_hi else current_a
+            voltage = voltage_lo if voltage_v < voltage_lo else voltage_hi if voltage_v > voltage_hi else voltage_v
+            power, in_range = self.arc.arc_efficiency * voltage * current, False
         heat = energy_j / length_mm * 1e-3
-        # The mean net power over the stretch, with the electrics clamped as the inputs are.
-        power = energy_j / arc_time_s * (voltage * current) / (voltage_v * current_a)
         radius = fusion_radius_mm(power, speed, k, a, delta_t)
         penetration = radius
         if radius > thickness:

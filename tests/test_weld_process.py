@@ -12,6 +12,7 @@ melting isotherm is checked against the Rosenthal field itself, searched on a gr
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -20,6 +21,7 @@ import yaml
 
 import skillcell  # noqa: F401  (registers the cells)
 from skillcell.config import ConfigError, from_mapping, to_mapping
+from skillcell.demos.capture import import_capture
 from skillcell.envs.weld_process import (
     DEFECT_NAMES,
     BeadModel,
@@ -252,3 +254,19 @@ def test_the_experts_weld_is_sound_and_in_the_models_range(env_id, tier, seed):
     fillet = env_id != "skillcell/WeldSeamButt-v0"
     assert (profile["leg_mm"][welded] > 4.0).all() if fillet else (profile["leg_mm"] == 0.0).all()
     assert (profile["penetration_mm"][welded] < 0.8 * 8.0).all()
+
+
+def test_a_captures_current_and_voltage_drive_the_heat_input(tmp_path):
+    # The shipped weld capture logs the power source: about 185 A and 19.5 V while the arc burns.
+    captures = Path(__file__).resolve().parents[1] / "examples" / "captures"
+    result = import_capture(captures / "weld_fillet_pass.csv", tmp_path / "ds", progress=False)
+    episode = result.episode
+    current, voltage = episode.extras["signal/current_a"], episode.extras["signal/voltage_v"]
+    heat, speed = episode.infos["heat_input_kj_mm"], episode.infos["travel_speed_mm_s"]
+    arc = episode.infos["arc_on"]
+    # step k runs with the signals at the control instant k; its info is entry k + 1
+    steps = [k for k in range(episode.steps) if arc[k + 1] and speed[k + 1] > 1.0]
+    assert len(steps) > 300
+    power = np.array([0.8 * current[k] * voltage[k] for k in steps])
+    assert np.allclose(heat[[k + 1 for k in steps]] * speed[[k + 1 for k in steps]], power * 1e-3, rtol=1e-12)
+    assert 170.0 < np.median(current[steps]) < 200.0
