@@ -3,7 +3,7 @@
 A cell's limits are in the file where they naturally live (PegInsert's rated insertion force in
 ``cell.yaml``'s ``limits:`` section, a weld's bands in its WPS) and `CellEnv.limits` gives them by
 name, together with the numbers the cell derives from them by a named rule (PegInsert's F/T stop,
-`skillcell.envs.cells.peg_insert.FORCE_STOP_FACTOR` times the rated force). Files that need a
+`skillcell.envs.fixture_task.FORCE_STOP_FACTOR` times the rated force). Files that need a
 limit refer to it: a value ``"limits.<name>"`` in ``envelope.yaml`` or ``criteria.yaml`` (or in a
 user's envelope or criteria file) is replaced by the cell's value when the file is loaded for that
 cell (`resolve_limits`), so ``--set limits.rated_insertion_force_n=45`` moves the envelope, the

@@ -13,16 +13,10 @@ import mujoco
 import numpy as np
 
 from skillcell.envs.cells.keyed_shaft import KeyedShaftEnv
-from skillcell.envs.control import quat_from_rotvec, rotvec_from_quat
-from skillcell.policies.scripted import ScriptedExpert
+from skillcell.envs.control import rotvec_from_quat
+from skillcell.policies.guarded_insert import FixtureExpert
 
 __all__ = ["KeyedShaftExpert"]
-
-
-def _matrix(rotvec: np.ndarray) -> np.ndarray:
-    R = np.empty(9)
-    mujoco.mju_quat2Mat(R, quat_from_rotvec(rotvec))
-    return R.reshape(3, 3)
 
 
 def _about_z(angle: float) -> np.ndarray:
@@ -40,7 +34,7 @@ def _ramp(value: float, zero: float, full: float) -> float:
     return min(1.0, max(0.0, (value - zero) / (full - zero)))
 
 
-class KeyedShaftExpert(ScriptedExpert):
+class KeyedShaftExpert(FixtureExpert):
     """Pilot in, then turn the shaft under a light push until the key drops into its keyway, then push home.
 
     The key's angle in the gripper is not observed, only that it is within
@@ -86,8 +80,6 @@ class KeyedShaftExpert(ScriptedExpert):
     guide_depth = 0.002  # m of the key in its keyway from where the keyway guides it
     overdrive = 0.002  # m commanded past the bore bottom
     inside_depth = 2e-4  # m below the opening: the shaft's end is in the bore (or on the chamfer)
-    lateral_admittance = 2e-5  # m per N of side force, per control step
-    max_side_lead = 9e-4  # m the command may lead the tip sideways in the bore
     face_band = 5e-4  # m above the key's face contact depth from where the search starts
     drop_depth = 5e-4  # m past the face contact depth: the key has dropped (five times D2's depth noise)
     search_push = 4.0  # N along the axis while searching: a light push
@@ -103,20 +95,15 @@ class KeyedShaftExpert(ScriptedExpert):
     aligned_mm = (0.15, 0.3)  # tip offset from the axis: fully lined up / not at all
     aligned_deg = (0.3, 0.6)  # tilt from the axis: fully lined up / not at all
     turned_deg = (1.0, 2.0)  # turn off the sweep's start: fully lined up / not at all
-    gain = 0.15  # per control step, on the commanded position and orientation errors
     #: per control step, on the commanded turn's lead over the measured one where the turn is held: half
     #: of it, so that the command stops the shaft within a period or two yet, repeated under two periods
     #: of action latency, overshoots the measured turn by a quarter of the lead at most
     snap_gain = 0.5
+    env_class = KeyedShaftEnv
 
     def __init__(self, env, skill: str = "expert", seed: int = 0):
         super().__init__(env, skill, seed)
-        if not isinstance(self.env, KeyedShaftEnv):
-            raise TypeError(f"KeyedShaftExpert drives KeyedShaftEnv, got {type(self.env).__name__}")
         cell = self.env
-        control = cell.config.control
-        self.max_translation = control.max_translation_mm * 1e-3
-        self.max_rotation = math.radians(control.max_rotation_deg)
         self.bore_depth = cell.bore_depth
         self.key_offset = cell.key_offset
         # What the robot program knows of the grip: the range it lies in.
@@ -125,19 +112,12 @@ class KeyedShaftExpert(ScriptedExpert):
         #: the turn that would line up a key at its nominal grip angle: the sweep's centre
         self.centre = -math.radians(cell.config.workpiece.key_grip_deg)
         self.lag_steps = cell.controller.servo_time_constant / cell.control_dt
-        self.phase = "approach"
+        #: the guarded moves stop this deep: past the bore's bottom, so that the shaft is pressed home
+        self.bottom = self.bore_depth + self.overdrive
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        o = self.env.decode_obs(obs)
-        R_world_task = _matrix(o["hub_rot"])
-        R_nominal = self.env.R_task_tcp_nominal
-        R_task_tcp = R_nominal @ _matrix(o["tcp_rot_task"])
-        R_task_cmd = R_world_task.T @ _matrix(o["tcp_lead_rot"]) @ R_world_task @ R_task_tcp
-        p = o["tcp_pos_task"]
-        c = p + R_world_task.T @ o["tcp_lead"]
-        depth = float(o["depth"][0])
-        force = R_task_tcp @ o["force_tool"]  # force the tool applies, task frame
-        axial = -force[2]  # pushing down the bore is positive
+        view = self.view(obs)
+        o, R_task_tcp, c, depth, axial = view.obs, view.R_task_tcp, view.c, view.depth, view.axial
         turn = _turn_of(R_task_tcp)
         start = self.centre - self.sweep
 
@@ -153,18 +133,7 @@ class KeyedShaftExpert(ScriptedExpert):
         self.phase = phase
 
         def guarded(speed: float, lead: float) -> float:
-            """The z move of a command that goes down by ``speed`` but leads the tip by ``lead`` at most."""
-            depth_cmd = -c[2]
-            return -(min(depth_cmd + speed, depth + lead, self.bore_depth + self.overdrive) - depth_cmd)
-
-        def admittance() -> np.ndarray:
-            """Side force means the axis estimate is off: walk the command away from it, and keep it near the tip."""
-            move = -self.lateral_admittance * force[:2]
-            lead = p[:2] - c[:2]
-            excess = math.hypot(lead[0], lead[1]) - self.max_side_lead
-            if excess > 0:
-                move += lead * excess / (excess + self.max_side_lead)
-            return move
+            return self.guarded(view, speed, lead, self.bottom)
 
         on_start = 1.0 - _ramp(math.degrees(abs(turn - start)), *self.turned_deg)
         move = np.zeros(3)
@@ -172,12 +141,12 @@ class KeyedShaftExpert(ScriptedExpert):
         turn_gain = self.snap_gain
         feed = 0.0  # commanded turn per step, on top
         if phase == "insert":
-            move[:2] = admittance()
+            move[:2] = self.admittance(view)
             guided = depth > key_face + self.guide_depth
             move[2] = guarded(self.insert_speed, self.guided_lead) if guided else guarded(self.touch_speed,
                                                                                        self.touch_lead)
         elif phase == "search":
-            move[:2] = admittance()
+            move[:2] = self.admittance(view)
             if turn > self.centre + self.sweep:  # past the sweep's end: lift the key off the face
                 move[2] = self.gain * (-(key_face - self.face_band - self.lift) - c[2])
             else:
@@ -198,15 +167,14 @@ class KeyedShaftExpert(ScriptedExpert):
                 dropping = _ramp(depth - key_face, *self.dropping_depth)
                 turn_gain = max(dropping, caught, self.pause_snap * (1.0 - carried)) * self.snap_gain
         elif phase == "pilot":
-            move[:2] = admittance()
+            move[:2] = self.admittance(view)
             target_turn, turn_gain = start, self.gain
             move[2] = guarded(self.touch_speed, self.touch_lead) if on_start > 0.5 else 0.5 * (-depth - c[2])
         else:
             move[:2] = -self.gain * c[:2]
             target_turn, turn_gain = start, self.gain
-            tilt = math.degrees(math.acos(max(-1.0, min(1.0, -float(R_task_tcp[2, 2])))))
-            lined_up = ((1.0 - _ramp(1e3 * math.hypot(p[0], p[1]), *self.aligned_mm))
-                        * (1.0 - _ramp(tilt, *self.aligned_deg)) * on_start)
+            lined_up = ((1.0 - _ramp(view.lateral_mm, *self.aligned_mm))
+                        * (1.0 - _ramp(view.tilt_deg, *self.aligned_deg)) * on_start)
             if lined_up > 0.5:
                 near = depth > -self.touch_zone
                 move[2] = guarded(self.touch_speed, self.touch_lead) if near else -self.insert_speed
@@ -214,11 +182,8 @@ class KeyedShaftExpert(ScriptedExpert):
                 move[2] = self.gain * (self.approach_height - c[2])
         # The commanded tool onto the bore axis (gain) and to the target turn about it.
         quat = np.empty(4)
-        mujoco.mju_mat2Quat(quat, (_about_z(target_turn) @ R_nominal @ R_task_cmd.T).ravel())
+        mujoco.mju_mat2Quat(quat, (_about_z(target_turn) @ self.env.R_task_tcp_nominal @ view.R_task_cmd.T).ravel())
         omega = rotvec_from_quat(quat)
         omega[:2] *= self.gain
         omega[2] = omega[2] * turn_gain + feed
-        action = np.zeros(6)
-        action[:3] = R_world_task @ move / self.max_translation
-        action[3:] = R_world_task @ omega / self.max_rotation
-        return np.clip(action, -1.0, 1.0).astype(np.float32)
+        return self.act(view, move, omega)

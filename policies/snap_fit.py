@@ -9,35 +9,15 @@ from __future__ import annotations
 
 import math
 
-import mujoco
 import numpy as np
 
 from skillcell.envs.cells.snap_fit import SnapFitEnv
-from skillcell.envs.control import quat_from_rotvec, rotvec_from_quat
-from skillcell.policies.scripted import ScriptedExpert
+from skillcell.policies.guarded_insert import FixtureExpert, ramp, rotvec_between
 
 __all__ = ["SnapFitExpert"]
 
 
-def _matrix(rotvec: np.ndarray) -> np.ndarray:
-    out = np.empty(9)
-    mujoco.mju_quat2Mat(out, quat_from_rotvec(rotvec))
-    return out.reshape(3, 3)
-
-
-def _turn(R_target: np.ndarray, R: np.ndarray) -> np.ndarray:
-    """The rotation vector that turns ``R`` into ``R_target`` (outer frame)."""
-    quat = np.empty(4)
-    mujoco.mju_mat2Quat(quat, (R_target @ R.T).ravel())
-    return rotvec_from_quat(quat)
-
-
-def _ramp(value: float, full: float, zero: float) -> float:
-    """1 up to ``full``, 0 from ``zero`` on, linear between."""
-    return min(1.0, max(0.0, (zero - value) / (zero - full)))
-
-
-class SnapFitExpert(ScriptedExpert):
+class SnapFitExpert(FixtureExpert):
     """Approach, line up, push the plug in with a force-limited lead until the click, then stop pushing.
 
     With ``c`` the commanded plug tip in the socket frame (the measured tip plus the command lead)
@@ -56,7 +36,8 @@ class SnapFitExpert(ScriptedExpert):
       per step, a lead that grows while the force is under ``F_max`` and shrinks above it: 10 mm/s
       under ``free_force`` (4 N) until 1.5 mm before the hook meets the catch, then 4 mm/s under
       ``push_force`` (20 N: over the latch's peak, under the 30 N rating, whatever the friction).
-      Side force walks the command away from it (admittance), so the lead-ins centre the plug.
+      Side force walks the command away from it (`FixtureExpert.admittance`), so the lead-ins centre
+      the plug.
     - **release** (the tip past halfway from the click depth to the floor: the hook can only be
       there by clicking past the catch): the command returns onto the measured tip, so the push
       stops at the click and nothing presses on the latched part.
@@ -72,43 +53,27 @@ class SnapFitExpert(ScriptedExpert):
     push_margin = 0.0015  # m before the hook meets the catch where the slow push starts
     free_force = 4.0  # N: in free sliding the plug presses no harder
     push_force = 20.0  # N: the most the push leans on the latch
-    lateral_admittance = 2e-5  # m per N of side force, per control step
-    max_side_lead = 9e-4  # m the command may lead the tip sideways in the socket
     aligned_mm = (0.15, 0.3)  # tip offset from the axis: fully lined up / not at all
     aligned_deg = (0.3, 0.6)  # tilt from the axis: fully lined up / not at all
-    gain = 0.15  # per control step, on the commanded position and orientation errors
+    env_class = SnapFitEnv
 
     def __init__(self, env, skill: str = "expert", seed: int = 0):
         super().__init__(env, skill, seed)
-        if not isinstance(self.env, SnapFitEnv):
-            raise TypeError(f"SnapFitExpert drives SnapFitEnv, got {type(self.env).__name__}")
         cell = self.env
-        control = cell.config.control
-        self.max_translation = control.max_translation_mm * 1e-3
-        self.max_rotation = math.radians(control.max_rotation_deg)
         # The part's drawing: where the hook meets the catch, and where only a click can put the tip.
         self.push_depth = cell.engage_depth - self.push_margin
         self.release_depth = 0.5 * (cell.click_depth + cell.socket_depth)
-        self.phase = "approach"
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        o = self.env.decode_obs(obs)
-        R_world_task = _matrix(o["socket_rot"])
-        R_task_tcp = self.env.R_task_tcp_nominal @ _matrix(o["tcp_rot_task"])
-        R_task_cmd = R_world_task.T @ _matrix(o["tcp_lead_rot"]) @ R_world_task @ R_task_tcp
-        p = o["tcp_pos_task"]
-        c = p + R_world_task.T @ o["tcp_lead"]
-        depth = float(o["depth"][0])
-        force = R_task_tcp @ o["force_tool"]  # force the tool applies, socket frame
-        axial = -force[2]  # pushing into the socket is positive
-
+        view = self.view(obs)
+        p, c, depth = view.p, view.c, view.depth
         if depth > self.release_depth:
             phase = "release"
         elif depth > -self.touch_zone:
             phase = "insert"
         else:
-            lined_up = (_ramp(1e3 * math.hypot(p[0], p[1]), *self.aligned_mm)
-                        * _ramp(math.degrees(float(np.linalg.norm(o["tcp_rot_task"]))), *self.aligned_deg))
+            lined_up = (ramp(view.lateral_mm, *self.aligned_mm)
+                        * ramp(math.degrees(float(np.linalg.norm(view.obs["tcp_rot_task"]))), *self.aligned_deg))
             phase = "descend" if lined_up > 0.5 else "approach"
         self.phase = phase
 
@@ -122,19 +87,10 @@ class SnapFitExpert(ScriptedExpert):
         elif phase == "release":
             move = 0.5 * (p - c)  # the command onto the tip: no push left, sideways or down
         else:
-            # Admittance: side force means the axis estimate is off; walk the command away from it.
-            move[:2] = -self.lateral_admittance * force[:2]
-            lead = p[:2] - c[:2]
-            excess = math.hypot(lead[0], lead[1]) - self.max_side_lead
-            if excess > 0:
-                move[:2] += lead * excess / (excess + self.max_side_lead)
+            move[:2] = self.admittance(view)
             pushing = depth > self.push_depth
             speed, limit = (self.push_speed, self.push_force) if pushing else (self.free_speed, self.free_force)
             if depth < self.entry_depth:  # over the lead-ins: slowly, so meeting an edge is no impact
                 speed = self.touch_speed
-            move[2] = -speed * min(1.0, max(-1.0, (limit - axial) / limit))
-        omega = self.gain * _turn(self.env.R_task_tcp_nominal, R_task_cmd)
-        action = np.zeros(6)
-        action[:3] = R_world_task @ move / self.max_translation
-        action[3:] = R_world_task @ omega / self.max_rotation
-        return np.clip(action, -1.0, 1.0).astype(np.float32)
+            move[2] = -speed * min(1.0, max(-1.0, (limit - view.axial) / limit))
+        return self.act(view, move, self.gain * rotvec_between(self.env.R_task_tcp_nominal, view.R_task_cmd))

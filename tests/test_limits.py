@@ -15,7 +15,7 @@ from skillcell.config import ConfigError
 from skillcell.demos import EpisodeRecorder, Provenance, score_episode
 from skillcell.deploy.envelope import load_envelope
 from skillcell.deploy.gate import load_criteria
-from skillcell.envs.cells.peg_insert import FORCE_PENALTY_SATURATION, FORCE_STOP_FACTOR, PENETRATION_KPI_FRACTION
+from skillcell.envs.fixture_task import FORCE_PENALTY_SATURATION, FORCE_STOP_FACTOR, PENETRATION_KPI_FRACTION
 from skillcell.envs.limits import resolve_limits
 from skillcell.policies import make_expert
 from skillcell.review.overlays import cell_review

@@ -12,15 +12,9 @@ import numpy as np
 from gymnasium.utils.ezpickle import EzPickle
 
 from skillcell import assets
-from skillcell.config import ConfigError, bounds, merge
-from skillcell.envs.base import CellEnv, ObsField
-from skillcell.envs.cell import TOOL_PREFIX, CellConfig, load_cell_config
-from skillcell.envs.cells.peg_insert import (
-    FORCE_PENALTY_SATURATION,
-    FORCE_STOP_FACTOR,
-    PENETRATION_KPI_FRACTION,
-    FixtureConfig,
-)
+from skillcell.config import ConfigError, bounds
+from skillcell.envs.cell import TOOL_PREFIX, CellConfig
+from skillcell.envs.fixture_task import FixtureConfig, InsertionRewardConfig, InsertionTaskEnv
 
 __all__ = ["GRIP_USERDATA", "KEY_DROP_MM", "KeyedShaftConfig", "KeyedShaftEnv", "bore_boxes"]
 
@@ -103,15 +97,10 @@ class KeyedShaftRandomizationConfig:
 
 
 @dataclass(frozen=True)
-class KeyedShaftRewardConfig:
-    """Weights of the reward terms (see `KeyedShaftEnv`)."""
+class KeyedShaftRewardConfig(InsertionRewardConfig):
+    """Weights of the reward terms (see `KeyedShaftEnv`): an insertion's and the key's alignment."""
 
-    align: float = 0.3
-    orient: float = 0.1
     key: float = 0.1
-    insert: float = 0.5
-    force: float = 0.2
-    success: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -232,7 +221,7 @@ def bore_boxes(shaft_radius: float, clearance: float, key_width: float, key_heig
     return boxes
 
 
-class KeyedShaftEnv(CellEnv, EzPickle):
+class KeyedShaftEnv(InsertionTaskEnv, EzPickle):
     """Insert a round shaft with a parallel key, held rigidly by a UR5e, into a hub's bore and keyway.
 
     ## Description
@@ -297,9 +286,9 @@ class KeyedShaftEnv(CellEnv, EzPickle):
     each weighted term is in ``info["reward_<term>"]``): PegInsert's terms (``align = 1 - tanh(lateral
     / 5 mm)``, ``orient = 1 - tanh(tilt / 2 deg)``, ``insert = align * clip((depth + 10 mm) / (bore
     depth + 10 mm), 0, 1)``, ``force = -clip((|F| - jam force) / (saturation - jam force), 0, 1)``
-    with the saturation at `FORCE_PENALTY_SATURATION` times the rated force, ``success = 1`` when
-    seated) and ``key = 1 - tanh(|key angle| / 5 deg)``, from the true key angle (the reward may
-    know what the policy does not).
+    with the saturation at `~skillcell.envs.fixture_task.FORCE_PENALTY_SATURATION` times the rated
+    force, ``success = 1`` when seated) and ``key = 1 - tanh(|key angle| / 5 deg)``, from the true key
+    angle (the reward may know what the policy does not).
 
     ## Randomizations
     Per reset, uniform: hub position ``randomization.hub_pos_mm`` (default +-5 mm in x and y), hub
@@ -354,8 +343,9 @@ class KeyedShaftEnv(CellEnv, EzPickle):
     kpi_keys = ("peak_insertion_force_n", "jam_time_s", "max_penetration_mm", "depth_mm", "search_rotation_deg")
     default_cell_yaml: Path = assets.path("cells", "keyed_shaft", "cell.yaml")
     cell_dir = assets.path("cells", "keyed_shaft")  # tiers.yaml, envelope.yaml, criteria.yaml
-    # Aligned: the tool axis (TCP z) points down the bore (task -z), the TCP x to the keyway (task +x).
-    R_task_tcp_nominal = np.diag([1.0, -1.0, -1.0])
+    fixture_name, task_site_name = "hub", "bore"  # the bore's site: the centre of its opening, z up the bore
+    workpiece_shortcuts = ("clearance_mm", "key_clearance_mm", "chamfer_mm")
+    # Aligned (`R_task_tcp_nominal`): the tool axis points down the bore, the TCP x to the keyway (task +x).
 
     def __init__(self, cell: str | Path | None = None, overrides: dict[str, Any] | None = None,
                  clearance_mm: float | None = None, key_clearance_mm: float | None = None,
@@ -366,25 +356,7 @@ class KeyedShaftEnv(CellEnv, EzPickle):
                           width, height, camera, render_quality, tier)
         config = self.load_config(cell, overrides, clearance_mm=clearance_mm, key_clearance_mm=key_clearance_mm,
                                   chamfer_mm=chamfer_mm)
-        self._terminate_on_success = config.task.terminate_on_success
         super().__init__(config, render_mode, width, height, camera, render_quality, tier=tier, randomize=randomize)
-
-    @classmethod
-    def load_config(cls, cell: str | Path | None = None, overrides: dict[str, Any] | None = None, *,
-                    clearance_mm: float | None = None, key_clearance_mm: float | None = None,
-                    chamfer_mm: float | None = None, **env_kwargs: Any) -> KeyedShaftConfig:
-        overrides = merge({}, overrides or {})
-        for key, value in (("clearance_mm", clearance_mm), ("key_clearance_mm", key_clearance_mm),
-                           ("chamfer_mm", chamfer_mm)):
-            if value is not None:
-                overrides.setdefault("workpiece", {})[key] = value
-        return load_cell_config(KeyedShaftConfig, cls.default_cell_yaml, cell, overrides)
-
-    @property
-    def limits(self) -> dict[str, Any]:
-        rated = self.config.limits.rated_insertion_force_n
-        return {**super().limits, "tool_force_stop_n": FORCE_STOP_FACTOR * rated,
-                "max_penetration_kpi_mm": PENETRATION_KPI_FRACTION * self.penetration_budget * 1e3}
 
     @property
     def task_length_m(self) -> float:
@@ -411,15 +383,7 @@ class KeyedShaftEnv(CellEnv, EzPickle):
         key.pos = [radius - root + key_radial / 2, 0.0,
                    SHAFT_TIP_Z_M - (wp.key_offset_mm + wp.key_length_mm / 2) * 1e-3]
         key_body.quat = _about_z(0.0 - math.radians(wp.key_grip_deg))
-        fixture = spec.body("fixture")
-        precision = spec.find_default("precision")
-        if fixture is None or precision is None:
-            raise ConfigError("scene: KeyedShaft needs a body 'fixture' and a default class 'precision'")
-        pose = self.config.fixture
-        fixture.pos = pose.pos_m
-        quat = np.empty(4)
-        mujoco.mju_euler2Quat(quat, np.radians(pose.euler_deg), "xyz")
-        fixture.quat = quat
+        fixture, precision = self._place_fixture(spec)
         for name, half, pos, quat in bore_boxes(radius, wp.clearance_mm * 1e-3, wp.key_width_mm * 1e-3,
                                                 wp.key_height_mm * 1e-3, wp.key_clearance_mm * 1e-3,
                                                 wp.chamfer_mm * 1e-3, wp.bore_depth_mm * 1e-3,
@@ -428,12 +392,8 @@ class KeyedShaftEnv(CellEnv, EzPickle):
                              size=half, pos=pos, quat=quat)
 
     def _setup_task(self) -> None:
+        super()._setup_task()
         m = self.model
-        self.task_site = m.site("bore").id
-        fixture = m.body("fixture").id
-        self._mocap_id = m.body_mocapid[fixture]
-        self._hub_pos_nominal = m.body_pos[fixture].copy()
-        self._hub_quat_nominal = m.body_quat[fixture].copy()
         self._shaft_geom = m.geom(TOOL_PREFIX + "shaft").id
         self._key_geom = m.geom(TOOL_PREFIX + "key").id
         self._key_body = m.geom_bodyid[self._key_geom]
@@ -442,12 +402,9 @@ class KeyedShaftEnv(CellEnv, EzPickle):
             raise ConfigError("tool.mjcf: KeyedShaft needs the key geom in a body of its own, a child of the tool "
                               "body with its origin on the tool axis")
         self._part_geoms = frozenset((self._shaft_geom, self._key_geom))
-        self._fixture_geoms = frozenset(np.flatnonzero(m.geom_bodyid == fixture).tolist())
         # What every step reads: views into mjData (its arrays never move).
         d = self.data
-        self._task_xmat, self._task_xpos = d.site_xmat[self.task_site], d.site_xpos[self.task_site]
-        self._tcp_xpos, self._tcp_xmat = d.site_xpos[self.tcp_site], d.site_xmat[self.tcp_site]
-        self._key_xpos = d.geom_xpos[self._key_geom]
+        self._tcp_xmat, self._key_xpos = d.site_xmat[self.tcp_site], d.geom_xpos[self._key_geom]
         wp, task = self.config.workpiece, self.config.task
         self.clearance = wp.clearance_mm * 1e-3
         self.key_clearance = wp.key_clearance_mm * 1e-3
@@ -460,10 +417,7 @@ class KeyedShaftEnv(CellEnv, EzPickle):
         self.key_capture_window_deg = math.degrees(wp.key_clearance_mm / 2
                                                    / (wp.shaft_diameter_mm / 2 + wp.key_height_mm))
         self._opening_radius = self.bore_radius + wp.chamfer_mm * 1e-3
-        rnd = self.config.randomization
-        self._hub_pos_range = np.array(rnd.hub_pos_mm) * 1e-3
-        self._hub_rot_range = np.radians(rnd.hub_rot_deg)
-        self._key_angle_range = math.radians(rnd.key_angle_deg)
+        self._key_angle_range = math.radians(self.config.randomization.key_angle_deg)
         self._grip_nominal = math.radians(wp.key_grip_deg)
         if m.nuserdata <= GRIP_USERDATA:
             raise ConfigError(f"scene: KeyedShaft keeps the grip angle in userdata[{GRIP_USERDATA}]: the scene needs "
@@ -486,40 +440,15 @@ class KeyedShaftEnv(CellEnv, EzPickle):
         return float(self.data.userdata[GRIP_USERDATA])
 
     def _reset_task_nominal(self) -> None:
-        self.data.mocap_pos[self._mocap_id] = self._hub_pos_nominal
-        self.data.mocap_quat[self._mocap_id] = self._hub_quat_nominal
+        super()._reset_task_nominal()
         self._set_grip_angle(self._grip_nominal)
 
     def _reset_task(self, rng: np.random.Generator) -> None:
-        self._reset_task_nominal()
-        if not self.randomize:
-            return
-        pos, quat = self._draw_pose(rng, self._hub_pos_nominal, self._hub_quat_nominal, self._hub_pos_range,
-                                    self._hub_rot_range)
-        self.data.mocap_pos[self._mocap_id] = pos
-        self.data.mocap_quat[self._mocap_id] = quat
-        self._set_grip_angle(self._grip_nominal + rng.uniform(-1.0, 1.0) * self._key_angle_range)
-
-    def _nominal_start_pose(self) -> tuple[np.ndarray, np.ndarray]:
-        R_world_task = np.empty(9)
-        mujoco.mju_quat2Mat(R_world_task, self._hub_quat_nominal)
-        R_world_task = R_world_task.reshape(3, 3)
-        p = self._hub_pos_nominal + R_world_task[:, 2] * self.config.task.start_height_mm * 1e-3
-        quat = np.empty(4)
-        mujoco.mju_mat2Quat(quat, (R_world_task @ self.R_task_tcp_nominal).ravel())
-        return p, quat
+        super()._reset_task(rng)  # the hub's pose first: seeded episodes depend on the order of the draws
+        if self.randomize:
+            self._set_grip_angle(self._grip_nominal + rng.uniform(-1.0, 1.0) * self._key_angle_range)
 
     # ------------------------------------------------------------------ task
-
-    def _task_obs_fields(self) -> list[ObsField]:
-        return [ObsField("hub_pos", 3, 1 / 0.01, "m"), ObsField("hub_rot", 3, 1 / 0.05, "rad"),
-                ObsField("depth", 1, 1 / 0.02, "m")]
-
-    def _task_obs(self, out: np.ndarray) -> None:
-        d = self.data
-        np.subtract(d.mocap_pos[self._mocap_id], self._hub_pos_nominal, out=out[0:3])
-        mujoco.mju_quat2Vel(out[3:6], d.mocap_quat[self._mocap_id], 1.0)
-        out[6] = self._depth
 
     def _episode_start(self) -> None:
         self._peak_force = 0.0
@@ -528,11 +457,6 @@ class KeyedShaftEnv(CellEnv, EzPickle):
         self._search_rotation = 0.0
         self._depth = self._previous_depth = self._measure_depth()
         self._rotation = self._shaft_rotation()
-
-    def _measure_depth(self) -> float:
-        _, _, ax, _, _, ay, _, _, az = self._task_xmat.tolist()
-        (hx, hy, hz), (tx, ty, tz) = self._task_xpos.tolist(), self._tcp_xpos.tolist()
-        return ax * (hx - tx) + ay * (hy - ty) + az * (hz - tz)
 
     def _shaft_rotation(self) -> float:
         """The TCP's turn about the bore axis from aligned (rad): its x axis's angle in the hub's xy plane."""
@@ -553,22 +477,13 @@ class KeyedShaftEnv(CellEnv, EzPickle):
 
     def part_penetration(self) -> float:
         """Deepest penetration (m) between the shaft or its key and the hub, over current contacts."""
-        d = self.data
-        if d.ncon == 0:
-            return 0.0
-        parts, fixture = self._part_geoms, self._fixture_geoms
-        dists = [dist for (a, b), dist in zip(d.contact.geom.tolist(), d.contact.dist.tolist(), strict=True)
-                 if (a in parts and b in fixture) or (b in parts and a in fixture)]
-        return max(0.0, -min(dists)) if dists else 0.0
+        return self._deepest_penetration(self._part_geoms, self._fixture_geoms)
 
     def _evaluate(self) -> dict[str, Any]:
         task = self.config.task
-        p_task_tcp, R_task_tcp = self.tcp_pose_task()
+        _, _, lateral, tilt = self._alignment()
         self._previous_depth, self._depth = self._depth, self._measure_depth()
         depth = self._depth
-        px, py, _ = p_task_tcp.tolist()
-        lateral = math.hypot(px, py)
-        tilt = math.degrees(math.acos(max(-1.0, min(1.0, -float(R_task_tcp[2, 2])))))
         rotation = self._shaft_rotation()
         turn = rotation - self._rotation
         self._search_rotation += abs(math.remainder(turn, 2 * math.pi))
@@ -610,21 +525,15 @@ class KeyedShaftEnv(CellEnv, EzPickle):
         }
 
     def _reward(self, metrics: dict[str, Any], action: np.ndarray) -> tuple[float, dict[str, float]]:
-        w, task = self.config.reward, self.config.task
-        align = 1.0 - math.tanh(metrics["lateral_error_mm"] / 5.0)
-        orient = 1.0 - math.tanh(metrics["tilt_deg"] / 2.0)
-        key = 1.0 - math.tanh(abs(metrics["key_angle_deg"]) / 5.0)
-        approach_mm = 10.0
-        insert = align * min(1.0, max(0.0, (metrics["depth_mm"] + approach_mm)
-                                      / (self.bore_depth * 1e3 + approach_mm)))
-        saturation = FORCE_PENALTY_SATURATION * self.config.limits.rated_insertion_force_n
-        excess = (metrics["contact_force_n"] - task.jam_force_n) / max(saturation - task.jam_force_n, 1e-9)
+        w = self.config.reward
+        align, orient, insert, force = self._insertion_shaping(metrics, metrics["depth_mm"],
+                                                               self.config.task.jam_force_n)
         terms = {
             "reward_align": w.align * align,
             "reward_orient": w.orient * orient,
-            "reward_key": w.key * key,
+            "reward_key": w.key * (1.0 - math.tanh(abs(metrics["key_angle_deg"]) / 5.0)),
             "reward_insert": w.insert * insert,
-            "reward_force": -w.force * min(1.0, max(0.0, excess)),
+            "reward_force": -w.force * force,
             "reward_success": w.success * float(metrics["is_success"]),
         }
         return float(sum(terms.values())), terms

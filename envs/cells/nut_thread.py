@@ -13,9 +13,9 @@ from gymnasium.utils.ezpickle import EzPickle
 
 from skillcell import assets
 from skillcell.config import ConfigError, bounds
-from skillcell.envs.base import CellEnv, ObsField
-from skillcell.envs.cell import TOOL_PREFIX, CellConfig, load_cell_config
-from skillcell.envs.cells.peg_insert import FORCE_STOP_FACTOR, FixtureConfig
+from skillcell.envs.base import ObsField
+from skillcell.envs.cell import TOOL_PREFIX, CellConfig
+from skillcell.envs.fixture_task import FORCE_STOP_FACTOR, FixtureConfig, FixtureTaskEnv
 
 __all__ = ["NutThreadConfig", "NutThreadEnv", "hex_ring_boxes"]
 
@@ -141,7 +141,7 @@ def hex_ring_boxes(bore: float, across_flats: float, height: float
     return boxes
 
 
-class NutThreadEnv(CellEnv, EzPickle):
+class NutThreadEnv(FixtureTaskEnv, EzPickle):
     """Run an M8 nut onto a bolt with a nutrunner held by a UR5e, and seat it.
 
     ## Description
@@ -251,21 +251,15 @@ class NutThreadEnv(CellEnv, EzPickle):
     kpi_keys = ("peak_spindle_torque_nm", "peak_axial_force_n", "turns", "cross_threaded")
     default_cell_yaml: Path = assets.path("cells", "nut_thread", "cell.yaml")
     cell_dir = assets.path("cells", "nut_thread")
-    # Coaxial: the tool axis (TCP z) points down the bolt (task -z); a rotation of pi about x.
-    R_task_tcp_nominal = np.diag([1.0, -1.0, -1.0])
+    fixture_name, task_site_name = "bolt", "thread_start"  # coaxial (`R_task_tcp_nominal`): the tool down the bolt
+    depth_obs_scale = 1 / 0.01
 
     def __init__(self, cell: str | Path | None = None, overrides: dict[str, Any] | None = None,
                  randomize: bool = True, render_mode: str | None = None, width: int = 640, height: int = 480,
                  camera: str = "overview", render_quality: str = "fast", tier: str | None = None):
         EzPickle.__init__(self, cell, overrides, randomize, render_mode, width, height, camera, render_quality, tier)
-        config = self.load_config(cell, overrides)
-        self._terminate_on_success = config.task.terminate_on_success
-        super().__init__(config, render_mode, width, height, camera, render_quality, tier=tier, randomize=randomize)
-
-    @classmethod
-    def load_config(cls, cell: str | Path | None = None, overrides: dict[str, Any] | None = None,
-                    **env_kwargs: Any) -> NutThreadConfig:
-        return load_cell_config(NutThreadConfig, cls.default_cell_yaml, cell, overrides)
+        super().__init__(self.load_config(cell, overrides), render_mode, width, height, camera, render_quality,
+                         tier=tier, randomize=randomize)
 
     @property
     def limits(self) -> dict[str, Any]:
@@ -280,18 +274,12 @@ class NutThreadEnv(CellEnv, EzPickle):
 
     def _build_task(self, spec: mujoco.MjSpec) -> None:
         th, runner = self.config.thread, self.config.nutrunner
-        fixture, precision = spec.body("fixture"), spec.find_default("precision")
+        fixture, precision = self._place_fixture(spec)
         nut, spindle = spec.body(TOOL_PREFIX + "nut"), spec.actuator(TOOL_PREFIX + "spindle")
-        if fixture is None or precision is None or spec.body("jam_anchor") is None:
-            raise ConfigError("scene: NutThread needs bodies 'fixture' and 'jam_anchor' and a default class "
-                              "'precision'")
+        if spec.body("jam_anchor") is None:
+            raise ConfigError("scene: NutThread needs a body 'jam_anchor' (the jammed nut's mocap anchor)")
         if nut is None or spindle is None:
             raise ConfigError("tool.mjcf: NutThread needs a tool with a body 'nut' and a spindle actuator 'spindle'")
-        pose = self.config.fixture
-        fixture.pos = pose.pos_m
-        quat = np.empty(4)
-        mujoco.mju_euler2Quat(quat, np.radians(pose.euler_deg), "xyz")
-        fixture.quat = quat
         r_bolt, length = th.major_diameter_mm * 5e-4, th.length_mm * 1e-3
         stub = 0.002  # the bolt goes on into the washer, so its edge is no corner the nut's bore can catch
         fixture.add_geom(precision, name="bolt", type=mujoco.mjtGeom.mjGEOM_CYLINDER,
@@ -338,13 +326,9 @@ class NutThreadEnv(CellEnv, EzPickle):
         spindle.forcerange, spindle.ctrlrange = [-stall, stall], [-max_speed, max_speed]
 
     def _setup_task(self) -> None:
-        m, d = self.model, self.data
-        self.task_site = m.site("thread_start").id
-        fixture = m.body("fixture").id
-        self._mocap_id = m.body_mocapid[fixture]
+        super()._setup_task()
+        m = self.model
         self._anchor_mocap = m.body_mocapid[m.body("jam_anchor").id]
-        self._bolt_pos_nominal = m.body_pos[fixture].copy()
-        self._bolt_quat_nominal = m.body_quat[fixture].copy()
         self._nut_body = m.body(TOOL_PREFIX + "nut").id
         self._eq_helix, self._eq_grip, self._eq_jam = (m.equality(n).id for n in ("thread_helix", "thread_grip", "jam"))
         self._slide_qpos = m.jnt_qposadr[m.joint("thread_slide").id]
@@ -357,8 +341,6 @@ class NutThreadEnv(CellEnv, EzPickle):
         self.spindle_actuator = m.actuator(TOOL_PREFIX + "spindle").id
         self._nut_geoms = frozenset(np.flatnonzero(m.geom_bodyid == self._nut_body).tolist())
         self._bolt_geoms = frozenset(m.geom(n).id for n in ("bolt", "washer"))
-        self._task_xmat, self._task_xpos = d.site_xmat[self.task_site], d.site_xpos[self.task_site]
-        self._tcp_xpos = d.site_xpos[self.tcp_site]
         th, eng, runner = self.config.thread, self.config.engagement, self.config.nutrunner
         self.pitch = th.pitch_mm * 1e-3
         self.thread_length = th.length_mm * 1e-3
@@ -367,47 +349,22 @@ class NutThreadEnv(CellEnv, EzPickle):
         self.max_spindle_speed = runner.max_speed_rpm * TWO_PI / 60
         self._lateral_tol = eng.lateral_tolerance_mm * 1e-3
         self._tilt_tol = eng.tilt_tolerance_deg
-        rnd = self.config.randomization
-        self._bolt_pos_range = np.array(rnd.bolt_pos_mm) * 1e-3
-        self._bolt_rot_range = np.radians(rnd.bolt_rot_deg)
-        self._nut_angle_range = math.radians(rnd.nut_angle_deg)
-
-    def _reset_task_nominal(self) -> None:
-        self.data.mocap_pos[self._mocap_id] = self._bolt_pos_nominal
-        self.data.mocap_quat[self._mocap_id] = self._bolt_quat_nominal
+        self._nut_angle_range = math.radians(self.config.randomization.nut_angle_deg)
 
     def _reset_task(self, rng: np.random.Generator) -> None:
-        self._reset_task_nominal()
-        if not self.randomize:
-            return
-        pos, quat = self._draw_pose(rng, self._bolt_pos_nominal, self._bolt_quat_nominal, self._bolt_pos_range,
-                                    self._bolt_rot_range)
-        self.data.mocap_pos[self._mocap_id] = pos
-        self.data.mocap_quat[self._mocap_id] = quat
-        self.data.qpos[self.spindle_qpos_adr] = rng.uniform(-1.0, 1.0) * self._nut_angle_range
-
-    def _nominal_start_pose(self) -> tuple[np.ndarray, np.ndarray]:
-        R_world_task = np.empty(9)
-        mujoco.mju_quat2Mat(R_world_task, self._bolt_quat_nominal)
-        R_world_task = R_world_task.reshape(3, 3)
-        p = self._bolt_pos_nominal + R_world_task[:, 2] * self.config.task.start_height_mm * 1e-3
-        quat = np.empty(4)
-        mujoco.mju_mat2Quat(quat, (R_world_task @ self.R_task_tcp_nominal).ravel())
-        return p, quat
+        super()._reset_task(rng)  # the bolt's pose first: seeded episodes depend on the order of the draws
+        if self.randomize:
+            self.data.qpos[self.spindle_qpos_adr] = rng.uniform(-1.0, 1.0) * self._nut_angle_range
 
     # ------------------------------------------------------------------ task
 
     def _task_obs_fields(self) -> list[ObsField]:
-        return [ObsField("bolt_pos", 3, 1 / 0.01, "m"), ObsField("bolt_rot", 3, 1 / 0.05, "rad"),
-                ObsField("depth", 1, 1 / 0.01, "m"), ObsField("spindle_speed", 1, 1 / self.max_spindle_speed, "rad/s"),
+        return [*super()._task_obs_fields(), ObsField("spindle_speed", 1, 1 / self.max_spindle_speed, "rad/s"),
                 ObsField("spindle_torque", 1, 1 / self.config.limits.max_torque_nm, "N*m")]
 
     def _task_obs(self, out: np.ndarray) -> None:
-        d = self.data
-        np.subtract(d.mocap_pos[self._mocap_id], self._bolt_pos_nominal, out=out[0:3])
-        mujoco.mju_quat2Vel(out[3:6], d.mocap_quat[self._mocap_id], 1.0)
-        out[6] = self._depth
-        out[7] = d.qvel[self.spindle_dof_adr]
+        super()._task_obs(out)
+        out[7] = self.data.qvel[self.spindle_dof_adr]
         out[8] = self._spindle_torque
 
     def _apply_task_action(self, action: np.ndarray) -> None:
@@ -419,11 +376,6 @@ class NutThreadEnv(CellEnv, EzPickle):
         self._max_penetration = 0.0
         self._depth = self._measure_depth()
         self._spindle_torque = float(self.data.actuator_force[self.spindle_actuator])
-
-    def _measure_depth(self) -> float:
-        _, _, ax, _, _, ay, _, _, az = self._task_xmat.tolist()
-        (hx, hy, hz), (tx, ty, tz) = self._task_xpos.tolist(), self._tcp_xpos.tolist()
-        return ax * (hx - tx) + ay * (hy - ty) + az * (hz - tz)
 
     def nut_angle(self) -> float:
         """The nut's tightening angle about the bolt axis (rad, in [0, 2 pi)): its x axis in the follower's
@@ -473,21 +425,12 @@ class NutThreadEnv(CellEnv, EzPickle):
 
     def nut_penetration(self) -> float:
         """Deepest penetration (m) between the nut and the bolt or washer, over current contacts."""
-        d = self.data
-        if d.ncon == 0:
-            return 0.0
-        nut, bolt = self._nut_geoms, self._bolt_geoms
-        dists = [dist for (a, b), dist in zip(d.contact.geom.tolist(), d.contact.dist.tolist(), strict=True)
-                 if (a in nut and b in bolt) or (b in nut and a in bolt)]
-        return max(0.0, -min(dists)) if dists else 0.0
+        return self._deepest_penetration(self._nut_geoms, self._bolt_geoms)
 
     def _evaluate(self) -> dict[str, Any]:
         d, limits, task = self.data, self.config.limits, self.config.task
-        p_task_tcp, R_task_tcp = self.tcp_pose_task()
+        _, _, lateral, tilt = self._alignment()
         self._depth = depth = self._measure_depth()
-        px, py, _ = p_task_tcp.tolist()
-        lateral = math.hypot(px, py)
-        tilt = math.degrees(math.acos(max(-1.0, min(1.0, -float(R_task_tcp[2, 2])))))
         if not (d.eq_active[self._eq_grip] or d.eq_active[self._eq_jam]):
             self._engage(depth, lateral, tilt)
         engaged, jammed = self.engaged, self.cross_threaded

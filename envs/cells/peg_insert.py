@@ -12,28 +12,14 @@ import numpy as np
 from gymnasium.utils.ezpickle import EzPickle
 
 from skillcell import assets
-from skillcell.config import ConfigError, bounds, merge
-from skillcell.envs.base import CellEnv, ObsField
-from skillcell.envs.cell import TOOL_PREFIX, CellConfig, load_cell_config
+from skillcell.config import ConfigError, bounds
+from skillcell.envs.cell import TOOL_PREFIX, CellConfig
+from skillcell.envs.fixture_task import FixtureConfig, InsertionRewardConfig, InsertionTaskEnv
 
-__all__ = ["FORCE_PENALTY_SATURATION", "FORCE_STOP_FACTOR", "PENETRATION_KPI_FRACTION", "PegInsertConfig",
-           "PegInsertEnv", "hole_boxes"]
+__all__ = ["PegInsertConfig", "PegInsertEnv", "hole_boxes"]
 
 PEG_LENGTH_M = 0.05  # the tool's peg: 50 mm long, 40 mm of it beyond the holder
 PEG_TIP_Z_M = 0.103  # peg tip (the TCP) along the tool axis; the peg's far end stays in the holder
-
-# Named rules: the numbers derived from ``limits.rated_insertion_force_n`` (the one declaration).
-#: the safety envelope's F/T stop (``limits.tool_force_stop_n``) over the rated force: the stop sits a
-#: quarter above the rating, so a push over the rating fails the gate's KPI (and shows red in a
-#: review video) before the runner's safety filter holds the arm
-FORCE_STOP_FACTOR = 1.25
-#: where the reward's force penalty saturates, over the rated force: it ramps from the jam force up
-#: to half again the rating, so a push past the rating still has a gradient back towards it
-FORCE_PENALTY_SATURATION = 1.5
-#: the gate's limit on the deepest peg-wall penetration (``limits.max_penetration_kpi_mm``) over the
-#: physics-validity budget (``task.penetration_budget`` times the clearance): contact softness must
-#: stay well inside what ends an episode as physically invalid
-PENETRATION_KPI_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -53,14 +39,6 @@ class WorkpieceConfig:
                               f"by at least 10 mm, got {self.block_size_mm}")
         if self.chamfer_mm >= self.hole_depth_mm:
             raise ConfigError("chamfer_mm: must be smaller than hole_depth_mm")
-
-
-@dataclass(frozen=True)
-class FixtureConfig:
-    """Nominal pose of the hole: the centre of its opening, hole axis along the local z."""
-
-    pos_m: tuple[float, float, float] = (0.45, 0.10, 0.92)
-    euler_deg: tuple[float, float, float] = field(default=(0.0, 0.0, 0.0), metadata=bounds(-180.0, 180.0))
 
 
 @dataclass(frozen=True)
@@ -93,24 +71,13 @@ class PegRandomizationConfig:
 
 
 @dataclass(frozen=True)
-class PegRewardConfig:
-    """Weights of the reward terms (see `PegInsertEnv`)."""
-
-    align: float = 0.3
-    orient: float = 0.1
-    insert: float = 0.5
-    force: float = 0.2
-    success: float = 5.0
-
-
-@dataclass(frozen=True)
 class PegInsertConfig(CellConfig):
     workpiece: WorkpieceConfig = WorkpieceConfig()
     fixture: FixtureConfig = FixtureConfig()
     task: PegTaskConfig = PegTaskConfig()
     limits: PegLimitsConfig = PegLimitsConfig()
     randomization: PegRandomizationConfig = PegRandomizationConfig()
-    reward: PegRewardConfig = PegRewardConfig()
+    reward: InsertionRewardConfig = InsertionRewardConfig()
 
 
 def hole_boxes(width: float, depth: float, chamfer: float, block: float
@@ -149,7 +116,7 @@ def hole_boxes(width: float, depth: float, chamfer: float, block: float
     return boxes
 
 
-class PegInsertEnv(CellEnv, EzPickle):
+class PegInsertEnv(InsertionTaskEnv, EzPickle):
     """Insert a square peg, held rigidly by a UR5e, into a tight blind hole in a fixture.
 
     ## Description
@@ -199,8 +166,8 @@ class PegInsertEnv(CellEnv, EzPickle):
     ``align = 1 - tanh(lateral / 5 mm)``, ``orient = 1 - tanh(tilt / 2 deg)``,
     ``insert = align * clip((depth + 10 mm) / (hole depth + 10 mm), 0, 1)``,
     ``force = -clip((|F| - jam force) / (saturation - jam force), 0, 1)`` with the saturation at
-    `FORCE_PENALTY_SATURATION` (1.5) times ``limits.rated_insertion_force_n`` (40 N), ``success = 1``
-    when seated.
+    `~skillcell.envs.fixture_task.FORCE_PENALTY_SATURATION` (1.5) times
+    ``limits.rated_insertion_force_n`` (40 N), ``success = 1`` when seated.
 
     ## Randomizations
     Per reset, uniform: hole position ``randomization.hole_pos_mm`` (default +-5 mm in x and y),
@@ -249,8 +216,8 @@ class PegInsertEnv(CellEnv, EzPickle):
     kpi_keys = ("peak_insertion_force_n", "jam_time_s", "max_penetration_mm", "depth_mm")
     default_cell_yaml: Path = assets.path("cells", "peg_insert", "cell.yaml")
     cell_dir = assets.path("cells", "peg_insert")  # tiers.yaml, envelope.yaml, criteria.yaml
-    # Aligned: the tool axis (TCP z) points down the hole (task -z); a rotation of pi about x.
-    R_task_tcp_nominal = np.diag([1.0, -1.0, -1.0])
+    fixture_name, task_site_name = "hole", "hole"  # the fixture's site: the centre of the opening, z up the hole
+    workpiece_shortcuts = ("clearance_mm", "chamfer_mm")
 
     def __init__(self, cell: str | Path | None = None, overrides: dict[str, Any] | None = None,
                  clearance_mm: float | None = None, chamfer_mm: float | None = None, randomize: bool = True,
@@ -258,25 +225,8 @@ class PegInsertEnv(CellEnv, EzPickle):
                  camera: str = "overview", render_quality: str = "fast", tier: str | None = None):
         EzPickle.__init__(self, cell, overrides, clearance_mm, chamfer_mm, randomize, render_mode, width,
                           height, camera, render_quality, tier)
-        config = self.load_config(cell, overrides, clearance_mm=clearance_mm, chamfer_mm=chamfer_mm)
-        self._terminate_on_success = config.task.terminate_on_success
-        super().__init__(config, render_mode, width, height, camera, render_quality, tier=tier, randomize=randomize)
-
-    @classmethod
-    def load_config(cls, cell: str | Path | None = None, overrides: dict[str, Any] | None = None, *,
-                    clearance_mm: float | None = None, chamfer_mm: float | None = None,
-                    **env_kwargs: Any) -> PegInsertConfig:
-        overrides = merge({}, overrides or {})
-        for key, value in (("clearance_mm", clearance_mm), ("chamfer_mm", chamfer_mm)):
-            if value is not None:
-                overrides.setdefault("workpiece", {})[key] = value
-        return load_cell_config(PegInsertConfig, cls.default_cell_yaml, cell, overrides)
-
-    @property
-    def limits(self) -> dict[str, Any]:
-        rated = self.config.limits.rated_insertion_force_n
-        return {**super().limits, "tool_force_stop_n": FORCE_STOP_FACTOR * rated,
-                "max_penetration_kpi_mm": PENETRATION_KPI_FRACTION * self.penetration_budget * 1e3}
+        super().__init__(self.load_config(cell, overrides, clearance_mm=clearance_mm, chamfer_mm=chamfer_mm),
+                         render_mode, width, height, camera, render_quality, tier=tier, randomize=randomize)
 
     @property
     def task_length_m(self) -> float:
@@ -293,15 +243,7 @@ class PegInsertEnv(CellEnv, EzPickle):
         half_width = wp.peg_width_mm * 1e-3 / 2
         peg.size = [half_width, half_width, PEG_LENGTH_M / 2]
         peg.pos = [0.0, 0.0, PEG_TIP_Z_M - PEG_LENGTH_M / 2]
-        fixture = spec.body("fixture")
-        precision = spec.find_default("precision")
-        if fixture is None or precision is None:
-            raise ConfigError("scene: PegInsert needs a body 'fixture' and a default class 'precision'")
-        pose = self.config.fixture
-        fixture.pos = pose.pos_m
-        quat = np.empty(4)
-        mujoco.mju_euler2Quat(quat, np.radians(pose.euler_deg), "xyz")
-        fixture.quat = quat
+        fixture, precision = self._place_fixture(spec)
         for name, half, pos, quat in hole_boxes((wp.peg_width_mm + wp.clearance_mm) * 1e-3,
                                                 wp.hole_depth_mm * 1e-3, wp.chamfer_mm * 1e-3,
                                                 wp.block_size_mm * 1e-3):
@@ -309,61 +251,16 @@ class PegInsertEnv(CellEnv, EzPickle):
                              size=half, pos=pos, quat=quat)
 
     def _setup_task(self) -> None:
-        m = self.model
-        self.task_site = m.site("hole").id
-        fixture = m.body("fixture").id
-        self._mocap_id = m.body_mocapid[fixture]
-        self._hole_pos_nominal = m.body_pos[fixture].copy()
-        self._hole_quat_nominal = m.body_quat[fixture].copy()
-        self._peg_geom = m.geom(TOOL_PREFIX + "peg").id
-        self._fixture_geoms = frozenset(np.flatnonzero(m.geom_bodyid == fixture).tolist())
-        # What every step reads: views into mjData (its arrays never move).
-        d = self.data
-        self._task_xmat, self._task_xpos = d.site_xmat[self.task_site], d.site_xpos[self.task_site]
-        self._tcp_xpos = d.site_xpos[self.tcp_site]
+        super()._setup_task()
+        self._peg_geoms = frozenset((self.model.geom(TOOL_PREFIX + "peg").id,))
         wp, task = self.config.workpiece, self.config.task
         self.clearance = wp.clearance_mm * 1e-3
         self.hole_depth = wp.hole_depth_mm * 1e-3
         self.penetration_budget = task.penetration_budget * self.clearance
         self._hole_half_width = (wp.peg_width_mm + wp.clearance_mm) * 5e-4
         self._opening_half_width = self._hole_half_width + wp.chamfer_mm * 1e-3
-        rnd = self.config.randomization
-        self._hole_pos_range = np.array(rnd.hole_pos_mm) * 1e-3
-        self._hole_rot_range = np.radians(rnd.hole_rot_deg)
-
-    def _reset_task_nominal(self) -> None:
-        self.data.mocap_pos[self._mocap_id] = self._hole_pos_nominal
-        self.data.mocap_quat[self._mocap_id] = self._hole_quat_nominal
-
-    def _reset_task(self, rng: np.random.Generator) -> None:
-        self._reset_task_nominal()
-        if not self.randomize:
-            return
-        pos, quat = self._draw_pose(rng, self._hole_pos_nominal, self._hole_quat_nominal, self._hole_pos_range,
-                                    self._hole_rot_range)
-        self.data.mocap_pos[self._mocap_id] = pos
-        self.data.mocap_quat[self._mocap_id] = quat
-
-    def _nominal_start_pose(self) -> tuple[np.ndarray, np.ndarray]:
-        R_world_task = np.empty(9)
-        mujoco.mju_quat2Mat(R_world_task, self._hole_quat_nominal)
-        R_world_task = R_world_task.reshape(3, 3)
-        p = self._hole_pos_nominal + R_world_task[:, 2] * self.config.task.start_height_mm * 1e-3
-        quat = np.empty(4)
-        mujoco.mju_mat2Quat(quat, (R_world_task @ self.R_task_tcp_nominal).ravel())
-        return p, quat
 
     # ------------------------------------------------------------------ task
-
-    def _task_obs_fields(self) -> list[ObsField]:
-        return [ObsField("hole_pos", 3, 1 / 0.01, "m"), ObsField("hole_rot", 3, 1 / 0.05, "rad"),
-                ObsField("depth", 1, 1 / 0.02, "m")]
-
-    def _task_obs(self, out: np.ndarray) -> None:
-        d = self.data
-        np.subtract(d.mocap_pos[self._mocap_id], self._hole_pos_nominal, out=out[0:3])
-        mujoco.mju_quat2Vel(out[3:6], d.mocap_quat[self._mocap_id], 1.0)
-        out[6] = self._depth
 
     def _episode_start(self) -> None:
         self._peak_force = 0.0
@@ -371,30 +268,15 @@ class PegInsertEnv(CellEnv, EzPickle):
         self._jam_time = 0.0
         self._depth = self._previous_depth = self._measure_depth()
 
-    def _measure_depth(self) -> float:
-        _, _, ax, _, _, ay, _, _, az = self._task_xmat.tolist()
-        (hx, hy, hz), (tx, ty, tz) = self._task_xpos.tolist(), self._tcp_xpos.tolist()
-        return ax * (hx - tx) + ay * (hy - ty) + az * (hz - tz)
-
     def peg_penetration(self) -> float:
         """Deepest penetration (m) between the peg and the fixture, over current contacts."""
-        d = self.data
-        if d.ncon == 0:
-            return 0.0
-        contact, peg, fixture = d.contact, self._peg_geom, self._fixture_geoms
-        # A handful of contacts: a loop over floats costs less than masks over them.
-        dists = [dist for (a, b), dist in zip(contact.geom.tolist(), contact.dist.tolist(), strict=True)
-                 if (a == peg and b in fixture) or (b == peg and a in fixture)]
-        return max(0.0, -min(dists)) if dists else 0.0
+        return self._deepest_penetration(self._peg_geoms, self._fixture_geoms)
 
     def _evaluate(self) -> dict[str, Any]:
         task = self.config.task
-        p_task_tcp, R_task_tcp = self.tcp_pose_task()
+        px, py, lateral, tilt = self._alignment()
         self._previous_depth, self._depth = self._depth, self._measure_depth()
         depth = self._depth
-        px, py, _ = p_task_tcp.tolist()
-        lateral = math.hypot(px, py)
-        tilt = math.degrees(math.acos(max(-1.0, min(1.0, -float(R_task_tcp[2, 2])))))
         fx, fy, axial_force = self.wrench_tool[:3].tolist()
         contact_force = math.sqrt(fx * fx + fy * fy + axial_force * axial_force)
         self._peak_force = max(self._peak_force, contact_force)
@@ -428,19 +310,14 @@ class PegInsertEnv(CellEnv, EzPickle):
         }
 
     def _reward(self, metrics: dict[str, Any], action: np.ndarray) -> tuple[float, dict[str, float]]:
-        w, task = self.config.reward, self.config.task
-        align = 1.0 - math.tanh(metrics["lateral_error_mm"] / 5.0)
-        orient = 1.0 - math.tanh(metrics["tilt_deg"] / 2.0)
-        approach_mm = 10.0
-        insert = align * min(1.0, max(0.0, (metrics["depth_mm"] + approach_mm)
-                                      / (self.hole_depth * 1e3 + approach_mm)))
-        saturation = FORCE_PENALTY_SATURATION * self.config.limits.rated_insertion_force_n
-        excess = (metrics["contact_force_n"] - task.jam_force_n) / max(saturation - task.jam_force_n, 1e-9)
+        w = self.config.reward
+        align, orient, insert, force = self._insertion_shaping(metrics, metrics["depth_mm"],
+                                                               self.config.task.jam_force_n)
         terms = {
             "reward_align": w.align * align,
             "reward_orient": w.orient * orient,
             "reward_insert": w.insert * insert,
-            "reward_force": -w.force * min(1.0, max(0.0, excess)),
+            "reward_force": -w.force * force,
             "reward_success": w.success * float(metrics["is_success"]),
         }
         return float(sum(terms.values())), terms

@@ -12,28 +12,17 @@ import numpy as np
 from gymnasium.utils.ezpickle import EzPickle
 
 from skillcell import assets
-from skillcell.config import ConfigError, bounds, merge
-from skillcell.envs.base import CellEnv, ObsField
-from skillcell.envs.cell import TOOL_PREFIX, CellConfig, load_cell_config
+from skillcell.config import ConfigError, bounds
+from skillcell.envs.cell import TOOL_PREFIX, CellConfig
+from skillcell.envs.fixture_task import FixtureConfig, InsertionRewardConfig, InsertionTaskEnv
 
-__all__ = ["FORCE_STOP_FACTOR", "PENETRATION_KPI_FRACTION", "PullTestResult", "SnapFitConfig", "SnapFitEnv",
-           "socket_parts"]
+__all__ = ["PullTestResult", "SnapFitConfig", "SnapFitEnv", "socket_parts"]
 
 PLUG_LENGTH_M = 0.04  # the plug stands 40 mm out of the holder
 PLUG_TIP_Z_M = 0.103  # the plug's leading face (the TCP) along the tool axis
 HINGE_ABOVE_TIP_M = 0.0005  # the latch's hinge sits this far behind the plug's leading face
 ARM_BEYOND_HOOK_M = 0.0005  # the arm's free end, behind the hook's retention face
 UNDERCUT_M = 0.0005  # the cavity under the catch reaches this far beyond the hook
-
-# Named rules: the numbers derived from ``limits.rated_insertion_force_n`` (the one declaration).
-#: the safety envelope's F/T stop (``limits.tool_force_stop_n``) over the rated force: a quarter above the
-#: rating, so a push past the rating fails the gate's KPI (and shows red in review) before the runner holds
-FORCE_STOP_FACTOR = 1.25
-#: the gate's limit on the deepest penetration (``limits.max_penetration_kpi_mm``) over the physics-validity
-#: budget: contact softness must stay well inside what ends an episode as physically invalid
-PENETRATION_KPI_FRACTION = 0.5
-#: where the reward's force penalty saturates, over the rated force
-FORCE_PENALTY_SATURATION = 1.5
 
 
 @dataclass(frozen=True)
@@ -85,14 +74,6 @@ class LatchConfig:
 
 
 @dataclass(frozen=True)
-class FixtureConfig:
-    """Nominal pose of the socket: the centre of its opening, socket axis along the local z."""
-
-    pos_m: tuple[float, float, float] = (0.45, 0.10, 0.92)
-    euler_deg: tuple[float, float, float] = field(default=(0.0, 0.0, 0.0), metadata=bounds(-180.0, 180.0))
-
-
-@dataclass(frozen=True)
 class SnapTaskConfig:
     """Start, success and physics-validity settings."""
 
@@ -125,17 +106,6 @@ class SnapRandomizationConfig:
 
 
 @dataclass(frozen=True)
-class SnapRewardConfig:
-    """Weights of the reward terms (see `SnapFitEnv`)."""
-
-    align: float = 0.3
-    orient: float = 0.1
-    insert: float = 0.5
-    force: float = 0.2
-    success: float = 5.0
-
-
-@dataclass(frozen=True)
 class SnapFitConfig(CellConfig):
     workpiece: WorkpieceConfig = WorkpieceConfig()
     latch: LatchConfig = LatchConfig()
@@ -143,7 +113,7 @@ class SnapFitConfig(CellConfig):
     task: SnapTaskConfig = SnapTaskConfig()
     limits: SnapLimitsConfig = SnapLimitsConfig()
     randomization: SnapRandomizationConfig = SnapRandomizationConfig()
-    reward: SnapRewardConfig = SnapRewardConfig()
+    reward: InsertionRewardConfig = InsertionRewardConfig()
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -238,7 +208,7 @@ class PullTestResult:
     steps: int
 
 
-class SnapFitEnv(CellEnv, EzPickle):
+class SnapFitEnv(InsertionTaskEnv, EzPickle):
     """Push an RJ45-like connector, held by a UR5e, into its socket until its latch clicks.
 
     ## Description
@@ -346,9 +316,10 @@ class SnapFitEnv(CellEnv, EzPickle):
                 "seated_depth_mm")
     default_cell_yaml: Path = assets.path("cells", "snap_fit", "cell.yaml")
     cell_dir = assets.path("cells", "snap_fit")  # tiers.yaml, envelope.yaml, criteria.yaml
-    # Aligned: the tool axis (TCP z) points down the socket (task -z); a rotation of pi about x, so the
-    # tool's -y (where the latch is) faces the socket's +y (where the catch is).
-    R_task_tcp_nominal = np.diag([1.0, -1.0, -1.0])
+    fixture_name, task_site_name = "socket", "socket"  # the socket's site: the centre of its opening, z out
+    workpiece_shortcuts = ("clearance_mm",)
+    # Aligned (`R_task_tcp_nominal`, pi about x): the tool's -y (where the latch is) faces the socket's +y
+    # (where the catch is).
 
     def __init__(self, cell: str | Path | None = None, overrides: dict[str, Any] | None = None,
                  clearance_mm: float | None = None, randomize: bool = True, render_mode: str | None = None,
@@ -356,23 +327,8 @@ class SnapFitEnv(CellEnv, EzPickle):
                  tier: str | None = None):
         EzPickle.__init__(self, cell, overrides, clearance_mm, randomize, render_mode, width, height, camera,
                           render_quality, tier)
-        config = self.load_config(cell, overrides, clearance_mm=clearance_mm)
-        self._terminate_on_success = config.task.terminate_on_success
-        super().__init__(config, render_mode, width, height, camera, render_quality, tier=tier, randomize=randomize)
-
-    @classmethod
-    def load_config(cls, cell: str | Path | None = None, overrides: dict[str, Any] | None = None, *,
-                    clearance_mm: float | None = None, **env_kwargs: Any) -> SnapFitConfig:
-        overrides = merge({}, overrides or {})
-        if clearance_mm is not None:
-            overrides.setdefault("workpiece", {})["clearance_mm"] = clearance_mm
-        return load_cell_config(SnapFitConfig, cls.default_cell_yaml, cell, overrides)
-
-    @property
-    def limits(self) -> dict[str, Any]:
-        rated = self.config.limits.rated_insertion_force_n
-        return {**super().limits, "tool_force_stop_n": FORCE_STOP_FACTOR * rated,
-                "max_penetration_kpi_mm": PENETRATION_KPI_FRACTION * self.penetration_budget * 1e3}
+        super().__init__(self.load_config(cell, overrides, clearance_mm=clearance_mm), render_mode, width, height,
+                         camera, render_quality, tier=tier, randomize=randomize)
 
     @property
     def task_length_m(self) -> float:
@@ -384,16 +340,10 @@ class SnapFitEnv(CellEnv, EzPickle):
     def _build_task(self, spec: mujoco.MjSpec) -> None:
         wp, latch = self.config.workpiece, self.config.latch
         tool = spec.body(TOOL_PREFIX + self.config.tool.body)
-        fixture = spec.body("fixture")
-        precision, latch_class, stop = (spec.find_default(name) for name in ("precision", "latch", "stop"))
-        if fixture is None or precision is None or latch_class is None or stop is None:
-            raise ConfigError("scene: SnapFit needs a body 'fixture' and default classes 'precision', 'latch' "
-                              "and 'stop'")
-        pose = self.config.fixture
-        fixture.pos = pose.pos_m
-        quat = np.empty(4)
-        mujoco.mju_euler2Quat(quat, np.radians(pose.euler_deg), "xyz")
-        fixture.quat = quat
+        fixture, precision = self._place_fixture(spec)
+        latch_class, stop = spec.find_default("latch"), spec.find_default("stop")
+        if latch_class is None or stop is None:
+            raise ConfigError("scene: SnapFit needs the default classes 'latch' and 'stop'")
         boxes, catch = socket_parts(wp, latch)
         for name, half, pos, q in boxes:
             fixture.add_geom(stop if name == "floor" else precision, name=f"socket_{name}",
@@ -440,19 +390,11 @@ class SnapFitEnv(CellEnv, EzPickle):
         return (wp.socket_depth_mm - latch.catch_thickness_mm - latch.float_mm) * 1e-3
 
     def _setup_task(self) -> None:
+        super()._setup_task()
         m = self.model
-        self.task_site = m.site("socket").id
-        fixture = m.body("fixture").id
-        self._mocap_id = m.body_mocapid[fixture]
-        self._socket_pos_nominal = m.body_pos[fixture].copy()
-        self._socket_quat_nominal = m.body_quat[fixture].copy()
-        self._fixture_geoms = frozenset(np.flatnonzero(m.geom_bodyid == fixture).tolist())
         self._part_geoms = frozenset(m.geom(TOOL_PREFIX + name).id for name in ("plug", "latch_arm", "latch_hook"))
         self._hook_geom = m.geom(TOOL_PREFIX + "latch_hook").id
         self._latch_qadr = int(m.jnt_qposadr[m.joint(TOOL_PREFIX + "latch_hinge").id])
-        d = self.data
-        self._task_xmat, self._task_xpos = d.site_xmat[self.task_site], d.site_xpos[self.task_site]
-        self._tcp_xpos = d.site_xpos[self.tcp_site]
         wp, latch, task = self.config.workpiece, self.config.latch, self.config.task
         self.clearance = wp.clearance_mm * 1e-3
         self.socket_depth = wp.socket_depth_mm * 1e-3
@@ -466,43 +408,8 @@ class SnapFitEnv(CellEnv, EzPickle):
         self.engagement_angle = latch.engagement_mm * 1e-3 / (self._hook_apex_above_tip - HINGE_ABOVE_TIP_M)
         self._detent_angle = task.detent_fraction * self.engagement_angle
         self._half_width = (wp.plug_width_mm + wp.clearance_mm) * 5e-4
-        rnd = self.config.randomization
-        self._socket_pos_range = np.array(rnd.socket_pos_mm) * 1e-3
-        self._socket_rot_range = np.radians(rnd.socket_rot_deg)
-
-    def _reset_task_nominal(self) -> None:
-        self.data.mocap_pos[self._mocap_id] = self._socket_pos_nominal
-        self.data.mocap_quat[self._mocap_id] = self._socket_quat_nominal
-
-    def _reset_task(self, rng: np.random.Generator) -> None:
-        self._reset_task_nominal()
-        if not self.randomize:
-            return
-        pos, quat = self._draw_pose(rng, self._socket_pos_nominal, self._socket_quat_nominal, self._socket_pos_range,
-                                    self._socket_rot_range)
-        self.data.mocap_pos[self._mocap_id] = pos
-        self.data.mocap_quat[self._mocap_id] = quat
-
-    def _nominal_start_pose(self) -> tuple[np.ndarray, np.ndarray]:
-        R_world_task = np.empty(9)
-        mujoco.mju_quat2Mat(R_world_task, self._socket_quat_nominal)
-        R_world_task = R_world_task.reshape(3, 3)
-        p = self._socket_pos_nominal + R_world_task[:, 2] * self.config.task.start_height_mm * 1e-3
-        quat = np.empty(4)
-        mujoco.mju_mat2Quat(quat, (R_world_task @ self.R_task_tcp_nominal).ravel())
-        return p, quat
 
     # ------------------------------------------------------------------ task
-
-    def _task_obs_fields(self) -> list[ObsField]:
-        return [ObsField("socket_pos", 3, 1 / 0.01, "m"), ObsField("socket_rot", 3, 1 / 0.05, "rad"),
-                ObsField("depth", 1, 1 / 0.02, "m")]
-
-    def _task_obs(self, out: np.ndarray) -> None:
-        d = self.data
-        np.subtract(d.mocap_pos[self._mocap_id], self._socket_pos_nominal, out=out[0:3])
-        mujoco.mju_quat2Vel(out[3:6], d.mocap_quat[self._mocap_id], 1.0)
-        out[6] = self._depth
 
     def _episode_start(self) -> None:
         self._step_index = -1
@@ -514,33 +421,19 @@ class SnapFitEnv(CellEnv, EzPickle):
         self._press_after_click = 0.0
         self._depth = self._measure_depth()
 
-    def _measure_depth(self) -> float:
-        _, _, ax, _, _, ay, _, _, az = self._task_xmat.tolist()
-        (sx, sy, sz), (tx, ty, tz) = self._task_xpos.tolist(), self._tcp_xpos.tolist()
-        return ax * (sx - tx) + ay * (sy - ty) + az * (sz - tz)
-
     def latch_angle(self) -> float:
         """The latch's hinge angle (rad), inward (towards the plug) positive; 0 on its stop."""
         return float(self.data.qpos[self._latch_qadr])
 
     def part_penetration(self) -> float:
         """Deepest penetration (m) between the plug or its latch and the socket, over current contacts."""
-        d = self.data
-        if d.ncon == 0:
-            return 0.0
-        contact, parts, fixture = d.contact, self._part_geoms, self._fixture_geoms
-        dists = [dist for (a, b), dist in zip(contact.geom.tolist(), contact.dist.tolist(), strict=True)
-                 if (a in parts and b in fixture) or (b in parts and a in fixture)]
-        return max(0.0, -min(dists)) if dists else 0.0
+        return self._deepest_penetration(self._part_geoms, self._fixture_geoms)
 
     def _evaluate(self) -> dict[str, Any]:
         task = self.config.task
         self._step_index += 1
-        p_task_tcp, R_task_tcp = self.tcp_pose_task()
+        px, _, lateral, tilt = self._alignment()
         depth = self._depth = self._measure_depth()
-        px, py, _ = p_task_tcp.tolist()
-        lateral = math.hypot(px, py)
-        tilt = math.degrees(math.acos(max(-1.0, min(1.0, -float(R_task_tcp[2, 2])))))
         fx, fy, axial_force = self.wrench_tool[:3].tolist()
         contact_force = math.sqrt(fx * fx + fy * fy + axial_force * axial_force)
         self._peak_force = max(self._peak_force, contact_force)
@@ -586,19 +479,14 @@ class SnapFitEnv(CellEnv, EzPickle):
         }
 
     def _reward(self, metrics: dict[str, Any], action: np.ndarray) -> tuple[float, dict[str, float]]:
-        w, task = self.config.reward, self.config.task
-        align = 1.0 - math.tanh(metrics["lateral_error_mm"] / 5.0)
-        orient = 1.0 - math.tanh(metrics["tilt_deg"] / 2.0)
-        approach_mm = 10.0
-        insert = align * min(1.0, max(0.0, (metrics["seated_depth_mm"] + approach_mm)
-                                      / (self.socket_depth * 1e3 + approach_mm)))
-        saturation = FORCE_PENALTY_SATURATION * self.config.limits.rated_insertion_force_n
-        excess = (metrics["contact_force_n"] - task.press_force_n) / max(saturation - task.press_force_n, 1e-9)
+        w = self.config.reward
+        align, orient, insert, force = self._insertion_shaping(metrics, metrics["seated_depth_mm"],
+                                                               self.config.task.press_force_n)
         terms = {
             "reward_align": w.align * align,
             "reward_orient": w.orient * orient,
             "reward_insert": w.insert * insert,
-            "reward_force": -w.force * min(1.0, max(0.0, excess)),
+            "reward_force": -w.force * force,
             "reward_success": w.success * float(metrics["is_success"]),
         }
         return float(sum(terms.values())), terms
