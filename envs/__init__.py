@@ -37,7 +37,7 @@ __all__ = [
 skillcell_env_ids = cell_ids
 
 register_cell("skillcell/PegInsert-v0", "skillcell.envs.cells.peg_insert:PegInsertEnv",
-              expert="skillcell.policies.scripted:PegInsertExpert", scorer="skillcell.demos.scores:PegInsertScorer",
+              expert="skillcell.policies.peg_insert:PegInsertExpert", scorer="skillcell.demos.scores:PegInsertScorer",
               review="skillcell.review.overlays:peg_review", contact_task=True,
               run_to_end={"task": {"terminate_on_success": False}}, max_episode_steps=200)
 register_cell("skillcell/SnapFit-v0", "skillcell.envs.cells.snap_fit:SnapFitEnv",

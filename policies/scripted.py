@@ -24,13 +24,12 @@ import mujoco
 import numpy as np
 
 from skillcell.envs.base import CellEnv
-from skillcell.envs.cells.peg_insert import PegInsertEnv
 from skillcell.envs.cells.weld_seam import WeldSeamEnv
 from skillcell.envs.control import quat_from_rotvec, rotvec_from_quat
 from skillcell.envs.registry import UnknownCellError, spec_of
 from skillcell.envs.weld import torch_rotation, weave_offsets
 
-__all__ = ["PegInsertExpert", "ScriptedExpert", "SeamProgram", "WeldSeamExpert", "make_expert"]
+__all__ = ["ScriptedExpert", "SeamProgram", "WeldSeamExpert", "make_expert"]
 
 
 def _matrix_from_rotvec(rotvec: np.ndarray) -> np.ndarray:
@@ -85,139 +84,6 @@ class ScriptedExpert:
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
-
-
-class PegInsertExpert(ScriptedExpert):
-    """Approach, align, insert with force feedback, and spiral search if the hole is missed.
-
-    The phase is read from the observation every step (`phase` keeps the last one, for
-    inspection only). With ``c`` the commanded peg tip in the hole frame (the measured tip plus
-    the command lead):
-
-    - **approach** (above the opening, not lined up): ``c`` goes to the hole axis and down to
-      4 mm above the opening; the tool turns to the hole axis.
-    - **descend** (above the opening, tip within 0.15-0.3 mm of the axis and tilt within
-      0.3-0.6 deg): down the axis at 15 mm/s, then, from 1.5 mm above the opening, as a guarded
-      move that leads the tip by 1.2 mm at most (about 13 N on a rim, not 100).
-    - **search** (tip at the opening plane, pushing on the surface, or already spiralling: the
-      command circles the axis at more than 0.6 mm): an Archimedean spiral about the expected
-      axis under a light press, 0.3 mm below the opening, until the tip drops in (`_spiral`).
-    - **insert** (tip 0.2 mm or more below the opening): guarded move down the hole (1.2 mm of
-      lead in the first 2 mm, then 2.5 mm, so stalling never pushes much harder than that),
-      2 mm past the bottom; side force walks the command away from the force (admittance), so a
-      chamfer centres the peg and wall contact does not build up; a command far off the tip (the
-      spiral's lead when the peg drops in) is pulled in to within 0.9 mm.
-    """
-
-    approach_height = 0.004  # m above the opening
-    insert_speed = 0.00075  # m per control step, once guided by the hole
-    touch_speed = 0.0005  # m per control step where first contact is expected
-    touch_zone = 0.0015  # m above the opening where the guarded move starts
-    touch_lead = 0.0012  # m the command may lead the tip there (about 13 N on contact)
-    guide_depth = 0.002  # m below the opening from where the hole guides the peg
-    guided_lead = 0.0025  # m the command may lead the tip there
-    overdrive = 0.002  # m commanded past the hole bottom
-    inside_depth = 2e-4  # m below the opening: the tip is in the hole (or on a chamfer)
-    lateral_admittance = 2e-5  # m per N of side force, per control step
-    max_side_lead = 9e-4  # m the command may lead the tip sideways in the hole
-    contact_force = 1.0  # N along the axis: pushing on the surface (F/T noise at D2: 0.5 N)
-    search_radius = 6e-4  # m of commanded offset from the axis at the opening plane: spiralling
-    spiral_pitch = 0.0003  # m of radius per turn: under the 0.4 mm capture window
-    spiral_step = 0.0003  # m of arc per control step
-    search_press = 0.0003  # m the search commands below the opening (a few newtons at most)
-    aligned_mm = (0.15, 0.3)  # tip offset from the axis: fully lined up / not at all
-    aligned_deg = (0.3, 0.6)  # tilt from the axis: fully lined up / not at all
-    gain = 0.15  # per control step, on the commanded position and orientation errors
-
-    def __init__(self, env, skill: str = "expert", seed: int = 0):
-        super().__init__(env, skill, seed)
-        if not isinstance(self.env, PegInsertEnv):
-            raise TypeError(f"PegInsertExpert drives PegInsertEnv, got {type(self.env).__name__}")
-        control = self.env.config.control
-        self.max_translation = control.max_translation_mm * 1e-3
-        self.max_rotation = math.radians(control.max_rotation_deg)
-        self.hole_depth = self.env.hole_depth
-        self.lag_steps = self.env.controller.servo_time_constant / self.env.control_dt
-        self.phase = "approach"
-
-    def _spiral(self, c_xy: np.ndarray) -> np.ndarray:
-        """The next commanded point of an Archimedean spiral about the expected hole axis.
-
-        The spiral point ``q`` at angle ``theta`` has the radius ``pitch theta / 2 pi`` and
-        advances by ``spiral_step`` of arc per step (one radian per step near the centre). The arm
-        trails its command by the servo lag, ``lag`` steps, so the command leads ``q`` by ``lag``
-        steps of arc along the tangent and the arm traces the spiral itself. ``q`` follows from
-        the command in closed form, so the spiral needs no memory.
-        """
-        lag, s = self.lag_steps, self.spiral_step
-        r_c = math.hypot(c_xy[0], c_xy[1])
-        if r_c < s * math.sqrt(1 + lag * lag):
-            r, turn = r_c / math.sqrt(1 + lag * lag), 1.0
-        else:
-            r = math.sqrt(r_c * r_c - (lag * s) ** 2)
-            turn = s / r
-        theta = math.atan2(c_xy[1], c_xy[0]) - math.atan(lag * turn) + turn
-        r += self.spiral_pitch * turn / (2 * math.pi)
-        radial = np.array([math.cos(theta), math.sin(theta)])
-        tangent = np.array([-radial[1], radial[0]])
-        return r * radial + lag * r * (s / max(r, s)) * tangent
-
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        o = self.env.decode_obs(obs)
-        R_world_task = _matrix_from_rotvec(o["hole_rot"])
-        R_task_tcp = self.env.R_task_tcp_nominal @ _matrix_from_rotvec(o["tcp_rot_task"])
-        R_task_cmd = R_world_task.T @ _matrix_from_rotvec(o["tcp_lead_rot"]) @ R_world_task @ R_task_tcp
-        p = o["tcp_pos_task"]
-        c = p + R_world_task.T @ o["tcp_lead"]
-        depth = float(o["depth"][0])
-        force = R_task_tcp @ o["force_tool"]  # force the tool applies, task frame
-        axial = -force[2]  # pushing down the hole is positive
-
-        on_surface = depth > -self.inside_depth and (axial > self.contact_force
-                                                     or math.hypot(c[0], c[1]) > self.search_radius)
-        if depth > self.inside_depth:
-            phase = "insert"
-        elif on_surface:
-            phase = "search"
-        else:
-            lined_up = (_ramp(1e3 * math.hypot(p[0], p[1]), *self.aligned_mm)
-                        * _ramp(math.degrees(float(np.linalg.norm(o["tcp_rot_task"]))), *self.aligned_deg))
-            phase = "descend" if lined_up > 0.5 else "approach"
-        self.phase = phase
-
-        def guarded(speed: float, lead: float) -> float:
-            """The z move of a command that goes down by ``speed`` but leads the tip by ``lead`` at most."""
-            depth_cmd = -c[2]
-            return -(min(depth_cmd + speed, depth + lead, self.hole_depth + self.overdrive) - depth_cmd)
-
-        move = np.zeros(3)
-        if phase == "insert":
-            # Admittance: side force means the axis estimate is off; walk the command away from it.
-            move[:2] = -self.lateral_admittance * force[:2]
-            lead = p[:2] - c[:2]
-            excess = math.hypot(lead[0], lead[1]) - self.max_side_lead
-            if excess > 0:
-                move[:2] += lead * excess / (excess + self.max_side_lead)
-            guided = depth > self.guide_depth
-            move[2] = guarded(self.insert_speed, self.guided_lead) if guided else guarded(self.touch_speed,
-                                                                                       self.touch_lead)
-        elif phase == "search":
-            move[:2] = self._spiral(c[:2]) - c[:2]
-            # Half the error per step: the target is within a millimetre, and latency is 1-2 steps.
-            move[2] = 0.5 * (-self.search_press - c[2])
-        else:
-            move[:2] = -self.gain * c[:2]
-            if phase == "descend":
-                near = depth > -self.touch_zone
-                move[2] = guarded(self.touch_speed, self.touch_lead) if near else -self.insert_speed
-            elif c[2] > self.approach_height:
-                move[2] = self.gain * (self.approach_height - c[2])
-        # Turn the commanded tool onto the hole axis.
-        omega = self.gain * _rotvec_between(self.env.R_task_tcp_nominal, R_task_cmd)
-        action = np.zeros(6)
-        action[:3] = R_world_task @ move / self.max_translation
-        action[3:] = R_world_task @ omega / self.max_rotation
-        return np.clip(action, -1.0, 1.0).astype(np.float32)
 
 
 class SeamProgram:
