@@ -9,8 +9,9 @@ untimed: KeyedShaft's grip angle, a tier's friction and mass factors live in the
 loop does exactly the same physics, which it checks (every episode must end in the env's final
 state, bit for bit), and the ratio is the cost of everything the env adds (action checks, IK, F/T
 compensation, observation, metrics, reward, info, wrappers). Both loops are timed in CPU time of
-this thread, best of ``--repeats`` interleaved runs. Gymnasium's Pusher-v5 is measured the same way
-as a peer.
+this thread, each episode's best of ``--repeats`` interleaved runs (on a shared machine another
+process's burst slows an episode, never speeds one up). Gymnasium's Pusher-v5 is measured the same
+way as a peer.
 
     python benchmarks/env_throughput.py [--episodes 20] [--repeats 5] [--only Weld]
 
@@ -101,33 +102,32 @@ def capture(env, recorded, nstep: int):
     return starts, ctrls, writes, finals
 
 
-def time_env(env, recorded) -> tuple[float, int]:
-    """Seconds spent in env.step over all episodes (resets not counted), and the number of steps."""
-    elapsed, steps = 0.0, 0
+def time_env(env, recorded) -> list[float]:
+    """Seconds spent in env.step, per episode (resets not counted)."""
+    elapsed = []
     for seed, actions in enumerate(recorded):
         env.reset(seed=seed)
         t = CLOCK()
         for action in actions:
             env.step(action)
-        elapsed += CLOCK() - t
-        steps += len(actions)
-    return elapsed, steps
+        elapsed.append(CLOCK() - t)
+    return elapsed
 
 
-def time_raw(env, starts, ctrls, writes, finals, nstep: int) -> float:
-    """Seconds of plain ``mj_step`` on the env's model; each episode's model edits are made by resetting
+def time_raw(env, starts, ctrls, writes, finals, nstep: int) -> list[float]:
+    """Seconds of plain ``mj_step`` on the env's model, per episode; each episode's model edits are made by resetting
     the env with its seed, and the env's state writes are applied between steps, both untimed. Raises
     where an episode does not end in the env's final state: the raw loop would time other physics."""
     model = env.unwrapped.model
     data = mujoco.MjData(model)
     spec = mujoco.mjtState.mjSTATE_INTEGRATION
     final = np.empty(mujoco.mj_stateSize(model, spec))
-    elapsed = 0.0
+    times = []
     for seed, (state, episode_ctrl, episode_writes, expected) in enumerate(
             zip(starts, ctrls, writes, finals, strict=True)):
         env.reset(seed=seed)
         mujoco.mj_setState(model, data, state, spec)
-        t = CLOCK()
+        elapsed, t = 0.0, CLOCK()
         for i, ctrl in enumerate(episode_ctrl):
             data.ctrl[:] = ctrl
             mujoco.mj_step(model, data, nstep)
@@ -135,23 +135,23 @@ def time_raw(env, starts, ctrls, writes, finals, nstep: int) -> float:
                 elapsed += CLOCK() - t
                 mujoco.mj_setState(model, data, episode_writes[i], spec)
                 t = CLOCK()
-        elapsed += CLOCK() - t
+        times.append(elapsed + CLOCK() - t)
         mujoco.mj_getState(model, data, final, spec)
         if not np.array_equal(final, expected):
             raise RuntimeError(f"{env.spec.id}: the raw replay of episode {seed} does not end in the env's state")
-    return elapsed
+    return times
 
 
 def measure(env_id: str, recorded, nstep_of, repeats: int, **kwargs):
     env = gym.make(env_id, **kwargs)
     starts, ctrls, writes, finals = capture(env, recorded, nstep_of(env.unwrapped))
-    best_env, best_raw = float("inf"), float("inf")
-    for _ in range(repeats):  # interleaved, best of: both see the same machine load
-        env_time, steps = time_env(env, recorded)
-        raw_time = time_raw(env, starts, ctrls, writes, finals, nstep_of(env.unwrapped))
-        best_env, best_raw = min(best_env, env_time), min(best_raw, raw_time)
+    best_env, best_raw = np.full(len(recorded), np.inf), np.full(len(recorded), np.inf)
+    for _ in range(repeats):  # interleaved, each episode's best: both loops see the same machine load
+        best_env = np.minimum(best_env, time_env(env, recorded))
+        best_raw = np.minimum(best_raw, time_raw(env, starts, ctrls, writes, finals, nstep_of(env.unwrapped)))
     env.close()
-    return steps / best_env, steps / best_raw, steps
+    steps = sum(len(actions) for actions in recorded)
+    return steps / best_env.sum(), steps / best_raw.sum(), steps
 
 
 def main() -> None:
