@@ -126,9 +126,11 @@ class FixtureExpert(ScriptedExpert):
             move += lead * excess / (excess + self.max_side_lead)
         return move
 
-    def act(self, view: TaskView, move: np.ndarray, omega: np.ndarray) -> np.ndarray:
-        """The action that moves the commanded pose by ``move`` (m) and turns it by ``omega`` (rad), task frame."""
-        action = np.zeros(6)
+    def act(self, view: TaskView, move: np.ndarray, omega: np.ndarray, *task_actions: float) -> np.ndarray:
+        """The action that moves the commanded pose by ``move`` (m) and turns it by ``omega`` (rad), task
+        frame, then the cell's task channels (``action[6:]``: a spindle's speed)."""
+        action = np.zeros(6 + len(task_actions))
         action[:3] = view.R_world_task @ move / self.max_translation
-        action[3:] = view.R_world_task @ omega / self.max_rotation
+        action[3:6] = view.R_world_task @ omega / self.max_rotation
+        action[6:] = task_actions
         return np.clip(action, -1.0, 1.0).astype(np.float32)
