@@ -134,7 +134,8 @@ class CellEnv(gym.Env):
     R_task_tcp_nominal: np.ndarray = np.eye(3)
     #: the cell's asset folder, where the pre-hardware gate finds the cell's optional files:
     #: ``tiers.yaml`` (`skillcell.envs.tiers`), ``envelope.yaml`` (`skillcell.deploy.envelope`)
-    #: and ``criteria.yaml`` (process KPI limits, `skillcell.deploy.gate`)
+    #: and ``criteria.yaml`` (process KPI limits, `skillcell.deploy.gate`); a cell derived from another
+    #: finds what its own folder lacks in the other's (`cell_file`)
     cell_dir: ClassVar[Path | None] = None
 
     def __init__(self, config: CellConfig, render_mode: str | None = None, width: int = 640,
@@ -530,11 +531,14 @@ class CellEnv(gym.Env):
         return np.tile(axis, (len(points), 1))
 
     def cell_file(self, name: str) -> Path | None:
-        """The file ``name`` in the cell's asset folder (`cell_dir`), or None where there is none."""
-        if self.cell_dir is None:
-            return None
-        path = Path(self.cell_dir) / name
-        return path if path.is_file() else None
+        """The file ``name`` in the cell's asset folder (`cell_dir`), else in the folder of the cell it derives
+        from, and so on up (a corner or pipe cell keeps only what differs from the weld cells' tiers,
+        envelope and criteria), or None where none has it."""
+        for cls in type(self).__mro__:
+            folder = vars(cls).get("cell_dir")
+            if folder is not None and (Path(folder) / name).is_file():
+                return Path(folder) / name
+        return None
 
     @property
     def action_names(self) -> list[str]:

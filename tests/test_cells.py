@@ -190,3 +190,26 @@ def test_register_cell_refuses_what_it_cannot_resolve_or_would_shadow():
     with pytest.raises(UnknownCellError, match=unknown):
         cell_spec("skillcell/Nope-v0")
     assert "skillcell/Other-v0" not in cell_ids() and "skillcell/Other-v0" not in gym.registry
+
+
+def test_a_derived_cell_finds_in_its_bases_folders_what_its_own_lacks(tmp_path):
+    from skillcell import assets
+    from skillcell.envs.cells.weld_pipe import WeldPipeEnv
+
+    # the pipe's own layer over the weld cells' (its load_config reads cell.yaml from its folder)
+    (tmp_path / "cell.yaml").write_bytes(assets.path("cells", "weld_pipe", "cell.yaml").read_bytes())
+    (tmp_path / "criteria.yaml").write_text("kpis: {}\n")
+
+    class Cell(WeldPipeEnv):
+        cell_dir = tmp_path
+
+    cell = Cell(tier="D0")
+    try:
+        assert cell.cell_file("criteria.yaml") == tmp_path / "criteria.yaml"
+        assert cell.cell_file("envelope.yaml") == assets.path("cells", "weld_pipe", "envelope.yaml")
+        assert cell.cell_file("tiers.yaml") == assets.path("cells", "weld_seam", "tiers.yaml")
+        assert cell.tier.source == str(assets.path("cells", "weld_seam", "tiers.yaml"))
+        assert cell.cell_file("scene.xml") == assets.path("cells", "weld_seam", "scene.xml")
+        assert cell.cell_file("no_such.yaml") is None
+    finally:
+        cell.close()

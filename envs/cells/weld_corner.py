@@ -207,8 +207,6 @@ class WeldCornerEnv(WeldSeamEnv):
 
     config_class = WeldCornerConfig
     cell_dir = assets.path("cells", "weld_corner")
-    #: the weld cells' folder, where `cell_file` finds what the corner cell shares with them
-    shared_cell_dir = assets.path("cells", "weld_seam")
 
     def __init__(self, variant: str = "rounded", cell: str | Path | None = None,
                  overrides: dict[str, Any] | None = None, randomize: bool = True,
@@ -229,18 +227,10 @@ class WeldCornerEnv(WeldSeamEnv):
             if declared:
                 raise ConfigError(f"seam.{declared[0]} ({source}): the corner seam follows from the tube; "
                                   "set tube.size_mm, tube.corner_radius_t or tube.legs_mm instead")
-        layers = [cls.shared_cell_dir / "cell.yaml", cls.cell_dir / "cell.yaml"]
+        layers = [WeldSeamEnv.cell_dir / "cell.yaml", cls.cell_dir / "cell.yaml"]
         layers += [cls.cell_dir / f"{variant}.yaml"] if variant != "rounded" else []
         config = load_cell_config(WeldCornerConfig, layers, cell, overrides)
         return replace(config, seam=tube_seam(config.tube, config.joint, config.seam.sample_spacing_mm))
-
-    def cell_file(self, name: str) -> Path | None:
-        """The corner cell's own file ``name``, else the weld cells' (tiers, envelope and criteria are shared)."""
-        for folder in (self.cell_dir, self.shared_cell_dir):
-            path = Path(folder) / name
-            if path.is_file():
-                return path
-        return None
 
     @property
     def corner_span_mm(self) -> tuple[float, float]:

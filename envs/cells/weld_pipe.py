@@ -205,8 +205,6 @@ class WeldPipeEnv(WeldSeamEnv):
     config_class = WeldPipeConfig
     kpi_keys = (*WeldSeamEnv.kpi_keys, "min_joint_limit_margin_deg", "min_reach_margin_mm", "wrist_flips")
     cell_dir = assets.path("cells", "weld_pipe")
-    #: the weld cells' folder, where `cell_file` finds what the pipe cell shares with them
-    shared_cell_dir = assets.path("cells", "weld_seam")
 
     def __init__(self, variant: str = "pipe", cell: str | Path | None = None,
                  overrides: dict[str, Any] | None = None, randomize: bool = True,
@@ -220,16 +218,8 @@ class WeldPipeEnv(WeldSeamEnv):
                     variant: str = "pipe", **env_kwargs: Any) -> WeldPipeConfig:
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        layers = [cls.shared_cell_dir / "cell.yaml", cls.cell_dir / "cell.yaml"]
+        layers = [WeldSeamEnv.cell_dir / "cell.yaml", cls.cell_dir / "cell.yaml"]
         return load_cell_config(WeldPipeConfig, layers, cell, overrides)
-
-    def cell_file(self, name: str) -> Path | None:
-        """The pipe cell's own file ``name`` (its envelope), else the weld cells' (tiers and criteria are shared)."""
-        for folder in (self.cell_dir, self.shared_cell_dir):
-            path = Path(folder) / name
-            if path.is_file():
-                return path
-        return None
 
     # ------------------------------------------------------------------ world
 
