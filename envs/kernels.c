@@ -605,40 +605,44 @@ static PyTypeObject ObserverType = {
 
 /* The seam geometry of skillcell.envs.weld.WeldMetrics: the sampled seam in the world (points,
    tangents, the base plate normal; rewritten in place at each reset), its arc lengths and piece
-   lengths, and the seam frame of the last measure. */
+   lengths, the seam frame and point of the last measure, and the CTWD ray's direction. */
 typedef struct {
   PyObject_HEAD
-  Py_buffer points, tangents, normal, s, lengths, frame;
+  Py_buffer points, tangents, normal, s, lengths, frame, point, ray;
   int bound, n, behind, ahead;
   double length;
 } Seam;
 
 static void Seam_dealloc(Seam* self) {
   if (self->bound) {
-    Py_buffer* views[] = {&self->points, &self->tangents, &self->normal, &self->s, &self->lengths, &self->frame};
+    Py_buffer* views[] = {&self->points, &self->tangents, &self->normal, &self->s, &self->lengths, &self->frame,
+                          &self->point, &self->ray};
     for (size_t i = 0; i < sizeof(views) / sizeof(*views); i++) PyBuffer_Release(views[i]);
   }
   Py_TYPE(self)->tp_free((PyObject*)self);
 }
 
 static int Seam_init(Seam* self, PyObject* args, PyObject* kwargs) {
-  static char* names[] = {"points", "tangents", "normal", "s", "lengths", "frame", "behind", "ahead", NULL};
-  PyObject *points, *tangents, *normal, *s, *lengths, *frame;
+  static char* names[] = {"points", "tangents", "normal", "s", "lengths", "frame", "point", "ray", "behind", "ahead",
+                          NULL};
+  PyObject *points, *tangents, *normal, *s, *lengths, *frame, *point, *ray;
   if (self->bound) {
     PyErr_SetString(PyExc_RuntimeError, "Seam: already bound");
     return -1;
   }
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$OOOOOOii", names, &points, &tangents, &normal, &s, &lengths,
-                                   &frame, &self->behind, &self->ahead))
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$OOOOOOOOii", names, &points, &tangents, &normal, &s, &lengths,
+                                   &frame, &point, &ray, &self->behind, &self->ahead))
     return -1;
-  Py_buffer* views[] = {&self->s, &self->points, &self->tangents, &self->normal, &self->lengths, &self->frame};
-  PyObject* objs[] = {s, points, tangents, normal, lengths, frame};
-  const char* labels[] = {"s", "points", "tangents", "normal", "lengths", "frame"};
+  Py_buffer* views[] = {&self->s, &self->points, &self->tangents, &self->normal, &self->lengths, &self->frame,
+                        &self->point, &self->ray};
+  PyObject* objs[] = {s, points, tangents, normal, lengths, frame, point, ray};
+  const char* labels[] = {"s", "points", "tangents", "normal", "lengths", "frame", "point", "ray"};
+  int writable[] = {0, 0, 0, 0, 0, 1, 1, 1};
   size_t got = 0;
   for (; got < sizeof(views) / sizeof(*views); got++) {
     Py_ssize_t n = got == 0 ? 2 : self->s.len / 8;
-    Py_ssize_t sizes[] = {2, 3 * n, 3 * n, 3, n - 1, 9};
-    if (get_doubles(objs[got], views[got], sizes[got], 0, labels[got]) < 0) goto fail;
+    Py_ssize_t sizes[] = {2, 3 * n, 3 * n, 3, n - 1, 9, 3, 3};
+    if (get_doubles(objs[got], views[got], sizes[got], writable[got], labels[got]) < 0) goto fail;
   }
   self->n = (int)(self->s.len / 8);
   self->length = D(self->s)[self->n - 1];
@@ -686,16 +690,7 @@ static int get_floats(PyObject* const* args, Py_ssize_t nargs, Py_ssize_t n, dou
    as numpy sums them, np.argmin's tie and NaN rules) among the search window around sample k0, or
    among the first `end` samples where k0 < 0; then the arc length of the nearest point on the pieces
    either side of it, where one is nearer than the sample. */
-static PyObject* Seam_locate(Seam* self, PyObject* const* args, Py_ssize_t nargs) {
-  double v[3];
-  if (nargs != 5) {
-    PyErr_SetString(PyExc_TypeError, "locate(x, y, z, k0, end): five arguments");
-    return NULL;
-  }
-  if (get_floats(args, 3, 3, v, "locate") < 0) return NULL;
-  long k0 = PyLong_AsLong(args[3]), end = PyLong_AsLong(args[4]);
-  if ((k0 == -1 || end == -1) && PyErr_Occurred()) return NULL;
-  double px = v[0], py = v[1], pz = v[2];
+static int seam_locate(Seam* self, double px, double py, double pz, long k0, long end, long* k_out, double* s_out) {
   const double *pts = D(self->points), *s = D(self->s);
   long lo, hi;
   if (k0 >= 0) {
@@ -706,7 +701,7 @@ static PyObject* Seam_locate(Seam* self, PyObject* const* args, Py_ssize_t nargs
   }
   if (k0 >= self->n || lo >= hi) {
     PyErr_SetString(PyExc_ValueError, "locate: the search window is empty");
-    return NULL;
+    return -1;
   }
   long best_k = lo;
   double best_d2 = 0;
@@ -730,22 +725,104 @@ static PyObject* Seam_locate(Seam* self, PyObject* const* args, Py_ssize_t nargs
     double dist2 = dx * dx + dy * dy + dz * dz;
     if (dist2 < best_d2) best_d2 = dist2, best_s = s[i] + u * (s[i + 1] - s[i]);
   }
-  return Py_BuildValue("(ld)", best_k, best_s);
+  *k_out = best_k, *s_out = best_s;
+  return 0;
+}
+
+static PyObject* Seam_locate(Seam* self, PyObject* const* args, Py_ssize_t nargs) {
+  double v[3], s;
+  long k;
+  if (nargs != 5) {
+    PyErr_SetString(PyExc_TypeError, "locate(x, y, z, k0, end): five arguments");
+    return NULL;
+  }
+  if (get_floats(args, 3, 3, v, "locate") < 0) return NULL;
+  long k0 = PyLong_AsLong(args[3]), end = PyLong_AsLong(args[4]);
+  if ((k0 == -1 || end == -1) && PyErr_Occurred()) return NULL;
+  if (seam_locate(self, v[0], v[1], v[2], k0, end, &k, &s) < 0) return NULL;
+  return Py_BuildValue("(ld)", k, s);
 }
 
 /* frame(s) -> (px, py, pz, tx, ty, tz, lx, ly, lz): the seam point, the travel direction (tangents
    interpolated, normalized) and left (n x t) at arc length s. */
-static PyObject* Seam_frame(Seam* self, PyObject* arg) {
-  double x = PyFloat_AsDouble(arg), u;
-  if (x == -1.0 && PyErr_Occurred()) return NULL;
+static void seam_frame(Seam* self, double x, double f[9]) {
+  double u;
   int k = seam_piece(self, x, &u);
   const double *a = D(self->points) + 3 * k, *b = a + 3;
   const double *t0 = D(self->tangents) + 3 * k, *t1 = t0 + 3, *n = D(self->normal);
   double tx = t0[0] + u * (t1[0] - t0[0]), ty = t0[1] + u * (t1[1] - t0[1]), tz = t0[2] + u * (t1[2] - t0[2]);
   double norm = sqrt(tx * tx + ty * ty + tz * tz);
   tx = tx / norm, ty = ty / norm, tz = tz / norm;
-  return Py_BuildValue("(ddddddddd)", a[0] + u * (b[0] - a[0]), a[1] + u * (b[1] - a[1]), a[2] + u * (b[2] - a[2]),
-                       tx, ty, tz, n[1] * tz - n[2] * ty, n[2] * tx - n[0] * tz, n[0] * ty - n[1] * tx);
+  f[0] = a[0] + u * (b[0] - a[0]), f[1] = a[1] + u * (b[1] - a[1]), f[2] = a[2] + u * (b[2] - a[2]);
+  f[3] = tx, f[4] = ty, f[5] = tz;
+  f[6] = n[1] * tz - n[2] * ty, f[7] = n[2] * tx - n[0] * tz, f[8] = n[0] * ty - n[1] * tx;
+}
+
+static PyObject* Seam_frame(Seam* self, PyObject* arg) {
+  double x = PyFloat_AsDouble(arg), f[9];
+  if (x == -1.0 && PyErr_Occurred()) return NULL;
+  seam_frame(self, x, f);
+  return Py_BuildValue("(ddddddddd)", f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8]);
+}
+
+/* pose(p_tcp, xmat, ctwd, k0, end, fresh) -> (k, s, aim xyz, axis xyz, left xyz, lateral, vertical, along,
+   work, travel, facing, plane, changed): WeldMetrics.measure's
+   geometry for a TCP pose, everything but the CTWD ray cast. The aim point is the wire tip at `ctwd`
+   along the torch axis (the TCP's z); `locate` finds it on the seam (k0, end as there) and `frame` gives
+   the seam frame there, written into `point` and, where it differs from the last one (or `fresh`), into
+   `frame` row by row (`changed`); the aim's offset from the seam point in that frame (along, lateral,
+   vertical), the work and travel angles (deg), the torch axis into `ray` and its component along the
+   plate normal (`facing`), and the distance along the axis to the base plate's plane through the seam
+   point (`plane`, inf where the torch does not face it). */
+static PyObject* Seam_pose(Seam* self, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 6) {
+    PyErr_SetString(PyExc_TypeError, "pose(p_tcp, xmat, ctwd, k0, end, fresh): six arguments");
+    return NULL;
+  }
+  Py_buffer pv, rv;
+  if (get_doubles(args[0], &pv, 3, 0, "p_tcp") < 0) return NULL;
+  if (get_doubles(args[1], &rv, 9, 0, "xmat") < 0) {
+    PyBuffer_Release(&pv);
+    return NULL;
+  }
+  double px = D(pv)[0], py = D(pv)[1], pz = D(pv)[2];
+  double ax = D(rv)[2], ay = D(rv)[5], az = D(rv)[8];
+  PyBuffer_Release(&pv);
+  PyBuffer_Release(&rv);
+  double c = PyFloat_AsDouble(args[2]);
+  long k0 = PyLong_AsLong(args[3]), end = PyLong_AsLong(args[4]);
+  int fresh = PyObject_IsTrue(args[5]);
+  if (((c == -1.0 || k0 == -1 || end == -1) && PyErr_Occurred()) || fresh < 0) return NULL;
+  double aim_x = px + c * ax, aim_y = py + c * ay, aim_z = pz + c * az, s, f[9];
+  long k;
+  if (seam_locate(self, aim_x, aim_y, aim_z, k0, end, &k, &s) < 0) return NULL;
+  seam_frame(self, s, f);
+  double sx = f[0], sy = f[1], sz = f[2], tx = f[3], ty = f[4], tz = f[5], yx = f[6], yy = f[7], yz = f[8];
+  const double* n = D(self->normal);
+  double n0 = n[0], n1 = n[1], n2 = n[2];
+  double* point = D(self->point);
+  point[0] = sx, point[1] = sy, point[2] = sz;
+  double rows[9] = {tx, yx, n0, ty, yy, n1, tz, yz, n2};
+  double* frame = D(self->frame);
+  int changed = fresh;
+  for (int i = 0; i < 9 && !changed; i++) changed = rows[i] != frame[i];
+  if (changed) memcpy(frame, rows, sizeof(rows));
+  double ox = aim_x - sx, oy = aim_y - sy, oz = aim_z - sz;
+  double lateral = ox * yx + oy * yy + oz * yz;
+  double vertical = ox * n0 + oy * n1 + oz * n2;
+  double along = ox * tx + oy * ty + oz * tz;
+  double bx = -ax, by = -ay, bz = -az;
+  double work = 90.0 - atan2(bx * -yx + by * -yy + bz * -yz, bx * n0 + by * n1 + bz * n2) * (180.0 / M_PI);
+  double sine = ax * tx + ay * ty + az * tz;
+  sine = sine < 1.0 ? sine : 1.0;  /* max(-1, min(1, x)) as the builtins compare: a NaN gives 1 */
+  sine = sine > -1.0 ? sine : -1.0;
+  double travel = asin(sine) * (180.0 / M_PI);
+  double* ray = D(self->ray);
+  ray[0] = ax, ray[1] = ay, ray[2] = az;
+  double facing = ax * n0 + ay * n1 + az * n2;
+  double plane = facing < -1e-6 ? ((sx - px) * n0 + (sy - py) * n1 + (sz - pz) * n2) / facing : INFINITY;
+  return Py_BuildValue("(ldddddddddddddddddO)", k, s, aim_x, aim_y, aim_z, ax, ay, az, yx, yy, yz, lateral, vertical,
+                       along, work, travel, facing, plane, changed ? Py_True : Py_False);
 }
 
 /* ahead(s, x, y, z, d0, d1, ...) -> list: the seam points d_i ahead of arc length s (clamped to the
@@ -788,6 +865,8 @@ static PyMethodDef Seam_methods[] = {
      "where k0 < 0), and the arc length of the nearest point on the pieces beside it."},
     {"frame", (PyCFunction)Seam_frame, METH_O,
      "frame(s) -> (point, travel direction, left) at arc length s, as nine floats."},
+    {"pose", (PyCFunction)(void (*)(void))Seam_pose, METH_FASTCALL,
+     "pose(p_tcp, xmat, ctwd, k0, end, fresh) -> the geometry of WeldMetrics.measure but the ray cast."},
     {"ahead", (PyCFunction)(void (*)(void))Seam_ahead, METH_FASTCALL,
      "ahead(s, x, y, z, *distances) -> list: the seam points ahead of s from (x, y, z), in the seam frame."},
     {NULL, NULL, 0, NULL}};

@@ -35,7 +35,7 @@ import numpy as np
 
 from skillcell.config import ConfigError, bounds
 from skillcell.envs import kernels
-from skillcell.envs.control import float_packer, quat_from_mat, quat_to_rotvec
+from skillcell.envs.control import quat_from_mat, quat_to_rotvec
 from skillcell.envs.weld_process import (
     DEFECT_NAMES,
     ArcConfig,
@@ -231,6 +231,18 @@ class WPSConfig:
         low, high = self.band(key)
         return 0.5 * (low + high)
 
+    @property
+    def heat_input_band(self) -> tuple[float, float]:
+        """The heat input (kJ/mm) this WPS qualifies: its arc's ``eta U I / v`` (`heat_input_kj_mm`) at the
+        fast end of the travel-speed band (low) and at the slow end (high), as a WPS states the range that
+        its electrics and travel speeds give (ASME IX QW-409.1); a band from 0 mm/s has no upper bound (inf)."""
+        arc, (slow, fast) = self.arc, self.band("travel_speed_mm_s")
+
+        def q(speed: float) -> float:
+            return heat_input_kj_mm(arc.current_a, arc.voltage_v, arc.arc_efficiency, speed) if speed > 0 else math.inf
+
+        return q(fast), q(slow)
+
 
 class SeamPath:
     """A seam sampled every ``spacing`` metres with exact tangents: ``points``, ``tangents``, ``s``.
@@ -357,9 +369,6 @@ def torch_rotation(work_angle_deg: float, travel_angle_deg: float) -> np.ndarray
     x = np.array([1.0, 0.0, 0.0]) - axis[0] * axis
     x /= np.linalg.norm(x)
     return np.column_stack([x, np.cross(axis, x), axis])
-
-
-_PACK3 = float_packer(3)
 
 
 class WeaveCheck:
@@ -539,10 +548,10 @@ class WeldMetrics:
         # near the start at its end, and a torch before the start belongs to the start.
         self._first_search_end = int(np.argmax(np.linalg.norm(path.points - path.points[0], axis=1))) + 1
         #: the seam geometry per step, compiled (`skillcell.envs.kernels.Seam`), bound to the arrays above
+        self._ray_vec = np.empty(3)
         self._seam = kernels.Seam(points=self.points_world, tangents=self.tangents_world, normal=self.normal_world,
                                   s=path.s, lengths=np.maximum(np.diff(path.s), 1e-12), frame=self._R_world_seam_flat,
-                                  behind=SEARCH_BEHIND, ahead=SEARCH_AHEAD)
-        self._ray_vec = np.empty(3)
+                                  point=self.p_world_seam, ray=self._ray_vec, behind=SEARCH_BEHIND, ahead=SEARCH_AHEAD)
         #: the prescribed weave's cycle-by-cycle check (None: the WPS prescribes none)
         self.weave = WeaveCheck(wps, control_dt) if wps.weave is not None else None
         self._weave_pitch = wps.nominal("travel_speed_mm_s") * 1e-3 / wps.weave.frequency_hz if self.weave else 0.0
@@ -612,37 +621,22 @@ class WeldMetrics:
 
     def measure(self, p_tcp: np.ndarray, R_world_tcp: np.ndarray, arc_on: bool) -> dict[str, float]:
         """The step's metrics for a TCP pose; with the arc on, it also deposits bead up to here."""
-        px, py, pz = p_tcp.tolist()
-        R = R_world_tcp.tolist()  # 3x3, or nine floats row by row (a site's xmat)
-        if len(R) == 3:
-            (_, _, ax), (_, _, ay), (_, _, az) = R
-        else:
-            _, _, ax, _, _, ay, _, _, az = R
-        c = self.ctwd_nominal
-        aim = self.aim = (px + c * ax, py + c * ay, pz + c * az)
+        # The geometry, compiled (`kernels.Seam.pose`): the aim point (the wire tip at the nominal CTWD)
+        # located on the seam, the seam frame there (`p_world_seam`, `R_world_seam`: rewritten only where
+        # it changed; a straight seam keeps its frame), the aim's offset in it, the work and travel angles,
+        # the torch axis (the ray's direction) and the distance along it to the base plate's plane.
         s_previous = self.s
-        s = self.locate(aim)
-        sx, sy, sz, tx, ty, tz, yx, yy, yz = self._seam.frame(s)
-        n0, n1, n2 = self._normal
-        _PACK3(self.p_world_seam, 0, sx, sy, sz)
-        rows = [tx, yx, n0, ty, yy, n1, tz, yz, n2]
-        if rows != self.R_world_seam_rows:  # a straight seam keeps its frame: nothing to write
-            self.R_world_seam_rows = rows
-            self._R_world_seam_flat[:] = rows
+        (self.index, s, aim_x, aim_y, aim_z, ax, ay, az, yx, yy, yz, lateral, vertical, along, work, travel, facing,
+         plane, changed) = self._seam.pose(
+            p_tcp, R_world_tcp, self.ctwd_nominal, -1 if s_previous is None else self.index, self._first_search_end,
+            not self.R_world_seam_rows)
+        self.aim, self.aim_seam = (aim_x, aim_y, aim_z), (along, lateral, vertical)
+        if changed:
+            self.R_world_seam_rows = self._R_world_seam_flat.tolist()
             self._seam_rotvec = self._seam_quat = None
-        ox, oy, oz = aim[0] - sx, aim[1] - sy, aim[2] - sz
-        lateral = ox * yx + oy * yy + oz * yz
-        vertical = ox * n0 + oy * n1 + oz * n2
-        self.aim_seam = (ox * tx + oy * ty + oz * tz, lateral, vertical)  # R_world_seam.T @ o, as numpy sums
-        bx, by, bz = -ax, -ay, -az
-        work = 90.0 - math.degrees(math.atan2(bx * -yx + by * -yy + bz * -yz, bx * n0 + by * n1 + bz * n2))
-        travel = math.degrees(math.asin(max(-1.0, min(1.0, ax * tx + ay * ty + az * tz))))
         # CTWD: a ray cast to the plates; where it slips through a root gap (or hits nothing), the
         # distance to the plane of the base plate's top face through the seam, where the arc would burn.
-        _PACK3(self._ray_vec, 0, ax, ay, az)
         distance = mujoco.mj_ray(self.model, self.data, p_tcp, self._ray_vec, self._geomgroup, 1, -1, None)
-        facing = ax * n0 + ay * n1 + az * n2
-        plane = ((sx - px) * n0 + (sy - py) * n1 + (sz - pz) * n2) / facing if facing < -1e-6 else math.inf
         ctwd = plane if distance < 0 or distance > plane else distance
         speed = 0.0 if s_previous is None else (s - s_previous) / self.dt
         self.s = s
