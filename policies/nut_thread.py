@@ -37,13 +37,14 @@ class NutThreadExpert(ScriptedExpert):
 
     - **approach** (more than ``touch_zone`` above the thread start): ``c`` to the bolt axis,
       ``approach_height`` over the thread start, the tool axis onto the bolt's (its turn about the
-      axis held); down the axis at ``descend_speed`` once lined up (the face within 0.1-0.2 mm of
-      the axis, tilt within 0.3-0.6 deg).
+      axis held); down the axis at ``descend_speed`` as it lines up (blended by how lined up: the
+      face within 0.1-0.2 mm of the axis, tilt within 0.3-0.6 deg, fully / not at all).
     - **thread** (the face within ``touch_zone`` of the thread start or below it): a guarded move
       down the axis that leads the measured face by ``follow_lead`` at most (a light push on the
       thread, about 1 N on the impedance spring) at the thread's own advance (one pitch per turn
       at ``spin``), ``c`` kept on the axis; the spindle runs at
-      ``spin`` of its full speed from ``spin_zone`` above the thread start, lined up. The nut finds
+      ``spin`` of its full speed from ``spin_zone`` above the thread start, times how lined up
+      (from a pitch down the thread on, where the nut has engaged, in full). The nut finds
       the thread within a turn, runs down one pitch per turn with the command following it, and at
       the washer the spindle stalls at the clutch's torque for that speed (``spin`` times the stall
       torque at full command: 4.5 N*m, between the seating torque and the torque limit), which
@@ -82,7 +83,10 @@ class NutThreadExpert(ScriptedExpert):
         c = p + R_world_task.T @ o["tcp_lead"]
         depth = float(o["depth"][0])
         tilt = math.degrees(math.acos(max(-1.0, min(1.0, -float(R_task_tcp[2, 2])))))
-        lined_up = (_ramp(1e3 * math.hypot(p[0], p[1]), *self.aligned_mm) * _ramp(tilt, *self.aligned_deg)) > 0.5
+        # How lined up, in [0, 1], not a yes/no: D2's observation noise (0.1 mm a reading) is as wide as the
+        # band, so a threshold would flip the action from step to step, which a cloned policy averages into
+        # a hover; the blend is the mean such a policy learns, with the noise a smooth function of it.
+        lined_up = _ramp(1e3 * math.hypot(p[0], p[1]), *self.aligned_mm) * _ramp(tilt, *self.aligned_deg)
 
         move = np.zeros(3)
         move[:2] = -self.gain * c[:2]
@@ -91,15 +95,16 @@ class NutThreadExpert(ScriptedExpert):
         if depth > -self.touch_zone:
             self.phase = "thread"
             move[2] = -(min(depth_cmd + self.touch_speed, depth + self.follow_lead) - depth_cmd)
-            if depth > -self.spin_zone and lined_up:
+            # Lined up matters until the nut has met the helix (within a pitch of the thread start it has
+            # engaged or jammed); past that the thread holds the nut and the measured offset is noise about it.
+            if depth > self.env.pitch:
                 spindle = self.spin
+            elif depth > -self.spin_zone:
+                spindle = self.spin * lined_up
         else:
             self.phase = "approach"
-            if lined_up:
-                move[2] = -(min(depth_cmd + self.descend_speed, depth + self.follow_lead + self.touch_zone)
-                            - depth_cmd)
-            else:
-                move[2] = self.gain * (self.approach_height - c[2])
+            down = -(min(depth_cmd + self.descend_speed, depth + self.follow_lead + self.touch_zone) - depth_cmd)
+            move[2] = lined_up * down + (1.0 - lined_up) * self.gain * (self.approach_height - c[2])
         # The commanded tool axis onto the bolt's, its turn about that axis left as it is.
         turn = math.atan2(R_task_cmd[1, 0], R_task_cmd[0, 0])
         c_t, s_t = math.cos(turn), math.sin(turn)

@@ -165,3 +165,21 @@ def test_a_captured_rundown_with_a_spindle_signal_imports_and_seats(tmp_path):
     assert episode.success and final["turns"] >= 5.0
     score = score_dataset(tmp_path / "out").episodes[0].skill
     assert score.metrics["success"] == 1.0 and score.score > 0.5
+
+
+def test_the_expert_runs_the_spindle_without_a_break_once_the_nut_is_on_the_thread():
+    """A teacher for cloning: at D2 the measured offset is noise about a nut the thread holds (0.1 mm a
+    reading against the 0.1-0.2 mm lined-up band); the spindle label must not flicker with it, or BC
+    learns a partial speed that stalls below the seating torque."""
+    env = gym.make(ENV_ID, tier="D2")
+    pitch_mm = env.unwrapped.pitch * 1e3
+    depths = []
+    info, actions = _run_expert(env, seed=0, on_step=lambda info: depths.append(info["depth_mm"]))
+    assert info["is_success"]
+    # the depth after a step is what the next step's observation reads (up to its noise)
+    spindle = np.array(actions)[1:, 6]
+    on_thread = np.array(depths[:-1]) > pitch_mm + 0.5
+    assert on_thread.sum() > 50
+    assert np.all(spindle[on_thread] == 1.0), np.flatnonzero(spindle[on_thread] != 1.0)
+    env.close()
+
