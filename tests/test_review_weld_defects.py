@@ -22,7 +22,6 @@ from skillcell.review.overlays import (
     SceneOverlays,
     cell_review,
     defect_stretches,
-    heat_input_band,
     project_points,
 )
 from skillcell.review.report import ReportOptions, build_report
@@ -198,7 +197,7 @@ def test_strip_shows_heat_input_in_its_wps_range_and_the_defects_with_their_lege
     env = welds["fast"]
     review, wps = cell_review(env), env.unwrapped.wps
     arc = wps.arc
-    low, high = heat_input_band(wps)
+    low, high = wps.heat_input_band
     slow, fast = wps.band("travel_speed_mm_s")
     assert low == pytest.approx(heat_input_kj_mm(arc.current_a, arc.voltage_v, arc.arc_efficiency, fast))
     assert high == pytest.approx(arc.arc_efficiency * arc.voltage_v * arc.current_a / slow * 1e-3)

@@ -96,6 +96,17 @@ def test_heat_input_is_the_en_1011_formula():
     assert heat_input_kj_mm(180.0, 20.0, 0.8, 8.0) == pytest.approx(0.36)
 
 
+def test_the_wps_heat_input_band_is_its_arc_over_the_travel_speed_band():
+    from dataclasses import replace
+
+    _, wps = _model()
+    arc, (slow, fast) = wps.arc, wps.band("travel_speed_mm_s")
+    # the fillet WPS: 180 A, 20 V, k 0.8 at 6-10 mm/s: 0.288-0.48 kJ/mm
+    assert (arc.current_a, arc.voltage_v, arc.arc_efficiency, slow, fast) == (180.0, 20.0, 0.8, 6.0, 10.0)
+    assert wps.heat_input_band == pytest.approx((0.288, 0.48))
+    assert replace(wps, travel_speed_mm_s=(0.0, fast)).heat_input_band == (pytest.approx(0.288), math.inf)
+
+
 def _model(joint: str = "fillet"):
     env = gym.make("skillcell/WeldSeam-v0")
     wps = env.unwrapped.wps

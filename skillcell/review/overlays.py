@@ -31,7 +31,7 @@ from PIL import Image, ImageColor, ImageDraw, ImageFont
 
 from skillcell.envs.registry import UnknownCellError, spec_of
 from skillcell.envs.weld import METRIC_KEYS
-from skillcell.envs.weld_process import DEFECT_NAMES, heat_input_kj_mm
+from skillcell.envs.weld_process import DEFECT_NAMES
 
 __all__ = [
     "DEFECT_COLORS",
@@ -44,7 +44,6 @@ __all__ = [
     "block_pad",
     "cell_review",
     "defect_stretches",
-    "heat_input_band",
     "peg_review",
     "project_points",
     "weld_review",
@@ -182,17 +181,6 @@ def cell_review(cell) -> CellReview:
                       series=keys, force_arrow=True, score_key=keys[0] if keys else None)
 
 
-def heat_input_band(wps) -> tuple[float, float]:
-    """The heat input (kJ/mm) that the WPS's arc gives over its travel-speed band: the range a WPS
-    qualifies (ASME IX QW-409.1), from `heat_input_kj_mm` at the ends of the band."""
-    arc, (slow, fast) = wps.arc, wps.band("travel_speed_mm_s")
-
-    def q(speed: float) -> float:
-        return heat_input_kj_mm(arc.current_a, arc.voltage_v, arc.arc_efficiency, speed) if speed > 0 else math.inf
-
-    return q(fast), q(slow)
-
-
 def weld_review(cell) -> CellReview:
     """Welding: every WPS metric against its band while the arc burns, the bead's in-spec share, the heat
     input against the WPS's range, the bead's width, and per defect indicator the bead length it flagged
@@ -211,7 +199,7 @@ def weld_review(cell) -> CellReview:
                    band=(100.0 * wps.min_in_spec_fraction, 100.0), active_when="arc_on"),
         MetricSpec("arc_coverage", "welded", "%", fmt="{:.0f}", scale=100.0),
         MetricSpec("in_spec_fraction", "seam in spec", "%", fmt="{:.0f}", scale=100.0),
-        MetricSpec("heat_input_kj_mm", "heat", "kJ/mm", fmt="{:.2f}", band=heat_input_band(wps), active_when="arc_on"),
+        MetricSpec("heat_input_kj_mm", "heat", "kJ/mm", fmt="{:.2f}", band=wps.heat_input_band, active_when="arc_on"),
         MetricSpec("bead_width_mm", "bead", "mm", active_when="arc_on"),
     ]
     metrics += [MetricSpec(f"defect_{name}_mm", name.replace("_", " "), "mm", fmt="{:.0f}", warn=(0.0, 0.0),
