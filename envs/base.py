@@ -251,7 +251,7 @@ class CellEnv(gym.Env):
             force=d.sensordata[self._force_adr:self._force_adr + 3],
             torque=d.sensordata[self._torque_adr:self._torque_adr + 3], controller=self.controller.kernel,
             joint_pos=sl["joint_pos"].start, joint_vel=sl["joint_vel"].start, lead=sl["tcp_lead"].start,
-            ft=sl["force_tool"].start, empty=np.empty, dtype=np.float32)
+            ft=sl["force_tool"].start, empty=np.empty, dtype=np.float32, warnings=d.warning.number)
 
     # ------------------------------------------------------------------ setup
 
@@ -593,15 +593,15 @@ class CellEnv(gym.Env):
         return np.minimum(np.maximum(a, -1.0), 1.0)
 
     def _instability(self) -> str:
+        """What makes the physics invalid now (MuJoCo's warnings, or a non-finite state), "" while it is sound."""
+        if self._observer.sound():
+            return ""
         counts = self._warnings
         if any(counts.tolist()):
             d = self.data
             return "; ".join(f"{mujoco.mjtWarning(i).name} x{counts[i]} (info {d.warning.lastinfo[i]})"
                              for i in np.flatnonzero(counts))
-        if not math.isfinite(sum(self._qpos.tolist()) + sum(self._qvel.tolist())) and not (
-                np.isfinite(self._qpos).all() and np.isfinite(self._qvel).all()):
-            return "non-finite state"
-        return ""
+        return "non-finite state"
 
     def _update_wrench(self) -> None:
         """F/T reading minus the tool's weight: the wrench the tool applies to its surroundings.

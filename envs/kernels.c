@@ -436,7 +436,7 @@ static PyTypeObject ControllerType = {
 
 typedef struct {
   PyObject_HEAD
-  Py_buffer raw, scale, qpos, qvel, wrench, ft_offset, ft_xmat, payload_force, payload_com, force, torque;
+  Py_buffer raw, scale, qpos, qvel, wrench, ft_offset, ft_xmat, payload_force, payload_com, force, torque, warnings;
   int bound;
   Controller* controller;
   PyObject *empty, *shape, *dtype; /* numpy.empty, the observation's size and float32 */
@@ -447,7 +447,8 @@ typedef struct {
 static void Observer_dealloc(Observer* self) {
   if (self->bound) {
     Py_buffer* views[] = {&self->raw, &self->scale, &self->qpos, &self->qvel, &self->wrench, &self->ft_offset,
-                          &self->ft_xmat, &self->payload_force, &self->payload_com, &self->force, &self->torque};
+                          &self->ft_xmat, &self->payload_force, &self->payload_com, &self->force, &self->torque,
+                          &self->warnings};
     for (size_t i = 0; i < sizeof(views) / sizeof(*views); i++) PyBuffer_Release(views[i]);
   }
   Py_XDECREF(self->controller);
@@ -460,17 +461,17 @@ static void Observer_dealloc(Observer* self) {
 static int Observer_init(Observer* self, PyObject* args, PyObject* kwargs) {
   static char* names[] = {"raw", "scale", "qpos", "qvel", "qpos_index", "qvel_index", "wrench", "ft_offset",
                           "ft_xmat", "payload_force", "payload_com", "force", "torque", "controller",
-                          "joint_pos", "joint_vel", "lead", "ft", "empty", "dtype", NULL};
+                          "joint_pos", "joint_vel", "lead", "ft", "empty", "dtype", "warnings", NULL};
   PyObject *raw, *scale, *qpos, *qvel, *qpos_index, *qvel_index, *wrench, *ft_offset, *ft_xmat, *payload_force;
-  PyObject *payload_com, *force, *torque, *controller, *empty, *dtype;
+  PyObject *payload_com, *force, *torque, *controller, *empty, *dtype, *warnings;
   if (self->bound) {
     PyErr_SetString(PyExc_RuntimeError, "Observer: already bound");
     return -1;
   }
-  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$OOOOOOOOOOOOOO!iiiiOO", names, &raw, &scale, &qpos, &qvel,
+  if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$OOOOOOOOOOOOOO!iiiiOOO", names, &raw, &scale, &qpos, &qvel,
                                    &qpos_index, &qvel_index, &wrench, &ft_offset, &ft_xmat, &payload_force,
                                    &payload_com, &force, &torque, &ControllerType, &controller, &self->joint_pos,
-                                   &self->joint_vel, &self->lead, &self->ft, &empty, &dtype))
+                                   &self->joint_vel, &self->lead, &self->ft, &empty, &dtype, &warnings))
     return -1;
   Py_buffer* views[] = {&self->raw, &self->scale, &self->qpos, &self->qvel, &self->wrench, &self->ft_offset,
                         &self->ft_xmat, &self->payload_force, &self->payload_com, &self->force, &self->torque};
@@ -498,8 +499,20 @@ static int Observer_init(Observer* self, PyObject* args, PyObject* kwargs) {
   if (get_indices(qpos_index, self->qpos_index, 6, self->qpos.len / 8, "qpos_index") < 0 ||
       get_indices(qvel_index, self->qvel_index, 6, self->qvel.len / 8, "qvel_index") < 0)
     goto fail;
+  /* mjData.warning.number is a strided view (a field of the mjWarningStat records) */
+  if (PyObject_GetBuffer(warnings, &self->warnings, PyBUF_STRIDES | PyBUF_FORMAT) < 0) goto fail;
+  const char* wf = self->warnings.format ? self->warnings.format : "B";
+  if (self->warnings.itemsize != 4 || self->warnings.ndim != 1 ||
+      (strcmp(wf, "i") != 0 && strcmp(wf, "<i") != 0 && strcmp(wf, "=i") != 0)) {
+    PyBuffer_Release(&self->warnings);
+    PyErr_SetString(PyExc_TypeError, "warnings: needs int32 counts (mjData.warning.number)");
+    goto fail;
+  }
   self->shape = PyLong_FromSsize_t(self->size);
-  if (!self->shape) goto fail;
+  if (!self->shape) {
+    PyBuffer_Release(&self->warnings);
+    goto fail;
+  }
   Py_INCREF(controller), Py_INCREF(empty), Py_INCREF(dtype);
   self->controller = (Controller*)controller, self->empty = empty, self->dtype = dtype;
   self->bound = 1;
@@ -583,7 +596,23 @@ static PyObject* Observer_observe(Observer* self, PyObject* const* args, Py_ssiz
   return obs;
 }
 
+/* sound(): no MuJoCo warning counted, and every qpos and qvel finite. */
+static PyObject* Observer_sound(Observer* self, PyObject* unused) {
+  (void)unused;
+  const char* counts = (const char*)self->warnings.buf;
+  for (Py_ssize_t i = 0; i < self->warnings.shape[0]; i++)
+    if (*(const int*)(counts + i * self->warnings.strides[0])) Py_RETURN_FALSE;
+  const double *q = D(self->qpos), *v = D(self->qvel);
+  for (Py_ssize_t i = 0; i < self->qpos.len / 8; i++)
+    if (!isfinite(q[i])) Py_RETURN_FALSE;
+  for (Py_ssize_t i = 0; i < self->qvel.len / 8; i++)
+    if (!isfinite(v[i])) Py_RETURN_FALSE;
+  Py_RETURN_TRUE;
+}
+
 static PyMethodDef Observer_methods[] = {
+    {"sound", (PyCFunction)Observer_sound, METH_NOARGS,
+     "sound(): True while MuJoCo counts no warning and the state (qpos, qvel) is finite."},
     {"wrench", (PyCFunction)Observer_wrench, METH_NOARGS,
      "wrench(): the F/T reading minus the tool's weight into `wrench` (F/T frame)."},
     {"observe", (PyCFunction)(void (*)(void))Observer_observe, METH_FASTCALL,

@@ -286,3 +286,19 @@ def test_in_spec_reward_has_no_quality_penalty(weld):
             excess = sum(min(1.0, max(0.0, abs(values[k] - (low + high) / 2) - (high - low) / 2) / ((high - low) / 2))
                          for k, (low, high) in ((k, weld.wps.band(k)) for k in METRIC_KEYS))
             assert excess <= 1e-13
+
+
+def test_instability_check_sees_warnings_and_non_finite_state(weld):
+    """The compiled soundness check: a warning counted, or one non-finite qpos or qvel entry, is caught."""
+    d = weld.data
+    assert weld._instability() == ""
+    for array in (d.qpos, d.qvel):
+        for value in (np.nan, np.inf):
+            kept = array[-1]
+            array[-1] = value
+            assert weld._instability() == "non-finite state"
+            array[-1] = kept
+    d.warning.number[mujoco.mjtWarning.mjWARN_BADQACC] = 1
+    assert weld._instability().startswith("mjWARN_BADQACC x1")
+    d.warning.number[mujoco.mjtWarning.mjWARN_BADQACC] = 0
+    assert weld._instability() == ""
