@@ -14,6 +14,7 @@ from skillcell import assets
 from skillcell.config import ConfigError, bounds
 from skillcell.envs.cell import ROBOT_PREFIX, load_cell_config
 from skillcell.envs.cells.weld_seam import WeldSeamConfig, WeldSeamEnv
+from skillcell.envs.control import index_of
 from skillcell.envs.weld import SeamConfig, SegmentConfig, plate_boxes
 
 __all__ = ["PIPE_CAMERAS", "VARIANTS", "PipeConfig", "WeldPipeConfig", "WeldPipeEnv", "wrist_flip"]
@@ -270,14 +271,21 @@ class WeldPipeEnv(WeldSeamEnv):
         scratch = mujoco.MjData(m)
         mujoco.mj_kinematics(m, scratch)
         elbow = int(arm_joints[names.index(WRIST_1) - 1])
-        self._max_reach = sum(self._in_plane(scratch, a, b) for a, b in ((self._shoulder_joint, elbow),
-                                                                          (elbow, self._wrist_1_joint)))
+        self._max_reach = sum(self._in_plane(scratch.xanchor[a], scratch.xaxis[a], scratch.xanchor[b])
+                              for a, b in ((self._shoulder_joint, elbow), (elbow, self._wrist_1_joint)))
+        # What every step reads, as views into mjData (its arrays never move; a property read makes a new one).
+        d = self.data
+        self._shoulder_anchor, self._shoulder_axis = d.xanchor[self._shoulder_joint], d.xaxis[self._shoulder_joint]
+        self._wrist_1_anchor = d.xanchor[self._wrist_1_joint]
+        arm = index_of(self.arm_qpos_adr)
+        self._arm_qpos = d.qpos[arm] if isinstance(arm, slice) else None
 
-    def _in_plane(self, data: mujoco.MjData, a: int, b: int) -> float:
+    @staticmethod
+    def _in_plane(anchor_a: np.ndarray, axis_a: np.ndarray, anchor_b: np.ndarray) -> float:
         """Distance between the anchors of joints ``a`` and ``b`` normal to joint ``a``'s axis (m)."""
         # On floats, in numpy's order of operations (np.linalg.norm's bits): a step's hot path.
-        (ax, ay, az), (bx, by, bz) = data.xanchor[a].tolist(), data.xanchor[b].tolist()
-        ux, uy, uz = data.xaxis[a].tolist()
+        (ax, ay, az), (bx, by, bz) = anchor_a.tolist(), anchor_b.tolist()
+        ux, uy, uz = axis_a.tolist()
         dx, dy, dz = bx - ax, by - ay, bz - az
         along = dx * ux + dy * uy + dz * uz
         ex, ey, ez = dx - along * ux, dy - along * uy, dz - along * uz
@@ -293,7 +301,7 @@ class WeldPipeEnv(WeldSeamEnv):
 
     def _evaluate(self) -> dict[str, Any]:
         step = super()._evaluate()
-        q = self.data.qpos[self.arm_qpos_adr].tolist()
+        q = (self.data.qpos[self.arm_qpos_adr] if self._arm_qpos is None else self._arm_qpos).tolist()
         margin = None
         for v, lo, hi in zip(q, self._joint_low, self._joint_high, strict=True):  # min(min(...)), unrolled
             deg = math.degrees(v)
@@ -304,13 +312,13 @@ class WeldPipeEnv(WeldSeamEnv):
         wrist_2 = q[self._wrist_2]
         self._flips += wrist_flip(self._wrist_2_previous, wrist_2)
         self._wrist_2_previous = wrist_2
-        reach = (self._max_reach - self._in_plane(self.data, self._shoulder_joint, self._wrist_1_joint)) * 1e3
+        in_plane = self._in_plane(self._shoulder_anchor, self._shoulder_axis, self._wrist_1_anchor)
+        reach = (self._max_reach - in_plane) * 1e3
         self._min_margin, self._min_reach = min(self._min_margin, margin), min(self._min_reach, reach)
         off_singular = math.degrees(abs(wrist_2)) % 180.0
         step["joint_limit_margin_deg"], step["min_joint_limit_margin_deg"] = margin, self._min_margin
         step["reach_margin_mm"], step["min_reach_margin_mm"] = reach, self._min_reach
-        (cx, cy, cz), (sx, sy, sz) = self.controller.p_world_cmd.tolist(), \
-            self.data.xanchor[self._shoulder_joint].tolist()
+        (cx, cy, cz), (sx, sy, sz) = self.controller.p_world_cmd.tolist(), self._shoulder_anchor.tolist()
         cx, cy, cz = cx - sx, cy - sy, cz - sz
         step["tcp_target_reach_m"] = math.sqrt(cx * cx + cy * cy + cz * cz)
         step["wrist_2_deg"], step["wrist_3_deg"] = math.degrees(wrist_2), math.degrees(q[self._wrist_3])
