@@ -15,11 +15,8 @@ import numpy as np
 
 from skillcell.envs import kernels
 
-__all__ = ["CartesianController", "clip_float", "float_packer", "index_of", "mul_quat", "normalize_quat",
-           "quat_from_mat", "quat_from_rotvec", "quat_to_rotvec", "rotate_transposed", "rotvec_from_quat"]
-
-_MINVAL = 1e-15  # MuJoCo's mjMINVAL
-
+__all__ = ["CartesianController", "clip_float", "float_packer", "index_of", "mul_quat", "quat_from_rotvec",
+           "rotate_transposed", "rotvec_from_quat"]
 
 def float_packer(n: int) -> Callable[..., None]:
     """``pack(buffer, byte_offset, *values)``: ``n`` floats into a C-contiguous float64 buffer (an
@@ -48,12 +45,11 @@ def rotvec_from_quat(quat: np.ndarray) -> np.ndarray:
     return out
 
 
-# Quaternion arithmetic on floats, for the per-step hot path: through the Python bindings, one mju_*
-# call on 4-vectors costs 5000-8000 CPU instructions, mostly argument conversion (mju_mulQuat about
-# 7800, `mul_quat` about 3900), and the floats need no array read or written around them.
-# `quat_from_mat` and `quat_to_rotvec` give the bits of mju_mat2Quat and mju_quat2Vel; `mul_quat` and
-# `normalize_quat` round as written, within an ulp or two of mju_mulQuat and mju_normalize4 (whose
-# compiled code fuses multiply-adds). tests/test_hot_path.py checks both.
+# The quaternion product on floats, for what runs once per seam frame (a curved seam's every step):
+# through the Python bindings one mju_* call on 4-vectors costs ~7800 CPU instructions, mostly argument
+# conversion, `mul_quat` ~3900. It rounds as written, within an ulp or two of mju_mulQuat (whose compiled
+# code orders the sums otherwise): tests/test_hot_path.py. The per-step quaternion arithmetic is compiled
+# (`skillcell.envs.kernels`: mju_mat2Quat's and mju_quat2Vel's bits).
 
 def mul_quat(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float, float]:
     """The Hamilton product ``a b`` of two quaternions given as four floats (as mju_mulQuat)."""
@@ -61,53 +57,6 @@ def mul_quat(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, floa
     b0, b1, b2, b3 = b
     return (a0 * b0 - a1 * b1 - a2 * b2 - a3 * b3, a0 * b1 + a1 * b0 + a2 * b3 - a3 * b2,
             a0 * b2 - a1 * b3 + a2 * b0 + a3 * b1, a0 * b3 + a1 * b2 - a2 * b1 + a3 * b0)
-
-
-def normalize_quat(q: Sequence[float]) -> tuple[float, float, float, float]:
-    """``q`` scaled to unit length (as mju_normalize4: left as is within 1e-15 of it, identity if ~0)."""
-    w, x, y, z = q
-    norm = math.sqrt(w * w + x * x + y * y + z * z)
-    if norm < _MINVAL:
-        return 1.0, 0.0, 0.0, 0.0
-    if abs(norm - 1.0) > _MINVAL:
-        f = 1.0 / norm
-        return w * f, x * f, y * f, z * f
-    return w, x, y, z
-
-
-def quat_from_mat(m: Sequence[float]) -> tuple[float, float, float, float]:
-    """The unit quaternion of a rotation matrix given row by row as nine floats (as mju_mat2Quat):
-    Shepperd's method, from the largest of the four components."""
-    m0, m1, m2, m3, m4, m5, m6, m7, m8 = m
-    if m0 + m4 + m8 > 0:
-        w = 0.5 * math.sqrt(1 + m0 + m4 + m8)
-        q = w, 0.25 * (m7 - m5) / w, 0.25 * (m2 - m6) / w, 0.25 * (m3 - m1) / w
-    elif m0 > m4 and m0 > m8:
-        x = 0.5 * math.sqrt(1 + m0 - m4 - m8)
-        q = 0.25 * (m7 - m5) / x, x, 0.25 * (m1 + m3) / x, 0.25 * (m2 + m6) / x
-    elif m4 > m8:
-        y = 0.5 * math.sqrt(1 - m0 + m4 - m8)
-        q = 0.25 * (m2 - m6) / y, 0.25 * (m1 + m3) / y, y, 0.25 * (m5 + m7) / y
-    else:
-        z = 0.5 * math.sqrt(1 - m0 - m4 + m8)
-        q = 0.25 * (m3 - m1) / z, 0.25 * (m2 + m6) / z, 0.25 * (m5 + m7) / z, z
-    return normalize_quat(q)
-
-
-def quat_to_rotvec(q: Sequence[float]) -> tuple[float, float, float]:
-    """``log``: the rotation vector of a unit quaternion given as four floats, angle in ``[-pi, pi]``
-    about the quaternion's axis (as mju_quat2Vel with dt 1)."""
-    w, x, y, z = q
-    norm = math.sqrt(x * x + y * y + z * z)
-    if norm < _MINVAL:
-        x, y, z = 1.0, 0.0, 0.0
-    else:
-        f = 1.0 / norm
-        x, y, z = x * f, y * f, z * f
-    angle = 2 * math.atan2(norm, w)
-    if angle > math.pi:
-        angle -= 2 * math.pi
-    return x * angle, y * angle, z * angle
 
 
 def rotate_transposed(R: Sequence[float], v: Sequence[float]) -> tuple[float, float, float]:

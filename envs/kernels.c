@@ -930,9 +930,33 @@ static PyObject* relative_rotvec(PyObject* module, PyObject* const* args, Py_ssi
   return Py_BuildValue("(ddd)", v[0], v[1], v[2]);
 }
 
+/* quat_of(xmat) -> (w, x, y, z): the unit quaternion of a rotation matrix given row by row (mju_mat2Quat's bits). */
+static PyObject* quat_of(PyObject* module, PyObject* arg) {
+  (void)module;
+  Py_buffer view;
+  double q[4];
+  if (get_doubles(arg, &view, 9, 0, "xmat") < 0) return NULL;
+  quat_from_mat(q, D(view));
+  PyBuffer_Release(&view);
+  return Py_BuildValue("(dddd)", q[0], q[1], q[2], q[3]);
+}
+
+/* rotvec(w, x, y, z) -> (rx, ry, rz): the rotation vector of a unit quaternion (mju_quat2Vel's bits, dt 1). */
+static PyObject* rotvec(PyObject* module, PyObject* const* args, Py_ssize_t nargs) {
+  (void)module;
+  double q[4], v[3];
+  if (get_floats(args, nargs, 4, q, "rotvec") < 0) return NULL;
+  quat_to_rotvec(v, q);
+  return Py_BuildValue("(ddd)", v[0], v[1], v[2]);
+}
+
 static PyMethodDef module_methods[] = {
     {"relative_rotvec", (PyCFunction)(void (*)(void))relative_rotvec, METH_FASTCALL,
      "relative_rotvec(w, x, y, z, xmat) -> (rx, ry, rz): the rotation vector of q q_mat."},
+    {"quat_of", (PyCFunction)quat_of, METH_O,
+     "quat_of(xmat) -> (w, x, y, z): the unit quaternion of a rotation matrix given row by row."},
+    {"rotvec", (PyCFunction)(void (*)(void))rotvec, METH_FASTCALL,
+     "rotvec(w, x, y, z) -> (rx, ry, rz): the rotation vector of a unit quaternion, angle in [-pi, pi]."},
     {NULL, NULL, 0, NULL}};
 
 /* ------------------------------------------------------------------ module */

@@ -35,7 +35,6 @@ import numpy as np
 
 from skillcell.config import ConfigError, bounds
 from skillcell.envs import kernels
-from skillcell.envs.control import quat_from_mat, quat_to_rotvec
 from skillcell.envs.weld_process import (
     DEFECT_NAMES,
     ArcConfig,
@@ -792,13 +791,13 @@ class WeldMetrics:
     def seam_rotvec(self) -> tuple[float, float, float]:
         """The rotation vector of `R_world_seam` (rad), computed once per seam frame."""
         if self._seam_rotvec is None:
-            self._seam_rotvec = quat_to_rotvec(self.seam_quat())
+            self._seam_rotvec = kernels.rotvec(*self.seam_quat())
         return self._seam_rotvec
 
     def seam_quat(self) -> tuple[float, float, float, float]:
         """The quaternion of `R_world_seam`, computed once per seam frame."""
         if self._seam_quat is None:
-            self._seam_quat = quat_from_mat(self.R_world_seam_rows)
+            self._seam_quat = kernels.quat_of(self._R_world_seam_flat)
         return self._seam_quat
 
     def _deposit(self, lo: float, hi: float, in_spec: bool) -> None:

@@ -14,16 +14,8 @@ import numpy as np
 import pytest
 
 import skillcell  # noqa: F401  (registers the cells)
-from skillcell.envs.control import (
-    CartesianController,
-    clip_float,
-    mul_quat,
-    normalize_quat,
-    quat_from_mat,
-    quat_from_rotvec,
-    quat_to_rotvec,
-    rotate_transposed,
-)
+from skillcell.envs import kernels
+from skillcell.envs.control import CartesianController, clip_float, mul_quat, quat_from_rotvec, rotate_transposed
 from skillcell.envs.weld import METRIC_KEYS, SEARCH_AHEAD, SEARCH_BEHIND
 
 
@@ -124,7 +116,8 @@ def random_quats(rng, n):
     return q / np.linalg.norm(q, axis=1, keepdims=True)
 
 
-def test_quat_from_mat_and_quat_to_rotvec_are_mujoco_bit_for_bit():
+def test_kernel_quaternions_are_mujoco_bit_for_bit():
+    """The compiled mat2Quat and quat2Vel (the controller's, the observation's, the seam frame's) give MuJoCo's bits."""
     rng = np.random.default_rng(3)
     R, q, v = np.empty(9), np.empty(4), np.empty(3)
     quats = random_quats(rng, 3000)
@@ -132,37 +125,20 @@ def test_quat_from_mat_and_quat_to_rotvec_are_mujoco_bit_for_bit():
     for quat in quats:
         mujoco.mju_quat2Mat(R, quat)
         mujoco.mju_mat2Quat(q, R)
-        assert bits(quat_from_mat(R.tolist())) == bits(q)
+        assert bits(kernels.quat_of(R)) == bits(q)
+        assert bits(kernels.relative_rotvec(1.0, 0.0, 0.0, 0.0, R)) == bits(kernels.rotvec(*q))
         for small in (1.0, 1e-6, 1e-12):  # angles near zero, where the axis is ill-conditioned
             near = np.array([quat[0], *(quat[1:] * small)])
             mujoco.mju_quat2Vel(v, near, 1.0)
-            assert bits(quat_to_rotvec(near.tolist())) == bits(v)
+            assert bits(kernels.rotvec(*near.tolist())) == bits(v)
 
 
-def test_mul_quat_and_normalize_quat_are_mujoco_within_ulps():
+def test_mul_quat_is_mujoco_within_ulps():
     rng = np.random.default_rng(4)
     out = np.empty(4)
     for a, b in zip(random_quats(rng, 2000), random_quats(rng, 2000) * rng.uniform(0.5, 2.0, (2000, 1)), strict=True):
         mujoco.mju_mulQuat(out, a, b)
         np.testing.assert_allclose(mul_quat(a.tolist(), b.tolist()), out, rtol=0, atol=4 * np.finfo(float).eps)
-        out[:] = b
-        mujoco.mju_normalize4(out)
-        np.testing.assert_allclose(normalize_quat(b.tolist()), out, rtol=0, atol=2 * np.finfo(float).eps)
-    assert normalize_quat((0.0, 0.0, 0.0, 0.0)) == (1.0, 0.0, 0.0, 0.0)
-
-
-def test_controller_solve_is_damped_least_squares(weld):
-    """The Cholesky solve gives numpy's damped least squares to rounding, on the arm's Jacobian."""
-    controller = weld.controller
-    rng = np.random.default_rng(5)
-    jac = np.zeros((6, weld.model.nv))
-    mujoco.mj_jacSite(weld.model, weld.data, jac[:3], jac[3:], weld.tcp_site)
-    j = jac[:, weld.arm_dof_adr]
-    for scale in (1e-6, 1e-3, 1.0):
-        error = rng.standard_normal(6) * scale
-        controller._track(error)
-        expected = j.T @ np.linalg.solve(j @ j.T + 1e-4 * np.eye(6), error)
-        np.testing.assert_allclose(controller._dq, expected, rtol=1e-10, atol=1e-15 * scale)
 
 
 @pytest.mark.skipif(not mujoco.__version__.startswith("4."), reason="the lane and loop order of MuJoCo 4's routines")
@@ -192,6 +168,18 @@ def test_controller_kernel_solve_is_mujocos_bit_for_bit(weld):
         assert bits(controller._dq) == bits(expected)
 
 
+def normalize_quat(q):
+    """mju_normalize4 as the controller states it: left as is within 1e-15 of unit length, identity if ~0."""
+    w, x, y, z = q
+    norm = math.sqrt(w * w + x * x + y * y + z * z)
+    if norm < 1e-15:
+        return 1.0, 0.0, 0.0, 0.0
+    if abs(norm - 1.0) > 1e-15:
+        f = 1.0 / norm
+        return w * f, x * f, y * f, z * f
+    return w, x, y, z
+
+
 def reference_command(c, action, q_tcp):
     """The float formulation the controller kernel replaced (the position and rotation leads, the
     workspace clip, the feed-forward); returns the command and the error it writes."""
@@ -209,7 +197,7 @@ def reference_command(c, action, q_tcp):
     tx, ty, tz = c._xpos.tolist()
     ex, ey, ez = px - tx, py - ty, pz - tz
     w, x, y, z = q_tcp
-    e3, e4, e5 = quat_to_rotvec(mul_quat(q_cmd, (w, -x, -y, -z)))
+    e3, e4, e5 = kernels.rotvec(*mul_quat(q_cmd, (w, -x, -y, -z)))
     lead = math.sqrt(ex * ex + ey * ey + ez * ez)
     if lead > c.max_lead_translation:
         f = c.max_lead_translation / lead
@@ -255,7 +243,7 @@ def test_controller_kernel_command_is_the_float_formulation(weld, feedforward):
             c.p_world_cmd[:] = c.workspace_max + 0.01
         c.quat_world_cmd[:] = normalize_quat(mul_quat(quat_from_rotvec(rng.standard_normal(3) * 0.2).tolist(),
                                                       c.quat_world_cmd.tolist()))
-        expected = reference_command(c, action, quat_from_mat(c._xmat.tolist()))
+        expected = reference_command(c, action, kernels.quat_of(c._xmat))
         c.kernel.command(action, False)
         assert (bits(c.p_world_cmd), bits(c.quat_world_cmd), bits(c._error)) == tuple(map(bits, expected))
 

@@ -16,7 +16,7 @@ from skillcell.config import ConfigError, bounds, from_mapping, load_yaml, merge
 from skillcell.envs import kernels
 from skillcell.envs.base import CellEnv, ObsField
 from skillcell.envs.cell import TOOL_PREFIX, CellConfig, load_cell_config
-from skillcell.envs.control import clip_float, float_packer, mul_quat, quat_from_mat
+from skillcell.envs.control import clip_float, float_packer, mul_quat
 from skillcell.envs.weld import (
     METRIC_KEYS,
     JointConfig,
@@ -338,7 +338,7 @@ class WeldSeamEnv(CellEnv, EzPickle):
         # What every step reads: views into mjData (its arrays never move) and constants.
         self._tcp_xpos, self._tcp_xmat = self.data.site_xpos[self.tcp_site], self.data.site_xmat[self.tcp_site]
         self._tcp_xmat_3x3 = self._tcp_xmat.reshape(3, 3)
-        self._quat_nominal = quat_from_mat(self.R_task_tcp_nominal.ravel().tolist())
+        self._quat_nominal = kernels.quat_of(np.ascontiguousarray(self.R_task_tcp_nominal))
         self._obs_frame_rows: list[float] | None = None
         self._end_mm = self.path.length * 1e3 - self.config.task.end_tolerance_mm
         self._leave_distance_mm = self.config.task.leave_distance_mm
