@@ -9,28 +9,15 @@ from __future__ import annotations
 
 import math
 
-import mujoco
 import numpy as np
 
 from skillcell.envs.cells.nut_thread import NutThreadEnv
-from skillcell.envs.control import quat_from_rotvec, rotvec_from_quat
-from skillcell.policies.scripted import ScriptedExpert
+from skillcell.policies.guarded_insert import FixtureExpert, ramp, rotvec_between
 
 __all__ = ["NutThreadExpert"]
 
 
-def _matrix(rotvec: np.ndarray) -> np.ndarray:
-    R = np.empty(9)
-    mujoco.mju_quat2Mat(R, quat_from_rotvec(rotvec))
-    return R.reshape(3, 3)
-
-
-def _ramp(value: float, full: float, zero: float) -> float:
-    """1 up to ``full``, 0 from ``zero`` on, linear between: a soft threshold that cannot chatter."""
-    return min(1.0, max(0.0, (zero - value) / (zero - full)))
-
-
-class NutThreadExpert(ScriptedExpert):
+class NutThreadExpert(FixtureExpert):
     """Align coaxially, touch down lightly, spin slowly while following the advance, stall at the seat.
 
     With ``c`` the commanded nut face in the bolt frame (the measured face plus the command lead):
@@ -59,42 +46,28 @@ class NutThreadExpert(ScriptedExpert):
     spin = 1.0  # of the spindle's full speed (1 rev/s at 60 rpm)
     aligned_mm = (0.1, 0.2)  # face offset from the axis: fully lined up / not at all
     aligned_deg = (0.3, 0.6)  # tilt from the axis: fully lined up / not at all
-    gain = 0.15  # per control step, on the commanded position and orientation errors
+    env_class = NutThreadEnv
 
     def __init__(self, env, skill: str = "expert", seed: int = 0):
         super().__init__(env, skill, seed)
-        if not isinstance(self.env, NutThreadEnv):
-            raise TypeError(f"NutThreadExpert drives NutThreadEnv, got {type(self.env).__name__}")
-        control = self.env.config.control
-        self.max_translation = control.max_translation_mm * 1e-3
-        self.max_rotation = math.radians(control.max_rotation_deg)
         # Onto the thread at the speed the thread will carry the nut (one pitch per turn of the spindle):
         # the helix then takes the nut over without stopping the arm's descent (a jolt of 10 N or more).
         self.touch_speed = self.env.pitch * self.spin * self.env.max_spindle_speed / (2 * math.pi) * self.env.dt
-        self.phase = "approach"
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        o = self.env.decode_obs(obs)
-        R_world_task = _matrix(o["bolt_rot"])
-        R_nominal = self.env.R_task_tcp_nominal
-        R_task_tcp = R_nominal @ _matrix(o["tcp_rot_task"])
-        R_task_cmd = R_world_task.T @ _matrix(o["tcp_lead_rot"]) @ R_world_task @ R_task_tcp
-        p = o["tcp_pos_task"]
-        c = p + R_world_task.T @ o["tcp_lead"]
-        depth = float(o["depth"][0])
-        tilt = math.degrees(math.acos(max(-1.0, min(1.0, -float(R_task_tcp[2, 2])))))
+        view = self.view(obs)
+        c, depth, R_task_cmd = view.c, view.depth, view.R_task_cmd
         # How lined up, in [0, 1], not a yes/no: D2's observation noise (0.1 mm a reading) is as wide as the
         # band, so a threshold would flip the action from step to step, which a cloned policy averages into
         # a hover; the blend is the mean such a policy learns, with the noise a smooth function of it.
-        lined_up = _ramp(1e3 * math.hypot(p[0], p[1]), *self.aligned_mm) * _ramp(tilt, *self.aligned_deg)
+        lined_up = ramp(view.lateral_mm, *self.aligned_mm) * ramp(view.tilt_deg, *self.aligned_deg)
 
         move = np.zeros(3)
         move[:2] = -self.gain * c[:2]
-        depth_cmd = -c[2]
         spindle = 0.0
         if depth > -self.touch_zone:
             self.phase = "thread"
-            move[2] = -(min(depth_cmd + self.touch_speed, depth + self.follow_lead) - depth_cmd)
+            move[2] = self.guarded(view, self.touch_speed, self.follow_lead)
             # Lined up matters until the nut has met the helix (within a pitch of the thread start it has
             # engaged or jammed); past that the thread holds the nut and the measured offset is noise about it.
             if depth > self.env.pitch:
@@ -103,17 +76,11 @@ class NutThreadExpert(ScriptedExpert):
                 spindle = self.spin * lined_up
         else:
             self.phase = "approach"
+            depth_cmd = -c[2]
             down = -(min(depth_cmd + self.descend_speed, depth + self.follow_lead + self.touch_zone) - depth_cmd)
             move[2] = lined_up * down + (1.0 - lined_up) * self.gain * (self.approach_height - c[2])
         # The commanded tool axis onto the bolt's, its turn about that axis left as it is.
         turn = math.atan2(R_task_cmd[1, 0], R_task_cmd[0, 0])
         c_t, s_t = math.cos(turn), math.sin(turn)
-        R_target = np.array([[c_t, -s_t, 0.0], [s_t, c_t, 0.0], [0.0, 0.0, 1.0]]) @ R_nominal
-        quat = np.empty(4)
-        mujoco.mju_mat2Quat(quat, (R_target @ R_task_cmd.T).ravel())
-        omega = self.gain * rotvec_from_quat(quat)
-        action = np.zeros(7)
-        action[:3] = R_world_task @ move / self.max_translation
-        action[3:6] = R_world_task @ omega / self.max_rotation
-        action[6] = spindle
-        return np.clip(action, -1.0, 1.0).astype(np.float32)
+        R_target = np.array([[c_t, -s_t, 0.0], [s_t, c_t, 0.0], [0.0, 0.0, 1.0]]) @ self.env.R_task_tcp_nominal
+        return self.act(view, move, self.gain * rotvec_between(R_target, R_task_cmd), spindle)
