@@ -514,8 +514,9 @@ class WeldMetrics:
         self._sample_mm = path.length * 1e3 / max(1, len(path.s) - 1)
         #: a bin shorter than this (mm) counts as this long: a torch that dwells does not divide by zero
         self._min_bin_mm = 0.1 * self._sample_mm
-        #: the per-bead length key of each defect, in `DEFECT_NAMES` order (`_close_bin` writes their flags by name)
-        self._defect_length_keys = tuple(f"defect_{name}_mm" for name in DEFECT_NAMES)
+        #: the step's flag key and the per-bead length key of each defect, in `DEFECT_NAMES` order (`_close_bin`)
+        self._defect_flag_keys = tuple(f"defect_{name}" for name in DEFECT_NAMES)
+        self._defect_length_keys = tuple(f"{key}_mm" for key in self._defect_flag_keys)
         self.dt = control_dt
         self.ctwd_nominal = wps.nominal("ctwd_mm") * 1e-3
         self._ctwd_nominal_mm = wps.nominal("ctwd_mm")
@@ -717,14 +718,15 @@ class WeldMetrics:
         self._bin_s: float | None = None  # where the open bin started (m), None: where the next deposit does
         self._bin_energy, self._bin_steps = 0.0, 0
         self._defect_counts = [0] * len(DEFECT_NAMES)
+        self._flagged = False  # whether the last millimetre welded had a defect flag set
         self._any_defect_count = self._out_of_range_count = self._bead_samples = 0
         self._heat_sum = 0.0
         self._leg_min = math.inf
         self._speed_floor = self.wps.bead_model.travel_speed_mm_s[0]
         self._bead_info: dict[str, float | bool] = {
             "bead_width_mm": 0.0, "bead_reinforcement_mm": 0.0, "bead_penetration_mm": 0.0, "bead_leg_mm": 0.0,
-            "bead_model_in_range": True, **{f"defect_{name}": False for name in DEFECT_NAMES},
-            **{f"defect_{name}_mm": 0.0 for name in DEFECT_NAMES}, "defect_length_mm": 0.0,
+            "bead_model_in_range": True, **dict.fromkeys(self._defect_flag_keys, False),
+            **dict.fromkeys(self._defect_length_keys, 0.0), "defect_length_mm": 0.0,
             "bead_heat_input_kj_mm_mean": 0.0, "bead_leg_mm_min": 0.0, "bead_out_of_range_mm": 0.0}
         self.set_electrics(self.wps.arc.current_a, self.wps.arc.voltage_v)
 
@@ -748,10 +750,10 @@ class WeldMetrics:
         counts, info = self._defect_counts, self._bead_info
         info["bead_width_mm"], info["bead_reinforcement_mm"] = width, reinforcement
         info["bead_penetration_mm"], info["bead_leg_mm"], info["bead_model_in_range"] = penetration, leg, in_range
-        info["defect_porosity"], info["defect_undercut"], info["defect_lack_of_fusion"] = porosity, undercut, \
-            lack_of_fusion
-        info["defect_burn_through"], info["defect_insufficient_leg"] = burn_through, short_leg
         defective = porosity or undercut or lack_of_fusion or burn_through or short_leg
+        if defective or self._flagged:  # the flags stay False along a sound bead: written only where they change
+            info.update(zip(self._defect_flag_keys, row[6:], strict=True))
+            self._flagged = defective
         if defective:  # rare: the lengths only change then
             mm = self._sample_mm
             for j, (flag, key) in enumerate(zip(row[6:], self._defect_length_keys, strict=True)):

@@ -144,6 +144,10 @@ def test_the_expert_turns_about_the_wire_tip_on_a_sharp_corner():
     # Standing on the vertex heats it: burn-through risk there, and only there.
     final = steps[-1]
     assert 0.0 < final["defect_burn_through_mm"] == final["defect_length_mm"] <= 2.0
+    # the step's flag is the last millimetre welded's: on at the vertex, off again on the sound bead after it
+    flagged = [st["seam_position_mm"] for st in steps if st["defect_burn_through"]]
+    assert flagged and vertex - 2.0 < min(flagged) and max(flagged) < vertex + 3.0
+    assert not any(final[key] for key in final if key.startswith("defect_") and not key.endswith("_mm"))
 
 
 def test_the_seam_cannot_be_declared_apart_from_the_tube():

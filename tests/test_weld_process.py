@@ -248,6 +248,9 @@ def test_each_defect_indicator_fires_on_the_motion_that_causes_it(technique, fir
         else:
             assert lengths[name] == 0.0, (name, lengths)
     assert record.final_info["defect_length_mm"] >= max(lengths.values())
+    # each step's flags, one per `DEFECT_NAMES` entry, are the last millimetre's: the technique held, it still fires
+    flags = {key: value for key, value in record.final_info.items() if key.startswith("defect_") and key[-3:] != "_mm"}
+    assert flags == {f"defect_{name}": name in fires for name in DEFECT_NAMES}
 
 
 @pytest.mark.parametrize("env_id, tier, seed", [
