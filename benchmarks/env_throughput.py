@@ -9,9 +9,10 @@ untimed: KeyedShaft's grip angle, a tier's friction and mass factors live in the
 loop does exactly the same physics, which it checks (every episode must end in the env's final
 state, bit for bit), and the ratio is the cost of everything the env adds (action checks, IK, F/T
 compensation, observation, metrics, reward, info, wrappers). Both loops are timed in CPU time of
-this thread, each episode's best of ``--repeats`` interleaved runs (on a shared machine another
-process's burst slows an episode, never speeds one up). Gymnasium's Pusher-v5 is measured the same
-way as a peer.
+this thread, step by step, and each step counts with its best of ``--repeats`` interleaved runs: on
+a shared machine another process slows a step (it takes the core, it evicts the caches), never
+speeds one up, and the same rule applies to both loops (the clock's own ~0.6 us a call falls on
+both alike). Gymnasium's Pusher-v5 is measured the same way as a peer.
 
     python benchmarks/env_throughput.py [--episodes 20] [--repeats 5] [--only Weld]
 
@@ -102,22 +103,23 @@ def capture(env, recorded, nstep: int):
     return starts, ctrls, writes, finals
 
 
-def time_env(env, recorded) -> list[float]:
-    """Seconds spent in env.step, per episode (resets not counted)."""
+def time_env(env, recorded) -> np.ndarray:
+    """Seconds of each env.step, the episodes' steps in order (resets not counted)."""
     elapsed = []
     for seed, actions in enumerate(recorded):
         env.reset(seed=seed)
-        t = CLOCK()
         for action in actions:
+            t = CLOCK()
             env.step(action)
-        elapsed.append(CLOCK() - t)
-    return elapsed
+            elapsed.append(CLOCK() - t)
+    return np.array(elapsed)
 
 
-def time_raw(env, starts, ctrls, writes, finals, nstep: int) -> list[float]:
-    """Seconds of plain ``mj_step`` on the env's model, per episode; each episode's model edits are made by resetting
-    the env with its seed, and the env's state writes are applied between steps, both untimed. Raises
-    where an episode does not end in the env's final state: the raw loop would time other physics."""
+def time_raw(env, starts, ctrls, writes, finals, nstep: int) -> np.ndarray:
+    """Seconds of each plain ``mj_step`` on the env's model, in the order of `time_env`; each episode's
+    model edits are made by resetting the env with its seed, and the env's state writes are applied
+    between steps, both untimed. Raises where an episode does not end in the env's final state: the
+    raw loop would time other physics."""
     model = env.unwrapped.model
     data = mujoco.MjData(model)
     spec = mujoco.mjtState.mjSTATE_INTEGRATION
@@ -127,30 +129,28 @@ def time_raw(env, starts, ctrls, writes, finals, nstep: int) -> list[float]:
             zip(starts, ctrls, writes, finals, strict=True)):
         env.reset(seed=seed)
         mujoco.mj_setState(model, data, state, spec)
-        elapsed, t = 0.0, CLOCK()
         for i, ctrl in enumerate(episode_ctrl):
+            t = CLOCK()
             data.ctrl[:] = ctrl
             mujoco.mj_step(model, data, nstep)
+            times.append(CLOCK() - t)
             if i in episode_writes:
-                elapsed += CLOCK() - t
                 mujoco.mj_setState(model, data, episode_writes[i], spec)
-                t = CLOCK()
-        times.append(elapsed + CLOCK() - t)
         mujoco.mj_getState(model, data, final, spec)
         if not np.array_equal(final, expected):
             raise RuntimeError(f"{env.spec.id}: the raw replay of episode {seed} does not end in the env's state")
-    return times
+    return np.array(times)
 
 
 def measure(env_id: str, recorded, nstep_of, repeats: int, **kwargs):
     env = gym.make(env_id, **kwargs)
     starts, ctrls, writes, finals = capture(env, recorded, nstep_of(env.unwrapped))
-    best_env, best_raw = np.full(len(recorded), np.inf), np.full(len(recorded), np.inf)
-    for _ in range(repeats):  # interleaved, each episode's best: both loops see the same machine load
+    steps = sum(len(actions) for actions in recorded)
+    best_env, best_raw = np.full(steps, np.inf), np.full(steps, np.inf)
+    for _ in range(repeats):  # interleaved, each step's best: both loops see the same machine load
         best_env = np.minimum(best_env, time_env(env, recorded))
         best_raw = np.minimum(best_raw, time_raw(env, starts, ctrls, writes, finals, nstep_of(env.unwrapped)))
     env.close()
-    steps = sum(len(actions) for actions in recorded)
     return steps / best_env.sum(), steps / best_raw.sum(), steps
 
 
