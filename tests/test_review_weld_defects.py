@@ -5,16 +5,20 @@ import base64
 import io
 import math
 import re
+from dataclasses import replace
+from pathlib import Path
 
 import mujoco
 import numpy as np
 import pytest
 from PIL import Image, ImageColor
 
+from skillcell.demos.capture import import_capture
 from skillcell.demos.recorder import EpisodeRecorder, scripted_provenance
+from skillcell.demos.replay import replay_episode
 from skillcell.envs.cells.weld_seam import WeldSeamEnv
 from skillcell.envs.registry import cell_ids, cell_spec
-from skillcell.envs.weld_process import heat_input_kj_mm
+from skillcell.envs.weld_process import DEFECT_NAMES, heat_input_kj_mm
 from skillcell.policies import make_expert
 from skillcell.review.overlays import (
     DEFECT_COLORS,
@@ -25,7 +29,7 @@ from skillcell.review.overlays import (
     project_points,
 )
 from skillcell.review.report import ReportOptions, build_report
-from skillcell.review.sources import Step, make_review_env
+from skillcell.review.sources import EpisodeSource, Step, make_review_env
 from skillcell.review.video import FrameRenderer
 from skillcell.rollout import FunctionPolicy, rollout
 
@@ -324,3 +328,49 @@ def test_skillcell_render_shows_the_defect_marks_by_default(weld_run, tmp_path):
                            for name in ("undercut", "insufficient_leg")}
     assert all(n == 0 for n in marked[0].values()), marked
     assert all(n > 20 for n in marked[1].values()), marked
+
+
+# ------------------------------------------------------------------------------- a capture's own electrics
+
+@pytest.fixture(scope="module")
+def captured_weld(tmp_path_factory):
+    """The shipped weld capture (optical torch track plus the power source's current and voltage), imported."""
+    captures = Path(__file__).resolve().parents[1] / "examples" / "captures"
+    return import_capture(captures / "weld_fillet_pass.csv", tmp_path_factory.mktemp("capture") / "ds",
+                          progress=False).episode
+
+
+def test_a_captured_welds_state_replay_measures_with_its_current_and_voltage(captured_weld):
+    """The review's replay (video, the report's defect plot): each step's heat input is the capture's 0.8 U I / v,
+    v the replay's own travel speed, and the bead model's defects are the capture's (with the WPS's nominal
+    180 A and 20 V it flags 2 mm, the capture 1 mm)."""
+    episode = captured_weld
+    current, voltage = episode.extras["signal/current_a"], episode.extras["signal/voltage_v"]
+    # Without the stored heat input and speed, the step's info shows what the replay measured itself.
+    measured = ("heat_input_kj_mm", "travel_speed_mm_s")
+    bare = replace(episode, infos={k: v for k, v in episode.infos.items() if k not in measured})
+    env = make_review_env(episode.env_id, episode.env_kwargs, width=160, height=128,
+                          max_episode_steps=episode.max_episode_steps)
+    try:
+        steps = list(EpisodeSource(env, bare))
+        bead = env.unwrapped.metrics.bead_summary()
+    finally:
+        env.close()
+    welding = [st for st in steps[1:] if st.info["arc_on"] and st.info["travel_speed_mm_s"] > 1.0]
+    assert len(welding) > 300
+    ran_with = np.array([st.index - 1 for st in welding])  # step k ran with the signals at control instant k
+    heat_times_speed = np.array([st.info["heat_input_kj_mm"] * st.info["travel_speed_mm_s"] for st in welding])
+    assert np.allclose(heat_times_speed, 0.8 * current[ran_with] * voltage[ran_with] * 1e-3, rtol=1e-12)
+    final = {key: values[-1] for key, values in episode.infos.items()}
+    assert bead["defect_length_mm"] == final["defect_length_mm"] == 1.0
+    # within the state replay's one physics substep of motion (the nominal electrics: 2 % more)
+    assert bead["bead_heat_input_kj_mm_mean"] == pytest.approx(final["bead_heat_input_kj_mm_mean"], rel=3e-3)
+
+
+def test_a_captured_welds_action_replay_reproduces_its_bead(captured_weld):
+    report = replay_episode(captured_weld, "action")
+    assert report.passed and report.bit_exact
+    final = {key: values[-1] for key, values in captured_weld.infos.items()}
+    for key in ("heat_input_kj_mm", "bead_heat_input_kj_mm_mean", "bead_width_mm", "bead_leg_mm_min",
+                "defect_length_mm", *(f"defect_{name}_mm" for name in DEFECT_NAMES)):
+        assert report.final_info[key] == final[key], key

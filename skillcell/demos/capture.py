@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 import skillcell
 from skillcell.config import ConfigError, bounds, from_mapping, merge, parse_yaml, to_mapping
 from skillcell.demos._io import sha256_bytes
-from skillcell.demos.episode import DatasetWriter, Episode, EpisodeEntry, Provenance
+from skillcell.demos.episode import SIGNAL_PREFIX, DatasetWriter, Episode, EpisodeEntry, Provenance
 from skillcell.demos.errors import (
     CaptureError,
     CaptureFormatError,
@@ -1162,7 +1162,7 @@ def import_capture(csv_path: str | Path, out: str | Path, *, sidecar: str | Path
         "ik_qpos": plan.kinematics.qpos, "ik_position_error": plan.kinematics.position_error,
         "ik_orientation_error": plan.kinematics.orientation_error,
         "raw_t": capture.t, "raw_pose": capture.raw_pose,
-        **{f"signal/{name}": v for name, v in plan.signals.items()},
+        **{SIGNAL_PREFIX + name: v for name, v in plan.signals.items()},
         **{f"raw_signal/{name}": v for name, v in capture.signals.items()},
     })
     episode.notes = {"capture_file": capture.csv_path.name, "capture_sha256": capture.csv_sha256,

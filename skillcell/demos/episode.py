@@ -25,7 +25,9 @@ member                 shape               meaning
 ``command_pos``        (N+1, 3)            the controller's commanded TCP position (m)
 ``command_quat``       (N+1, 4)            the commanded orientation (w, x, y, z)
 ``info/<key>``         (N+1, ...)          each ``info`` metric: reset info, then every step's
-``extra/<key>``        any                 source data (capture targets, raw capture samples)
+``extra/<key>``        any                 source data (capture targets, raw capture samples);
+                                           ``extra/signal/<name>`` (N+1,): a measured process
+                                           signal, step k ran with entry k (`Episode.process_signals`)
 ``model_xml``          () str              MJCF of the model as built (``CellEnv.mj_spec.to_xml()``)
 ``meta``               () str              JSON: env id and kwargs, seed, control period,
                                            observation layout, versions, model hash,
@@ -72,6 +74,7 @@ from skillcell.demos.errors import DatasetError
 
 __all__ = [
     "EPISODE_FORMAT_VERSION",
+    "SIGNAL_PREFIX",
     "DatasetWriter",
     "DemoDataset",
     "Episode",
@@ -89,6 +92,8 @@ MANIFEST_NAME = "dataset.yaml"
 _ARRAYS = ("observations", "actions", "rewards", "terminations", "truncations", "states",
            "tcp_pos", "tcp_quat", "command_pos", "command_quat")
 _EPISODE_RE = re.compile(r"^episode_(\d{6,})\.npz$")
+#: the extras that hold a measured process signal (a capture's ``current_a`` column: ``signal/current_a``)
+SIGNAL_PREFIX = "signal/"
 
 
 @dataclass(frozen=True)
@@ -261,6 +266,13 @@ class Episode:
     @property
     def duration_s(self) -> float:
         return self.steps * self.control_dt
+
+    def process_signals(self, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The measured process signals among ``names`` (a cell's `CellEnv.process_signals`) that the episode
+        holds (a capture's columns, extras ``signal/<name>``), one value per control instant: step k ran with
+        entry k set (`CellEnv.set_process_signals`), so a replay that sets them so re-measures what ran."""
+        return {name: np.asarray(self.extras[SIGNAL_PREFIX + name], dtype=np.float64) for name in names
+                if SIGNAL_PREFIX + name in self.extras}
 
     def decode_observations(self) -> dict[str, np.ndarray]:
         """Observation blocks in physical units, as `CellEnv.decode_obs` returns them, without an env."""

@@ -9,7 +9,9 @@ the controls, and holds on any machine and MuJoCo build that computes the same f
 kinematics of the last substep's start, which a restored state recomputes from its end.)
 
 **action** starts the env from the stored first state (as the recorder did) and steps the stored
-actions through it: the controller, the physics and the metrics. Per step it measures the TCP
+actions through it: the controller, the physics and the metrics, each step with the measured process
+signals it ran with (`Episode.process_signals`: a weld capture's current and voltage, so the heat
+input and the bead are the capture's, not the WPS's nominal). Per step it measures the TCP
 position error against the recording (drift, mm) and fails above a threshold. On the machine
 and versions that recorded the episode the drift is exactly zero.
 
@@ -45,7 +47,8 @@ RENDER_KWARGS = ("render_mode", "width", "height", "camera", "render_quality")
 
 @dataclass
 class ReplayReport:
-    """What a replay found. ``drift_mm`` has one entry per stored step (action mode only)."""
+    """What a replay found. ``drift_mm`` has one entry per stored step and ``final_info`` is the replayed
+    episode's last ``info`` (action mode only)."""
 
     mode: str
     source: str
@@ -59,6 +62,7 @@ class ReplayReport:
     passed: bool = False
     warnings: list[str] = field(default_factory=list)
     video: Path | None = None
+    final_info: dict = field(default_factory=dict)
 
     @property
     def max_drift_mm(self) -> float:
@@ -199,6 +203,7 @@ def _replay_actions(env, episode: Episode, report: ReplayReport, writer: VideoWr
     cell = env.unwrapped
     drift = np.full(episode.steps + 1, math.nan)
     bar = tqdm(total=episode.steps, desc="action replay", unit="step", disable=not progress, leave=False)
+    signals = episode.process_signals(cell.process_signals)
 
     def start(obs, info):
         return cell.set_state(episode.states[0])
@@ -214,12 +219,14 @@ def _replay_actions(env, episode: Episode, report: ReplayReport, writer: VideoWr
             report.max_state_error = max(report.max_state_error, float(np.abs(state - episode.states[k]).max()))
         if writer is not None:
             writer.add(env.render())
+        if signals and k < episode.steps:  # for the step that follows, as the recording ran it
+            cell.set_process_signals({name: float(values[k]) for name, values in signals.items()})
 
     # stepping on after an instability raises: the replay ends there, with a warning
     record = rollout(env, ActionReplay(episode.actions), seed=episode.seed, start=start, max_steps=episode.steps,
                      stop_on=(RuntimeError,), on_step=check)
     bar.close()
-    report.replayed_steps = record.steps
+    report.replayed_steps, report.final_info = record.steps, record.final_info
     if record.error is not None:
         report.warnings.append(f"step {record.steps}: {record.error}")
     elif record.steps < episode.steps:

@@ -6,8 +6,9 @@ step's state, so the renderer, the overlays and the metric strip read it from th
 - `EpisodeSource`: **state replay** of a stored episode (`skillcell.demos` format): each stored
   ``mjSTATE_INTEGRATION`` state is restored as recorded. The strip shows the stored ``info``;
   the cell's own metrics are measured again from each restored state (with the stored task
-  action, e.g. arc on), so overlays that build up over an episode (the weld bead) build up as
-  they did in the recording.
+  action, e.g. arc on, and the measured process signals the step ran with, a weld capture's
+  current and voltage: `Episode.process_signals`), so overlays that build up over an episode (the
+  weld bead) build up as they did in the recording.
 - `RolloutSource`: a policy driving the env live (an SB3 model or the scripted expert, see
   `load_policy`), optionally from a stored episode's first state so that it starts exactly where
   a demonstration started.
@@ -123,9 +124,12 @@ class EpisodeSource:
         # stored first state replaces the physics, as when the episode was recorded.
         self.env.reset(seed=ep.seed)
         _, live_info = cell.set_state(states[0])
+        signals = ep.process_signals(cell.process_signals)
         total = 0.0
         for k in range(ep.steps + 1):
             if k:
+                if signals:
+                    cell.set_process_signals({name: float(values[k - 1]) for name, values in signals.items()})
                 # The cell measures each stored state as its step would have: accumulating
                 # overlays such as the bead follow the recording.
                 live_info = cell.replay_step(states[k], ep.actions[k - 1])[-1]
