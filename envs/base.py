@@ -95,7 +95,7 @@ class CellEnv(gym.Env):
     | `_state_restored()`         | may  | `set_state`, `replay_step`         | the model, from ``data.userdata``   |
     | `_episode_start()`          | may  | reset, `set_state`: F/T zeroed     | its episode statistics              |
     | `_apply_task_action(a)`     | may  | step: arm commanded, pre-physics   | its task state (``a[6:]``)          |
-    | `_evaluate()`               | must | reset, `set_state`, step: F/T read | its statistics; returns metrics     |
+    | `_evaluate()`               | must | reset, `set_state`, step: F/T read | its statistics; a new metrics dict  |
     | `_reward(metrics, a)`       | must | step, after `_evaluate`            | its statistics; ``(reward, terms)`` |
     | `_task_done()`              | may  | step, after `_reward`              | nothing: True ends the episode      |
     | `_task_obs(out)`            | may  | every observation                  | ``out`` (unscaled task blocks)      |
@@ -464,8 +464,10 @@ class CellEnv(gym.Env):
             metrics["physics_invalid"] = True
         terminated = bool(instability or metrics["physics_invalid"] or
                           (metrics["is_success"] and self._terminate_on_success) or self._task_done())
-        info = {**metrics, **terms, "instability": instability}
-        return self._get_obs(), reward, terminated, False, info
+        # The step's own dict (`_evaluate` makes a new one each step) becomes its info: no copy of 50 keys.
+        metrics.update(terms)
+        metrics["instability"] = instability
+        return self._get_obs(), reward, terminated, False, metrics
 
     def render(self):
         if self.render_mode is None:

@@ -248,21 +248,50 @@ def test_controller_kernel_command_is_the_float_formulation(weld, feedforward):
         assert (bits(c.p_world_cmd), bits(c.quat_world_cmd), bits(c._error)) == tuple(map(bits, expected))
 
 
+def observer(weld, warnings, qpos=None, qvel=None, **buffers):
+    """A kernels.Observer on buffers of the test's own (the weld env's controller kernel for the lead)."""
+    rng = np.random.default_rng(10)
+    arrays = {"raw": np.zeros(30), "scale": np.ones(30), "qpos": np.zeros(8) if qpos is None else qpos,
+              "qvel": np.zeros(8) if qvel is None else qvel, "wrench": np.zeros(6), "ft_offset": np.zeros(6),
+              "ft_xmat": np.eye(3).ravel(), "payload_force": rng.standard_normal(3),
+              "payload_com": rng.standard_normal(3) * 0.05, "force": np.zeros(3), "torque": np.zeros(3), **buffers}
+    kernel = kernels.Observer(**arrays, qpos_index=list(range(6)), qvel_index=list(range(6)),
+                              controller=weld.controller.kernel, joint_pos=0, joint_vel=6, lead=12, ft=18,
+                              empty=np.empty, dtype=np.float32, warnings=warnings)
+    return kernel, arrays
+
+
 def test_wrench_kernel_is_the_float_formulation(weld):
     """F/T compensation: the reading plus the tool's weight in the F/T frame, and its moment about the sensor."""
     rng = np.random.default_rng(9)
-    force, torque = (weld.data.sensordata[a:a + 3] for a in (weld._force_adr, weld._torque_adr))
+    kernel, a = observer(weld, np.zeros(8, np.int32))
     for _ in range(200):
-        force[:], torque[:] = rng.standard_normal(3) * 10, rng.standard_normal(3)
-        weld.data.site_xmat[weld.ft_site] = np.linalg.qr(rng.standard_normal((3, 3)))[0].ravel()
-        R, w, c = weld.data.site_xmat[weld.ft_site].reshape(3, 3), weld._payload_force_world, weld._payload_com_ft
-        gx, gy, gz = rotate_transposed(R.ravel().tolist(), w.tolist())
-        (cx, cy, cz), (fx, fy, fz), (tx, ty, tz) = c.tolist(), force.tolist(), torque.tolist()
+        a["force"][:], a["torque"][:] = rng.standard_normal(3) * 10, rng.standard_normal(3)
+        a["ft_xmat"][:] = np.linalg.qr(rng.standard_normal((3, 3)))[0].ravel()
+        gx, gy, gz = rotate_transposed(a["ft_xmat"].tolist(), a["payload_force"].tolist())
+        (cx, cy, cz), (fx, fy, fz), (tx, ty, tz) = a["payload_com"].tolist(), a["force"].tolist(), a["torque"].tolist()
         expected = [fx + gx, fy + gy, fz + gz, tx + (cy * gz - cz * gy), ty + (cz * gx - cx * gz),
                     tz + (cx * gy - cy * gx)]
-        weld._update_wrench()
-        assert bits(weld.wrench_tool) == bits(expected)
-    mujoco.mj_forward(weld.model, weld.data)
+        kernel.wrench()
+        assert bits(a["wrench"]) == bits(expected)
+
+
+def test_soundness_kernel_sees_warnings_and_non_finite_state(weld):
+    """A warning counted (mjData's counts are a strided field of its records), or one non-finite qpos or qvel
+    entry, and the state is unsound."""
+    records = np.zeros(8, dtype=[("lastinfo", np.int32), ("number", np.int32)])
+    qpos, qvel = np.zeros(8), np.zeros(8)
+    kernel, _ = observer(weld, records["number"], qpos=qpos, qvel=qvel)
+    assert kernel.sound()
+    for array in (qpos, qvel):
+        for value in (np.nan, np.inf, -np.inf):
+            array[-1] = value
+            assert not kernel.sound()
+            array[-1] = 0.0
+    records["number"][3] = 1
+    assert not kernel.sound()
+    records["number"][3] = 0
+    assert kernel.sound()
 
 
 def test_in_spec_reward_has_no_quality_penalty(weld):
@@ -275,18 +304,3 @@ def test_in_spec_reward_has_no_quality_penalty(weld):
                          for k, (low, high) in ((k, weld.wps.band(k)) for k in METRIC_KEYS))
             assert excess <= 1e-13
 
-
-def test_instability_check_sees_warnings_and_non_finite_state(weld):
-    """The compiled soundness check: a warning counted, or one non-finite qpos or qvel entry, is caught."""
-    d = weld.data
-    assert weld._instability() == ""
-    for array in (d.qpos, d.qvel):
-        for value in (np.nan, np.inf):
-            kept = array[-1]
-            array[-1] = value
-            assert weld._instability() == "non-finite state"
-            array[-1] = kept
-    d.warning.number[mujoco.mjtWarning.mjWARN_BADQACC] = 1
-    assert weld._instability().startswith("mjWARN_BADQACC x1")
-    d.warning.number[mujoco.mjtWarning.mjWARN_BADQACC] = 0
-    assert weld._instability() == ""
