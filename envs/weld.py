@@ -325,7 +325,9 @@ def plate_boxes(joint: JointConfig, path: SeamPath) -> tuple[list, list]:
     they would leave a wedge-shaped slit there), and what a box has beyond the mitre lies inside its
     neighbour's strip. No box reaches past the seam line: at a bend with the web (or the lapped plate)
     inside the turn, the pieces end on the seam's vertex, where a box run on past it would stand out
-    onto the torch's side (``t sin(turn)``: 1.1 mm at 8 degrees with 8 mm plate).
+    onto the torch's side (``t sin(turn)``: 1.1 mm at 8 degrees with 8 mm plate). That holds for bends
+    of up to 90 degrees: past that, a square-ended box reaches across its neighbour's seam line with
+    its own far side (a web bent back on itself would need its pieces cut along the mitre).
     """
     t = joint.plate_thickness_mm * 1e-3
     size = joint.mate_size_mm * 1e-3
@@ -335,7 +337,7 @@ def plate_boxes(joint: JointConfig, path: SeamPath) -> tuple[list, list]:
     pieces = np.diff(corners, axis=0)
     directions = pieces / np.linalg.norm(pieces, axis=1)[:, None]
     (x0, y0), (x1, y1) = directions[:-1].T, directions[1:].T
-    #: tan of half of each interior vertex's turn (left, towards the mate, positive)
+    # tan of half of each interior vertex's turn (left, towards the mate, positive)
     half_turns = np.tan(0.5 * np.arctan2(x0 * y1 - y0 * x1, x0 * x1 + y0 * y1))
 
     def chain(offset_left: float, half_width: float, z_centre: float, half_height: float):

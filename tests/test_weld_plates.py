@@ -39,8 +39,8 @@ def bent_seam(turn_deg: float) -> dict:
 WELD_CELLS = [("skillcell/WeldSeam-v0", {}), ("skillcell/WeldSeamLap-v0", {}), ("skillcell/WeldSeamButt-v0", {}),
               ("skillcell/WeldSeamCurved-v0", {}), ("skillcell/WeldPipe-v0", {}), ("skillcell/WeldSeamCorner-v0", {}),
               ("skillcell/WeldSeamCorner-v0", {"variant": "sharp"})]
-# and sharp bends either way on each joint type
-WELD_CELLS += [(env_id, {"overrides": {"seam": bent_seam(turn)}}) for turn in (45.0, -45.0)
+# and sharp bends either way on each joint type, up to the 90 degrees `plate_boxes` holds to
+WELD_CELLS += [(env_id, {"overrides": {"seam": bent_seam(turn)}}) for turn in (45.0, -45.0, 90.0, -90.0)
                for env_id in ("skillcell/WeldSeam-v0", "skillcell/WeldSeamLap-v0", "skillcell/WeldSeamButt-v0")]
 
 
