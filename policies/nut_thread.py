@@ -32,10 +32,13 @@ class NutThreadExpert(FixtureExpert):
       at ``spin``), ``c`` kept on the axis; the spindle runs at
       ``spin`` of its full speed from ``spin_zone`` above the thread start, times how lined up
       (from a pitch down the thread on, where the nut has engaged, in full). The nut finds
-      the thread within a turn, runs down one pitch per turn with the command following it, and at
-      the washer the spindle stalls at the clutch's torque for that speed (``spin`` times the stall
-      torque at full command: 4.5 N*m, between the seating torque and the torque limit), which
-      ends the episode as a success.
+      the thread within a turn and runs down one pitch per turn with the command following it.
+      ``seat_zone`` above the washer the run-down ends and a tightening step at ``seat_spin``
+      starts, as a nutrunner's two-step program does: the nut meets the washer slower (at full
+      speed the stop reached the F/T as a one-substep 123 N jolt, D1 seed 13) and the spindle
+      stalls at the clutch's torque for that speed (``seat_spin`` times the stall torque at full
+      command: 3.6 N*m, between the seating torque and the torque limit), which ends the episode
+      as a success.
     """
 
     approach_height = 0.003  # m above the thread start
@@ -44,6 +47,8 @@ class NutThreadExpert(FixtureExpert):
     spin_zone = 0.0005  # m above the thread start where the spindle starts
     follow_lead = 0.0004  # m the command may lead the nut's face down the thread
     spin = 1.0  # of the spindle's full speed (1 rev/s at 60 rpm)
+    seat_zone = 0.0006  # m above the washer where the run-down ends and the tightening step starts
+    seat_spin = 0.8  # the tightening step's speed: its stall torque (3.6 N*m) still past the seating torque
     aligned_mm = (0.1, 0.2)  # face offset from the axis: fully lined up / not at all
     aligned_deg = (0.3, 0.6)  # tilt from the axis: fully lined up / not at all
     env_class = NutThreadEnv
@@ -70,7 +75,9 @@ class NutThreadExpert(FixtureExpert):
             move[2] = self.guarded(view, self.touch_speed, self.follow_lead)
             # Lined up matters until the nut has met the helix (within a pitch of the thread start it has
             # engaged or jammed); past that the thread holds the nut and the measured offset is noise about it.
-            if depth > self.env.pitch:
+            if depth > self.env.thread_length - self.seat_zone:
+                spindle = self.seat_spin
+            elif depth > self.env.pitch:
                 spindle = self.spin
             elif depth > -self.spin_zone:
                 spindle = self.spin * lined_up
